@@ -1,0 +1,51 @@
+"""Activation functions an SAE config can name (`activation_fn_str`): `relu`, `tanh-relu`
+and `topk` (keep the k largest pre-activations of each token, zero the rest)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+ACTIVATION_FN_NAMES = ("relu", "tanh-relu", "topk")
+
+
+class TopK(nn.Module):
+    """Keep the `k` largest entries of the last dimension (after `postact_fn`), zero the rest."""
+
+    def __init__(self, k: int, postact_fn: Callable[[torch.Tensor], torch.Tensor] = nn.ReLU()):
+        super().__init__()
+        if not isinstance(k, int) or k < 1:
+            raise ValueError(f"TopK needs a positive int k, got {k!r}")
+        self.k = k
+        self.postact_fn = postact_fn
+
+    def select(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The k kept values (after `postact_fn`) and their indices, both [..., k]."""
+        top = torch.topk(x, k=self.k, dim=-1, sorted=False)
+        return self.postact_fn(top.values), top.indices
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        values, indices = self.select(x)
+        return torch.zeros_like(x).scatter(-1, indices, values)
+
+
+def _tanh_relu(x: torch.Tensor) -> torch.Tensor:
+    return torch.tanh(torch.relu(x))
+
+
+def get_activation_fn(activation_fn: str, **kwargs: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The activation named `activation_fn`; `topk` needs `k` (and accepts `postact_fn`)."""
+    if activation_fn == "relu":
+        return nn.ReLU()
+    if activation_fn == "tanh-relu":
+        return _tanh_relu
+    if activation_fn == "topk":
+        if "k" not in kwargs:
+            raise ValueError("activation_fn 'topk' needs activation_fn_kwargs['k'], got none")
+        return TopK(kwargs["k"], kwargs.get("postact_fn", nn.ReLU()))
+    raise ValueError(
+        f"unknown activation_fn {activation_fn!r}: expected one of {list(ACTIVATION_FN_NAMES)}"
+    )

@@ -1,0 +1,118 @@
+"""The `Architecture` interface: everything that differs between SAE architectures lives
+behind it (parameters, encode, how decoder norms fold in, training losses), so `SAE`,
+`TrainingSAE` and the trainer never ask which architecture they hold.
+
+Each method takes the SAE it acts on. Inference methods work on a `SAE`; the `training_*`
+methods on a `TrainingSAE` and default to their inference counterpart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from sae_lens.sae import SAE
+    from sae_lens.training.training_sae import TrainingSAE, TrainingSAEConfig
+
+
+@dataclass
+class TrainingLossInputs:
+    """What an architecture's training losses may use from one forward pass."""
+
+    sae_in: torch.Tensor  # [batch, d_in] raw input
+    x: torch.Tensor  # [batch, d_in] input after process_sae_in (normalised, b_dec removed)
+    feature_acts: torch.Tensor  # [batch, d_sae]
+    hidden_pre: torch.Tensor  # [batch, d_sae]
+    sae_out: torch.Tensor  # [batch, d_in]
+    per_item_mse_loss: torch.Tensor  # [batch, d_in]
+    l1_coefficient: float
+    dead_neuron_mask: torch.Tensor | None  # [d_sae] bool
+
+
+def new_param(sae: SAE, *shape: int, fill: float | None = 0.0) -> nn.Parameter:
+    """A parameter of `shape` on the SAE's device and dtype: constant `fill`, or
+    kaiming-uniform when `fill` is None."""
+    data = torch.empty(*shape, dtype=sae.dtype, device=sae.device)
+    if fill is None:
+        nn.init.kaiming_uniform_(data)
+    else:
+        data.fill_(fill)
+    return nn.Parameter(data)
+
+
+def init_linear_params(sae: SAE) -> None:
+    """`W_enc` [d_in, d_sae], `b_enc` [d_sae], `W_dec` [d_sae, d_in], `b_dec` [d_in]."""
+    d_in, d_sae = sae.cfg.d_in, sae.cfg.d_sae
+    sae.b_enc = new_param(sae, d_sae)
+    sae.W_dec = new_param(sae, d_sae, d_in, fill=None)
+    sae.W_enc = new_param(sae, d_in, d_sae, fill=None)
+    sae.b_dec = new_param(sae, d_in)
+
+
+class Architecture:
+    """One SAE architecture. Subclasses set `name` and implement the abstract methods."""
+
+    name: str = ""
+    # Whether `use_ghost_grads` is meaningful for this architecture's training loss.
+    supports_ghost_grads: bool = False
+
+    # --- inference -------------------------------------------------------------------
+    def init_params(self, sae: SAE) -> None:
+        """Create the SAE's parameters (as 5.6.0 names and shapes them)."""
+        raise NotImplementedError
+
+    def encode(self, sae: SAE, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Feature activations and hidden pre-activations, both [..., d_sae], from `x`, the
+        output of `sae.process_sae_in`. Calls `sae.hook_sae_acts_pre` / `hook_sae_acts_post`."""
+        raise NotImplementedError
+
+    def fold_W_dec_norm(self, sae: SAE, norms: torch.Tensor) -> None:
+        """Rescale encoder-side parameters after `W_dec` rows were divided by `norms` [d_sae]
+        (and `W_enc` columns multiplied by them) so the SAE's output is unchanged."""
+        raise NotImplementedError
+
+    # --- training --------------------------------------------------------------------
+    def check_training_cfg(self, cfg: TrainingSAEConfig, use_error_term: bool) -> None:
+        """Refuse training options this architecture does not support."""
+        if cfg.use_ghost_grads and not self.supports_ghost_grads:
+            raise ValueError(
+                f"use_ghost_grads is not supported by {self.name} SAEs (only by "
+                "architectures whose loss implements it, e.g. standard)"
+            )
+
+    def init_training_params(self, sae: TrainingSAE) -> None:
+        """Create the parameters a TrainingSAE optimises (default: the inference ones)."""
+        self.init_params(sae)
+
+    def training_encode(
+        self, sae: TrainingSAE, x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Like `encode`, with training behaviour (noise, straight-through estimators)."""
+        return self.encode(sae, x)
+
+    def training_forward(
+        self, sae: TrainingSAE, x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(feature_acts, hidden_pre, sae_out) for a training step."""
+        feature_acts, hidden_pre = self.training_encode(sae, x)
+        return feature_acts, hidden_pre, sae.decode(feature_acts)
+
+    def training_losses(
+        self, sae: TrainingSAE, inputs: TrainingLossInputs
+    ) -> dict[str, torch.Tensor]:
+        """Loss terms added to the MSE loss, by 5.6.0 key name (e.g. `l1_loss`)."""
+        raise NotImplementedError
+
+    def fold_training_W_dec_norm(self, sae: TrainingSAE, norms: torch.Tensor) -> None:
+        """`fold_W_dec_norm` for the training parametrisation."""
+        self.fold_W_dec_norm(sae, norms)
+
+    def training_state_dict_for_saving(self, state_dict: dict[str, Any]) -> None:
+        """Turn a TrainingSAE state dict into the saved (inference) form, in place."""
+
+    def training_state_dict_for_loading(self, state_dict: dict[str, Any]) -> None:
+        """Turn a saved state dict into the TrainingSAE form, in place."""

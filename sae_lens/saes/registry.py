@@ -1,0 +1,44 @@
+"""The architecture registry: architecture name -> its `Architecture`. Adding an
+architecture is one module under `sae_lens/saes/` plus one entry in `_BUILTIN` (or a
+`register_architecture` call from outside the package)."""
+
+from __future__ import annotations
+
+from sae_lens.saes.base import Architecture
+from sae_lens.saes.gated import GatedArchitecture
+from sae_lens.saes.jumprelu import JumpReLUArchitecture
+from sae_lens.saes.standard import StandardArchitecture
+from sae_lens.saes.topk import TopKArchitecture
+
+_BUILTIN: tuple[Architecture, ...] = (
+    StandardArchitecture(),
+    GatedArchitecture(),
+    JumpReLUArchitecture(),
+    TopKArchitecture(),
+)
+
+_REGISTRY: dict[str, Architecture] = {arch.name: arch for arch in _BUILTIN}
+
+
+def register_architecture(architecture: Architecture) -> None:
+    """Make `architecture` available under `architecture.name` (refuses a taken name)."""
+    if not architecture.name:
+        raise ValueError(f"{type(architecture).__name__} has no name: set its `name` attribute")
+    if architecture.name in _REGISTRY:
+        raise ValueError(f"an SAE architecture named {architecture.name!r} is already registered")
+    _REGISTRY[architecture.name] = architecture
+
+
+def get_architecture(name: str) -> Architecture:
+    """The registered architecture called `name`."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown SAE architecture {name!r}: expected one of {architecture_names()}"
+        ) from None
+
+
+def architecture_names() -> list[str]:
+    """Names of all registered architectures, in registration order."""
+    return list(_REGISTRY)

@@ -1,0 +1,96 @@
+"""The TopK SAE (Gao et al., 2024): each token keeps exactly its k largest
+pre-activations (k = `activation_fn_kwargs["k"]`). Trained with MSE plus the AuxK loss,
+in which the top dead latents learn to reconstruct the residual. Training decodes only the
+k active latents (`sparse_decode`), forward and backward."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+from sae_lens.saes.activations import TopK
+from sae_lens.saes.base import TrainingLossInputs
+from sae_lens.saes.standard import StandardArchitecture
+
+if TYPE_CHECKING:
+    from sae_lens.training.training_sae import TrainingSAE, TrainingSAEConfig
+
+
+def sparse_decode(values: torch.Tensor, indices: torch.Tensor, W_dec: torch.Tensor) -> torch.Tensor:
+    """`sum_j values[..., j] * W_dec[indices[..., j]]`, i.e. dense `acts @ W_dec` for acts that
+    are zero outside `indices`, touching only the k used rows of W_dec [d_sae, d_in] in the
+    forward and the backward pass. values, indices: [..., k] -> [..., d_in]."""
+    k = indices.shape[-1]
+    out = F.embedding_bag(
+        indices.reshape(-1, k), W_dec, per_sample_weights=values.reshape(-1, k), mode="sum"
+    )  # [n, d_in]
+    return out.reshape(*indices.shape[:-1], W_dec.shape[-1])
+
+
+def topk_aux_acts(
+    hidden_pre: torch.Tensor, dead_neuron_mask: torch.Tensor, k_aux: int
+) -> torch.Tensor:
+    """hidden_pre [batch, d_sae] kept only at each token's k_aux largest dead latents."""
+    dead_pre = torch.where(dead_neuron_mask[None], hidden_pre, -torch.inf)
+    top = dead_pre.topk(k_aux, dim=-1, sorted=False)
+    return torch.zeros_like(hidden_pre).scatter(-1, top.indices, top.values)
+
+
+def topk_aux_loss(
+    sae: TrainingSAE,
+    sae_in: torch.Tensor,
+    sae_out: torch.Tensor,
+    hidden_pre: torch.Tensor,
+    dead_neuron_mask: torch.Tensor | None,
+) -> torch.Tensor:
+    """AuxK loss (as 5.6.0, without variance normalisation): the top d_sae//2 dead latents
+    reconstruct the residual `sae_in - sae_out`; scaled by min(n_dead / (d_sae//2), 1)."""
+    n_dead = 0 if dead_neuron_mask is None else int(dead_neuron_mask.sum())
+    if n_dead == 0:
+        return sae_out.new_tensor(0.0)
+    assert dead_neuron_mask is not None
+    k_aux = hidden_pre.shape[-1] // 2
+    scale = min(n_dead / k_aux, 1.0)
+    aux_acts = topk_aux_acts(hidden_pre, dead_neuron_mask, min(k_aux, n_dead))
+    residual = sae_in - sae_out
+    return scale * (sae.decode(aux_acts) - residual).pow(2).sum(dim=-1).mean()
+
+
+class TopKArchitecture(StandardArchitecture):
+    """Standard's parameters and inference encode (the activation is `TopK`); its own
+    training forward (sparse decode) and loss (AuxK instead of an Lp penalty)."""
+
+    name = "topk"
+    supports_ghost_grads = False
+
+    def check_training_cfg(self, cfg: TrainingSAEConfig, use_error_term: bool) -> None:
+        super().check_training_cfg(cfg, use_error_term)
+        if cfg.activation_fn_str != "topk":
+            raise ValueError(
+                f"topk SAEs need activation_fn_str='topk', got {cfg.activation_fn_str!r}"
+            )
+
+    def training_forward(
+        self, sae: TrainingSAE, x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        hidden_pre = sae.add_training_noise(sae.hook_sae_acts_pre(x @ sae.W_enc + sae.b_enc))
+        activation: TopK = sae.activation_fn  # type: ignore[assignment]
+        values, indices = activation.select(hidden_pre)  # [batch, k] each
+        feature_acts = sae.hook_sae_acts_post(
+            torch.zeros_like(hidden_pre).scatter(-1, indices, values)
+        )  # [batch, d_sae]
+        values = feature_acts.gather(-1, indices)  # as a hook left them
+        if sae.cfg.finetuning_scaling_factor:
+            values = values * sae.finetuning_scaling_factor[indices]
+        sae_out = sae.finish_decode(sparse_decode(values, indices, sae.W_dec))
+        return feature_acts, hidden_pre, sae_out
+
+    def training_losses(
+        self, sae: TrainingSAE, inputs: TrainingLossInputs
+    ) -> dict[str, torch.Tensor]:
+        aux = topk_aux_loss(
+            sae, inputs.sae_in, inputs.sae_out, inputs.hidden_pre, inputs.dead_neuron_mask
+        )
+        return {"auxiliary_reconstruction_loss": aux}

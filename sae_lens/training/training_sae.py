@@ -1,0 +1,287 @@
+"""`TrainingSAE`: an `SAE` with a training forward pass returning its losses by name, the
+initialisation options of a training run, and the decoder-norm maintenance the trainer calls
+around each optimiser step. Architecture-specific parts come from `sae_lens.saes`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+from torch import nn
+
+from sae_lens import logger
+from sae_lens.config import LanguageModelSAERunnerConfig
+from sae_lens.sae import SAE, InputActs, LatentActs, SAEConfig, config_kwargs
+from sae_lens.saes.base import TrainingLossInputs
+from sae_lens.saes.jumprelu import JumpReLU, Step, rectangle
+from sae_lens.saes.registry import get_architecture
+from sae_lens.saes.standard import ghost_grad_loss
+from sae_lens.saes.topk import topk_aux_loss
+
+__all__ = [
+    "JumpReLU",
+    "Step",
+    "TrainStepOutput",
+    "TrainingSAE",
+    "TrainingSAEConfig",
+    "rectangle",
+]
+
+
+@dataclass
+class TrainStepOutput:
+    """One training forward pass: tensors [batch, ...] and the loss with its named terms."""
+
+    sae_in: torch.Tensor
+    sae_out: torch.Tensor
+    feature_acts: torch.Tensor
+    hidden_pre: torch.Tensor
+    loss: torch.Tensor  # the total, to call backward() on
+    losses: dict[str, float | torch.Tensor]
+
+
+@dataclass(kw_only=True)
+class TrainingSAEConfig(SAEConfig):
+    """`SAEConfig` plus the options that shape training losses and initialisation."""
+
+    l1_coefficient: float
+    lp_norm: float
+    use_ghost_grads: bool
+    normalize_sae_decoder: bool
+    noise_scale: float
+    decoder_orthogonal_init: bool
+    mse_loss_normalization: str | None
+    jumprelu_init_threshold: float
+    jumprelu_bandwidth: float
+    decoder_heuristic_init: bool
+    init_encoder_as_decoder_transpose: bool
+    scale_sparsity_penalty_by_decoder_norm: bool
+
+    @classmethod
+    def from_sae_runner_config(cls, cfg: LanguageModelSAERunnerConfig) -> TrainingSAEConfig:
+        """The SAE config of a training run."""
+        cfg_dict = cfg.get_training_sae_cfg_dict()
+        cfg_dict["model_from_pretrained_kwargs"] = (
+            cfg_dict.get("model_from_pretrained_kwargs") or {}
+        )
+        return cls.from_dict(cfg_dict)
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any]) -> TrainingSAEConfig:
+        """Build from a dict (e.g. a whole runner config); unknown keys are ignored."""
+        return cls(**config_kwargs(cls, config_dict))
+
+    def get_base_sae_cfg_dict(self) -> dict[str, Any]:
+        """Only the `SAEConfig` fields."""
+        return {f.name: getattr(self, f.name) for f in fields(SAEConfig)}
+
+
+def _mse_per_item(preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.mse_loss(preds, target, reduction="none")
+
+
+def _mse_per_item_dense_batch(preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Squared error divided by each target's distance from the batch mean."""
+    normalization = (target - target.mean(dim=0, keepdim=True)).norm(dim=-1, keepdim=True)
+    return _mse_per_item(preds, target) / (normalization + 1e-6)
+
+
+_MSE_LOSS_FNS: dict[str | None, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    None: _mse_per_item,
+    "dense_batch": _mse_per_item_dense_batch,
+}
+
+
+class TrainingSAE(SAE):
+    """An SAE being trained: `training_forward_pass` gives the loss and its named terms."""
+
+    cfg: TrainingSAEConfig  # type: ignore[assignment]
+
+    def __init__(self, cfg: TrainingSAEConfig, use_error_term: bool = False):
+        if cfg.mse_loss_normalization not in _MSE_LOSS_FNS:
+            raise ValueError(
+                f"mse_loss_normalization must be one of {list(_MSE_LOSS_FNS)}, "
+                f"got {cfg.mse_loss_normalization!r}"
+            )
+        get_architecture(cfg.architecture).check_training_cfg(cfg, use_error_term)
+        super().__init__(cfg, use_error_term=use_error_term)
+        self.mse_loss_fn = _MSE_LOSS_FNS[cfg.mse_loss_normalization]
+        self.initialize_weights_complex()
+        # The activation store flattens hook_z heads for training.
+        self.turn_off_forward_pass_hook_z_reshaping()
+
+    def _init_params(self) -> None:
+        self.architecture.init_training_params(self)
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any]) -> TrainingSAE:
+        return cls(TrainingSAEConfig.from_dict(config_dict))
+
+    @property
+    def threshold(self) -> torch.Tensor:
+        """exp(log_threshold) [d_sae] (jumprelu only)."""
+        log_threshold = self._parameters.get("log_threshold")
+        if log_threshold is None:
+            raise ValueError(
+                f"threshold is only defined for jumprelu SAEs, this one is {self.cfg.architecture}"
+            )
+        return torch.exp(log_threshold)
+
+    def check_cfg_compatibility(self) -> None:
+        """Refuse options this SAE's architecture does not support."""
+        self.architecture.check_training_cfg(self.cfg, self.use_error_term)
+
+    # --- forward passes ----------------------------------------------------------------
+    def add_training_noise(self, hidden_pre: torch.Tensor) -> torch.Tensor:
+        """hidden_pre plus N(0, noise_scale^2) noise, in training mode only."""
+        if self.training and self.cfg.noise_scale > 0:
+            return hidden_pre + torch.randn_like(hidden_pre) * self.cfg.noise_scale
+        return hidden_pre
+
+    def encode_with_hidden_pre(self, x: InputActs) -> tuple[LatentActs, LatentActs]:
+        return self.architecture.training_encode(self, self.process_sae_in(x))
+
+    def encode_standard(self, x: InputActs) -> LatentActs:
+        """This SAE's (training) encode, whatever its architecture (5.6.0 naming)."""
+        return self.encode(x)
+
+    def encode_with_hidden_pre_gated(self, x: InputActs) -> tuple[LatentActs, LatentActs]:
+        return get_architecture("gated").training_encode(self, self.process_sae_in(x))
+
+    def encode_with_hidden_pre_jumprelu(self, x: InputActs) -> tuple[LatentActs, LatentActs]:
+        return get_architecture("jumprelu").training_encode(self, self.process_sae_in(x))
+
+    def training_forward_pass(
+        self,
+        sae_in: torch.Tensor,
+        current_l1_coefficient: float,
+        dead_neuron_mask: torch.Tensor | None = None,
+    ) -> TrainStepOutput:
+        """Forward pass on a batch [batch, d_in] with the total loss and its named terms
+        (`mse_loss` plus the architecture's, e.g. `l1_loss`, `l0_loss`,
+        `auxiliary_reconstruction_loss`, `ghost_grad_loss`)."""
+        x = self.process_sae_in(sae_in)
+        feature_acts, hidden_pre, sae_out = self.architecture.training_forward(self, x)
+        per_item_mse_loss = self.mse_loss_fn(sae_out, sae_in)  # [batch, d_in]
+        mse_loss = per_item_mse_loss.sum(dim=-1).mean()
+        inputs = TrainingLossInputs(
+            sae_in=sae_in,
+            x=x,
+            feature_acts=feature_acts,
+            hidden_pre=hidden_pre,
+            sae_out=sae_out,
+            per_item_mse_loss=per_item_mse_loss,
+            l1_coefficient=current_l1_coefficient,
+            dead_neuron_mask=dead_neuron_mask,
+        )
+        losses: dict[str, float | torch.Tensor] = {}
+        loss = mse_loss
+        for name, term in self.architecture.training_losses(self, inputs).items():
+            losses[name] = term
+            loss = loss + term
+        losses["mse_loss"] = mse_loss
+        return TrainStepOutput(
+            sae_in=sae_in,
+            sae_out=sae_out,
+            feature_acts=feature_acts,
+            hidden_pre=hidden_pre,
+            loss=loss,
+            losses=losses,
+        )
+
+    def calculate_topk_aux_loss(
+        self,
+        sae_in: torch.Tensor,
+        sae_out: torch.Tensor,
+        hidden_pre: torch.Tensor,
+        dead_neuron_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """The AuxK loss of topk SAEs (0 when no latent is dead)."""
+        return topk_aux_loss(self, sae_in, sae_out, hidden_pre, dead_neuron_mask)
+
+    def calculate_ghost_grad_loss(
+        self,
+        x: torch.Tensor,
+        sae_out: torch.Tensor,
+        per_item_mse_loss: torch.Tensor,
+        hidden_pre: torch.Tensor,
+        dead_neuron_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """The ghost-grads loss of standard SAEs."""
+        return ghost_grad_loss(self, x, sae_out, per_item_mse_loss, hidden_pre, dead_neuron_mask)
+
+    # --- saving and loading ------------------------------------------------------------
+    def process_state_dict_for_saving(self, state_dict: dict[str, Any]) -> None:
+        self.architecture.training_state_dict_for_saving(state_dict)
+
+    def process_state_dict_for_loading(self, state_dict: dict[str, Any]) -> None:
+        self.architecture.training_state_dict_for_loading(state_dict)
+
+    def _fold_W_dec_norm_into_encoder(self, norms: torch.Tensor) -> None:
+        self.architecture.fold_training_W_dec_norm(self, norms)
+
+    # --- initialisation ----------------------------------------------------------------
+    def initialize_weights_jumprelu(self) -> None:
+        get_architecture("jumprelu").init_training_params(self)
+
+    @torch.no_grad()
+    def initialize_weights_complex(self) -> None:
+        """Apply the config's decoder/encoder initialisation options."""
+        if self.cfg.decoder_orthogonal_init:
+            self.W_dec.data = nn.init.orthogonal_(self.W_dec.data.T).T.contiguous()
+        elif self.cfg.decoder_heuristic_init:
+            self.W_dec.data = torch.rand_like(self.W_dec.data)
+            self.initialize_decoder_norm_constant_norm()
+        if self.cfg.init_encoder_as_decoder_transpose:
+            self.W_enc.data = self.W_dec.data.T.clone().contiguous()
+        else:
+            self.W_enc.data = nn.init.kaiming_uniform_(torch.empty_like(self.W_enc.data))
+        if self.cfg.normalize_sae_decoder:
+            self.set_decoder_norm_to_unit_norm()
+
+    @torch.no_grad()
+    def initialize_b_dec_with_precalculated(self, origin: torch.Tensor) -> None:
+        """Set b_dec to `origin` [d_in] (e.g. the geometric median of activations)."""
+        origin = torch.as_tensor(origin, dtype=self.dtype, device=self.device)
+        if tuple(origin.shape) != (self.cfg.d_in,):
+            raise ValueError(
+                f"b_dec origin must have shape [{self.cfg.d_in}], got {list(origin.shape)}"
+            )
+        self.b_dec.data = origin.clone()
+
+    @torch.no_grad()
+    def initialize_b_dec_with_mean(self, all_activations: torch.Tensor) -> None:
+        """Set b_dec to the mean of `all_activations` [n, d_in]."""
+        logger.info("Reinitializing b_dec with mean of activations")
+        self.initialize_b_dec_with_precalculated(all_activations.mean(dim=0))
+
+    @torch.no_grad()
+    def set_decoder_norm_to_unit_norm(self) -> None:
+        self.W_dec.data /= self.W_dec.data.norm(dim=1, keepdim=True)
+
+    @torch.no_grad()
+    def initialize_decoder_norm_constant_norm(self, norm: float = 0.1) -> None:
+        """Give every decoder row the same norm `norm` (Anthropic's April 2024 heuristic)."""
+        self.set_decoder_norm_to_unit_norm()
+        self.W_dec.data *= norm
+
+    # --- around the optimiser step -----------------------------------------------------
+    @torch.no_grad()
+    def remove_gradient_parallel_to_decoder_directions(self) -> None:
+        """Project each decoder row's gradient onto the plane orthogonal to the (unit) row."""
+        if self.W_dec.grad is None:
+            raise ValueError("W_dec has no gradient: call this after loss.backward()")
+        parallel = (self.W_dec.grad * self.W_dec.data).sum(dim=-1, keepdim=True)  # [d_sae, 1]
+        self.W_dec.grad -= parallel * self.W_dec.data
+
+    def before_optimizer_step(self) -> None:
+        """Called by the trainer after backward(), before clipping and optimizer.step()."""
+        if self.cfg.normalize_sae_decoder:
+            self.remove_gradient_parallel_to_decoder_directions()
+
+    def after_optimizer_step(self) -> None:
+        """Called by the trainer after optimizer.step()."""
+        if self.cfg.normalize_sae_decoder:
+            self.set_decoder_norm_to_unit_norm()
