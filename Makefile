@@ -18,10 +18,6 @@ $(VENV)/.dev-installed: $(VENV)/.base-installed
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 
-$(VENV)/.docs-installed: $(VENV)/.dev-installed
-	$(PY) -m pip install --quiet -e ".[docs]"
-	touch $@
-
 demo: $(VENV)/.base-installed
 	$(PY) -m sae_lens.demo
 
@@ -32,7 +28,7 @@ lint: $(VENV)/.dev-installed
 	$(VENV)/bin/ruff check sae_lens tests scripts benchmark
 	$(VENV)/bin/ruff format --check sae_lens tests scripts benchmark
 
-docs: $(VENV)/.docs-installed
+docs: $(VENV)/.dev-installed
 	$(VENV)/bin/mkdocs build --strict
 
 clean-venv:
