@@ -1,0 +1,116 @@
+"""The architecture registry: lookups, clear errors, and adding an architecture as one
+class plus one registration, with SAE and TrainingSAE picking it up unchanged."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+import sae_lens.saes.registry as registry
+from sae_lens.sae import SAE
+from sae_lens.saes import architecture_names, get_architecture, register_architecture
+from sae_lens.saes.standard import StandardArchitecture
+from sae_lens.training.training_sae import TrainingSAE
+
+CFG = dict(
+    d_in=4,
+    d_sae=8,
+    activation_fn_str="relu",
+    apply_b_dec_to_input=True,
+    finetuning_scaling_factor=False,
+    context_size=8,
+    model_name="tiny",
+    hook_name="blocks.0.hook_resid_pre",
+    hook_layer=0,
+    hook_head_index=None,
+    prepend_bos=True,
+    dataset_path="data",
+    dataset_trust_remote_code=False,
+    normalize_activations="none",
+    dtype="float32",
+    device="cpu",
+    sae_lens_training_version=None,
+)
+TRAINING = dict(
+    l1_coefficient=1.0,
+    lp_norm=1.0,
+    use_ghost_grads=False,
+    normalize_sae_decoder=False,
+    noise_scale=0.0,
+    decoder_orthogonal_init=False,
+    mse_loss_normalization=None,
+    jumprelu_init_threshold=0.001,
+    jumprelu_bandwidth=0.001,
+    decoder_heuristic_init=False,
+    init_encoder_as_decoder_transpose=False,
+    scale_sparsity_penalty_by_decoder_norm=False,
+)
+
+
+class ShiftedReLU(StandardArchitecture):
+    """A toy architecture: latents fire only above 1."""
+
+    name = "shifted_relu"
+
+    def encode(self, sae, x):  # noqa: ANN001, ANN201
+        hidden_pre = sae.hook_sae_acts_pre(x @ sae.W_enc + sae.b_enc)
+        return sae.hook_sae_acts_post(torch.relu(hidden_pre - 1)), hidden_pre
+
+    training_encode = encode
+
+
+@pytest.fixture
+def isolated_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+
+
+def test_builtin_architectures() -> None:
+    assert architecture_names() == ["standard", "gated", "jumprelu", "topk"]
+    assert all(get_architecture(name).name == name for name in architecture_names())
+
+
+def test_unknown_name_lists_the_registered_ones() -> None:
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "unknown SAE architecture 'nope': expected one of ['standard', 'gated', 'jumprelu', 'topk']"
+        ),
+    ):
+        get_architecture("nope")
+
+
+def test_a_registered_architecture_works_in_sae_and_training_sae(isolated_registry: None) -> None:
+    register_architecture(ShiftedReLU())
+    sae = SAE.from_dict({**CFG, "architecture": "shifted_relu"})
+    x = torch.randn(5, 4)
+    with torch.no_grad():
+        expected = torch.relu((x - sae.b_dec) @ sae.W_enc + sae.b_enc - 1)
+        torch.testing.assert_close(sae.encode(x), expected)
+
+    training = TrainingSAE.from_dict({**CFG, **TRAINING, "architecture": "shifted_relu"})
+    out = training.training_forward_pass(x, current_l1_coefficient=0.5)
+    assert set(out.losses) == {"l1_loss", "mse_loss"}
+    torch.testing.assert_close(out.losses["l1_loss"], 0.5 * out.feature_acts.sum(-1).mean())
+
+
+def test_registering_a_taken_or_empty_name_is_refused(isolated_registry: None) -> None:
+    with pytest.raises(ValueError, match="'standard' is already registered"):
+        register_architecture(StandardArchitecture())
+
+    class Nameless(StandardArchitecture):
+        name = ""
+
+    with pytest.raises(ValueError, match="Nameless has no name"):
+        register_architecture(Nameless())
+
+
+@pytest.mark.parametrize("module", ["sae.py", "training/training_sae.py"])
+def test_sae_classes_never_branch_on_the_architecture_name(module: str) -> None:
+    source = (Path(__file__).parents[2] / "sae_lens" / module).read_text()
+    branches = re.findall(
+        r"architecture\s*(?:==|!=|\bin\b)|== *\"(?:standard|gated|jumprelu|topk)\"", source
+    )
+    assert branches == []
