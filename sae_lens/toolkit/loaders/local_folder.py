@@ -1,0 +1,229 @@
+"""Reading an SAE from a local folder (or single file) in any supported format, the
+format told by the files present."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sae_lens.saes.sae_folder import SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME, read_sae_folder
+from sae_lens.toolkit.loaders.common import (
+    StateDict,
+    cast_state_dict,
+    check_state_dict_shapes,
+    fold_norm_scaling_factor,
+    handle_config_defaulting,
+    load_pickled_state_dict,
+    read_json,
+    read_safetensors,
+    resolve_dtype,
+)
+from sae_lens.toolkit.loaders.connor_rob import (
+    connor_rob_cfg_path,
+    connor_rob_config,
+    convert_connor_rob_weights,
+)
+from sae_lens.toolkit.loaders.deepseek_r1 import (
+    convert_deepseek_r1_weights,
+    deepseek_r1_config,
+    deepseek_r1_layer,
+)
+from sae_lens.toolkit.loaders.dictionary_learning import (
+    DICTIONARY_LEARNING_CONFIG_FILENAME,
+    DICTIONARY_LEARNING_WEIGHTS_FILENAME,
+    convert_dictionary_learning_weights,
+    get_dictionary_learning_config_from_json,
+)
+from sae_lens.toolkit.loaders.gemma_scope import (
+    GEMMA_SCOPE_PARAMS_FILENAME,
+    read_local_gemma_scope,
+)
+from sae_lens.toolkit.loaders.llama_scope import (
+    LLAMA_SCOPE_CONFIG_FILENAME,
+    LLAMA_SCOPE_R1_CONFIG_FILENAME,
+    LLAMA_SCOPE_R1_WEIGHTS_FILENAME,
+    LLAMA_SCOPE_WEIGHTS_PATH,
+    convert_llama_scope_r1_weights,
+    convert_llama_scope_weights,
+    llama_scope_config_from_hyperparams,
+    llama_scope_norm_scaling_factor,
+    llama_scope_r1_config_from_json,
+)
+from sae_lens.toolkit.loaders.sparsify import (
+    SPARSIFY_CFG_FILENAME,
+    SPARSIFY_RUN_CONFIG_FILENAME,
+    SPARSIFY_WEIGHTS_FILENAME,
+    convert_sparsify_weights,
+    safetensors_dtype_name,
+    sparsify_config,
+)
+
+LoadedSAE = tuple[dict[str, Any], StateDict, torch.Tensor | None]
+# (path, device, dtype override or None) -> loaded SAE; readers whose conversion casts
+# tensors apply the dtype override first, so nothing is rounded twice.
+Reader = Callable[[Path, str, str | None], LoadedSAE]
+
+# Format name -> files that identify a folder of that format (checked in this order).
+FOLDER_LAYOUTS: dict[str, tuple[str, ...]] = {
+    "sae_lens": (SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME),
+    "sparsify": (SPARSIFY_CFG_FILENAME, SPARSIFY_WEIGHTS_FILENAME),
+    "gemma_2": (GEMMA_SCOPE_PARAMS_FILENAME,),
+    "dictionary_learning_1": (
+        DICTIONARY_LEARNING_CONFIG_FILENAME,
+        DICTIONARY_LEARNING_WEIGHTS_FILENAME,
+    ),
+    "llama_scope": (LLAMA_SCOPE_CONFIG_FILENAME, LLAMA_SCOPE_WEIGHTS_PATH),
+    "llama_scope_r1_distill": (LLAMA_SCOPE_R1_CONFIG_FILENAME, LLAMA_SCOPE_R1_WEIGHTS_FILENAME),
+}
+FILE_LAYOUTS = {
+    "connor_rob_hook_z": "<name>.pt with <name>_cfg.json beside it",
+    "deepseek_r1": "<name>-l<layer>.pt",
+    "gemma_2": "params.npz",
+}
+
+
+def detect_sae_format(path: str | Path) -> str:
+    """Name of the format (a key of NAMED_PRETRAINED_SAE_LOADERS) of a local SAE."""
+    target = Path(path)
+    if not target.exists():
+        raise FileNotFoundError(f"SAE path {target} does not exist")
+    if target.is_file():
+        if target.suffix == ".npz":
+            return "gemma_2"
+        if target.suffix == ".pt":
+            has_cfg = Path(connor_rob_cfg_path(str(target))).exists()
+            return "connor_rob_hook_z" if has_cfg else "deepseek_r1"
+        raise ValueError(
+            f"unrecognised SAE file {target}; single-file SAEs are {list(FILE_LAYOUTS.values())}"
+        )
+    for name, files in FOLDER_LAYOUTS.items():
+        if all((target / file).exists() for file in files):
+            return name
+    subfolders = sorted(p.name for p in target.iterdir() if p.is_dir())
+    hint = f"; it has subfolders {subfolders[:10]}: pass one of them" if subfolders else ""
+    layouts = {name: list(files) for name, files in FOLDER_LAYOUTS.items()}
+    raise FileNotFoundError(
+        f"no SAE found in {target}: expected one of the layouts {layouts}"
+        f" (found {sorted(p.name for p in target.iterdir())[:10]}){hint}"
+    )
+
+
+def _with_dtype(cfg: dict[str, Any], dtype: str | None) -> dict[str, Any]:
+    if dtype is not None:
+        cfg["dtype"] = dtype
+    return cfg
+
+
+def _read_sae_lens(path: Path, device: str, dtype: str | None) -> LoadedSAE:
+    return read_sae_folder(path, device, dtype)
+
+
+def _read_sparsify(path: Path, device: str, dtype: str | None) -> LoadedSAE:
+    weights_path = path / SPARSIFY_WEIGHTS_FILENAME
+    run_path = path.parent / SPARSIFY_RUN_CONFIG_FILENAME
+    cfg = sparsify_config(
+        read_json(path / SPARSIFY_CFG_FILENAME),
+        hookpoint=path.name,
+        dtype=safetensors_dtype_name(weights_path),
+        run_config=read_json(run_path) if run_path.exists() else None,
+    )
+    weights = convert_sparsify_weights(read_safetensors(weights_path, device), str(weights_path))
+    return cfg, weights, None
+
+
+def _read_gemma_scope(path: Path, device: str, dtype: str | None) -> LoadedSAE:
+    params = path if path.is_file() else path / GEMMA_SCOPE_PARAMS_FILENAME
+    cfg, state_dict = read_local_gemma_scope(params, device)
+    return cfg, state_dict, None
+
+
+def _read_dictionary_learning(path: Path, device: str, dtype: str | None) -> LoadedSAE:
+    raw = read_json(path / DICTIONARY_LEARNING_CONFIG_FILENAME)
+    cfg = get_dictionary_learning_config_from_json(raw)
+    weights_path = path / DICTIONARY_LEARNING_WEIGHTS_FILENAME
+    ae = load_pickled_state_dict(weights_path, device)
+    return cfg, convert_dictionary_learning_weights(raw, ae, str(weights_path)), None
+
+
+def _read_llama_scope(path: Path, device: str, dtype: str | None) -> LoadedSAE:
+    hyperparams = read_json(path / LLAMA_SCOPE_CONFIG_FILENAME)
+    cfg = _with_dtype(llama_scope_config_from_hyperparams(hyperparams), dtype)
+    weights_path = path / LLAMA_SCOPE_WEIGHTS_PATH
+    state_dict = convert_llama_scope_weights(
+        cfg, read_safetensors(weights_path, device), str(weights_path)
+    )
+    factor = llama_scope_norm_scaling_factor(hyperparams)
+    if factor is not None:
+        fold_norm_scaling_factor(cfg, state_dict, factor)
+    return cfg, state_dict, None
+
+
+def _read_llama_scope_r1(path: Path, device: str, dtype: str | None) -> LoadedSAE:
+    raw = read_json(path / LLAMA_SCOPE_R1_CONFIG_FILENAME)
+    cfg = _with_dtype(llama_scope_r1_config_from_json(raw), dtype)
+    weights_path = path / LLAMA_SCOPE_R1_WEIGHTS_FILENAME
+    state_dict = convert_llama_scope_r1_weights(
+        cfg, read_safetensors(weights_path, device), str(weights_path)
+    )
+    return cfg, state_dict, None
+
+
+def _read_connor_rob(path: Path, device: str, dtype: str | None) -> LoadedSAE:
+    cfg = connor_rob_config(read_json(connor_rob_cfg_path(str(path))))
+    weights = convert_connor_rob_weights(load_pickled_state_dict(path, device), str(path))
+    return cfg, weights, None
+
+
+def _read_deepseek_r1(path: Path, device: str, dtype: str | None) -> LoadedSAE:
+    weights = convert_deepseek_r1_weights(load_pickled_state_dict(path, device), str(path))
+    d_in, d_sae = weights["W_enc"].shape
+    return deepseek_r1_config(deepseek_r1_layer(path.name), d_in, d_sae), weights, None
+
+
+READERS: dict[str, Reader] = {
+    "sae_lens": _read_sae_lens,
+    "sparsify": _read_sparsify,
+    "gemma_2": _read_gemma_scope,
+    "dictionary_learning_1": _read_dictionary_learning,
+    "llama_scope": _read_llama_scope,
+    "llama_scope_r1_distill": _read_llama_scope_r1,
+    "connor_rob_hook_z": _read_connor_rob,
+    "deepseek_r1": _read_deepseek_r1,
+}
+
+
+def finalise_loaded_sae(
+    cfg_dict: dict[str, Any],
+    state_dict: StateDict,
+    log_sparsity: torch.Tensor | None,
+    device: str,
+    dtype: str | None,
+    source: str,
+) -> LoadedSAE:
+    """Defaults filled, tensors cast to the config's dtype (or `dtype`) and moved to
+    `device`, shapes checked against d_in / d_sae."""
+    cfg_dict = handle_config_defaulting(cfg_dict)
+    if dtype is not None:
+        cfg_dict["dtype"] = dtype
+    cfg_dict["device"] = device
+    torch_dtype = resolve_dtype(cfg_dict["dtype"])
+    state_dict = {k: v.to(device) for k, v in cast_state_dict(state_dict, torch_dtype).items()}
+    check_state_dict_shapes(cfg_dict, state_dict, source)
+    if log_sparsity is not None:
+        log_sparsity = log_sparsity.to(device)
+    return cfg_dict, state_dict, log_sparsity
+
+
+def read_local_sae_folder(
+    path: str | Path, device: str = "cpu", dtype: str | None = None
+) -> LoadedSAE:
+    """(config dict, state dict, log sparsity or None) of a local SAE in any supported
+    format: an sae_lens folder, Gemma Scope `params.npz`, dictionary_learning `ae.pt`,
+    sparsify `sae.safetensors`, Llama Scope, or a single-file format."""
+    target = Path(path)
+    name = detect_sae_format(target)
+    cfg_dict, state_dict, log_sparsity = READERS[name](target, device, dtype)
+    return finalise_loaded_sae(cfg_dict, state_dict, log_sparsity, device, dtype, str(target))
