@@ -147,6 +147,8 @@ class SAE(HookedRootModule):
     device: torch.device
     x_norm_coeff: torch.Tensor
     use_error_term: bool
+    # Tell users loading this SAE which model kwargs it expects (not useful while training).
+    _warn_about_model_kwargs = True
 
     def __init__(self, cfg: SAEConfig, use_error_term: bool = False):
         super().__init__()
@@ -160,7 +162,7 @@ class SAE(HookedRootModule):
         self.dtype = _dtype_from_name(cfg.dtype)
         self.device = torch.device(cfg.device)
         self.use_error_term = use_error_term
-        if cfg.model_from_pretrained_kwargs:
+        if cfg.model_from_pretrained_kwargs and self._warn_about_model_kwargs:
             warnings.warn(
                 "This SAE was trained on a model loaded with model_from_pretrained_kwargs="
                 f"{cfg.model_from_pretrained_kwargs}; load the model with the same kwargs "

@@ -98,6 +98,7 @@ class TrainingSAE(SAE):
     """An SAE being trained: `training_forward_pass` gives the loss and its named terms."""
 
     cfg: TrainingSAEConfig  # type: ignore[assignment]
+    _warn_about_model_kwargs = False
 
     def __init__(self, cfg: TrainingSAEConfig, use_error_term: bool = False):
         if cfg.mse_loss_normalization not in _MSE_LOSS_FNS:
