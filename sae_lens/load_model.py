@@ -13,7 +13,7 @@ from transformer_lens import HookedRootModule, HookedTransformer
 from transformer_lens import loading_from_pretrained as tl_loading
 from transformer_lens.hook_points import HookPoint
 from transformer_lens.HookedTransformer import Loss, Output
-from transformer_lens.utils import USE_DEFAULT_VALUE, lm_cross_entropy_loss
+from transformer_lens.utilities import USE_DEFAULT_VALUE, lm_cross_entropy_loss
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from sae_lens import logger

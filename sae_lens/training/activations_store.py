@@ -128,7 +128,9 @@ class ActivationsStore:
             normalize_activations=cfg.normalize_activations,
             device=device,
             dtype=cfg.dtype,
-            cached_activations_path=cfg.cached_activations_path if cfg.use_cached_activations else None,
+            cached_activations_path=cfg.cached_activations_path
+            if cfg.use_cached_activations
+            else None,
             model_kwargs=cfg.model_kwargs,
             autocast_lm=cfg.autocast_lm,
             dataset_trust_remote_code=cfg.dataset_trust_remote_code,
@@ -272,7 +274,9 @@ class ActivationsStore:
             raise ValueError(f"hook_head_index must be >= 0, got {self.hook_head_index}")
 
     def _check_train_batch_fits(self) -> None:
-        half_tokens = self.half_buffer_size * self.store_batch_size_prompts * self.sliced_context_size
+        half_tokens = (
+            self.half_buffer_size * self.store_batch_size_prompts * self.sliced_context_size
+        )
         if not 0 < self.train_batch_size_tokens <= half_tokens:
             raise ValueError(
                 f"train_batch_size_tokens ({self.train_batch_size_tokens}) must be between 1 and the "
@@ -347,7 +351,9 @@ class ActivationsStore:
             )
         cache = datasets.load_from_disk(self.cached_activations_path)
         if not isinstance(cache, Dataset):
-            raise ValueError(f"activation cache {self.cached_activations_path!r} is not a single Dataset")
+            raise ValueError(
+                f"activation cache {self.cached_activations_path!r} is not a single Dataset"
+            )
         if self.hook_name not in cache.column_names:
             raise ValueError(
                 f"activation cache has columns {cache.column_names}, not the hook {self.hook_name!r}"
@@ -368,9 +374,14 @@ class ActivationsStore:
 
     # ------------------------------------------------------------------ normalisation
 
-    def set_norm_scaling_factor_if_needed(self, n_batches_for_norm_estimate: int = int(1e3)) -> None:
+    def set_norm_scaling_factor_if_needed(
+        self, n_batches_for_norm_estimate: int = int(1e3)
+    ) -> None:
         """Estimate the scaling factor when normalize_activations is 'expected_average_only_in'."""
-        if self.normalize_activations == _NORMALIZE_WITH_FACTOR and self.estimated_norm_scaling_factor is None:
+        if (
+            self.normalize_activations == _NORMALIZE_WITH_FACTOR
+            and self.estimated_norm_scaling_factor is None
+        ):
             self.estimated_norm_scaling_factor = self.estimate_norm_scaling_factor(
                 n_batches_for_norm_estimate
             )
@@ -398,11 +409,21 @@ class ActivationsStore:
         """The factor that makes the mean activation norm sqrt(d_in), averaged over
         `n_batches_for_norm_estimate` training batches (which are consumed)."""
         if n_batches_for_norm_estimate < 1:
-            raise ValueError(f"n_batches_for_norm_estimate must be >= 1, got {n_batches_for_norm_estimate}")
+            raise ValueError(
+                f"n_batches_for_norm_estimate must be >= 1, got {n_batches_for_norm_estimate}"
+            )
         total = 0.0
-        for _ in tqdm(range(n_batches_for_norm_estimate), desc="Estimating norm scaling factor", delay=2.0):
+        for _ in tqdm(
+            range(n_batches_for_norm_estimate), desc="Estimating norm scaling factor", delay=2.0
+        ):
             total += self._next_unscaled_batch().norm(dim=-1).mean().item()
         return self.d_in**0.5 / (total / n_batches_for_norm_estimate)
+
+    def _check_scaling_ready(self) -> None:
+        if self.normalize_activations == _NORMALIZE_WITH_FACTOR and self.estimated_norm_scaling_factor is None:
+            raise ValueError(
+                "estimated_norm_scaling_factor is not set: call set_norm_scaling_factor_if_needed() first"
+            )
 
     def _scale_for_serving(self, activations: torch.Tensor) -> torch.Tensor:
         if self.normalize_activations == _NORMALIZE_WITH_FACTOR:
@@ -584,13 +605,17 @@ class ActivationsStore:
         if self._mixer is None:
             half = self.half_buffer_size * self.store_batch_size_prompts * self.sliced_context_size
             capacity = 2 * half + 2 * max(self.train_batch_size_tokens, 1)
-            self._mixer = _MixingBuffer(capacity, self.d_in, self.dtype, self.device, self._generator)
+            self._mixer = _MixingBuffer(
+                capacity, self.d_in, self.dtype, self.device, self._generator
+            )
         return self._mixer
 
     def _fill_half(self, raise_on_epoch_end: bool) -> None:
         """Add `half_buffer_size` model batches of activations (special tokens dropped)."""
         mixer = self._get_mixer()
-        for _ in tqdm(range(self.half_buffer_size), desc="Refilling buffer", leave=False, delay=2.0):
+        for _ in tqdm(
+            range(self.half_buffer_size), desc="Refilling buffer", leave=False, delay=2.0
+        ):
             acts, token_ids = self._next_activation_batch(raise_on_epoch_end)
             if self.exclude_special_tokens is not None and token_ids is not None:
                 acts = acts[~torch.isin(token_ids, self.exclude_special_tokens)]
@@ -643,6 +668,7 @@ class ActivationsStore:
 
     def next_batch(self) -> torch.Tensor:
         """The next training batch, [train_batch_size_tokens, 1, d_in]."""
+        self._check_scaling_ready()
         try:
             return next(self.dataloader)
         except StopIteration:
@@ -663,7 +689,9 @@ class ActivationsStore:
         if self._mixer is not None and self._mixer.n_stored:
             result["storage_buffer_activations"] = self._mixer.stored_rows()
         if self.estimated_norm_scaling_factor is not None:
-            result["estimated_norm_scaling_factor"] = torch.tensor(self.estimated_norm_scaling_factor)
+            result["estimated_norm_scaling_factor"] = torch.tensor(
+                self.estimated_norm_scaling_factor
+            )
         return result
 
     def save(self, file_path: str) -> None:
@@ -701,8 +729,12 @@ class ActivationsStore:
         found, expected = dict(state["compat"]), self._compat_signature()
         differing = sorted(k for k in expected if found.get(k) != expected[k])
         if differing:
-            details = ", ".join(f"{k}: saved {found.get(k)!r} vs now {expected[k]!r}" for k in differing)
-            raise ValueError(f"activation store checkpoint was made with a different configuration ({details})")
+            details = ", ".join(
+                f"{k}: saved {found.get(k)!r} vs now {expected[k]!r}" for k in differing
+            )
+            raise ValueError(
+                f"activation store checkpoint was made with a different configuration ({details})"
+            )
         self.dataset = self._base_dataset
         self._input_shuffles = []
         for seed, buffer_size in state["input_shuffles"]:
@@ -711,7 +743,11 @@ class ActivationsStore:
         self.iterable_dataset = iter(self.dataset)
         self._sequences = self._new_sequence_stream()
         self._sequences.load_state_dict(
-            {k.removeprefix("sequences_"): v for k, v in state.items() if k.startswith("sequences_")}
+            {
+                k.removeprefix("sequences_"): v
+                for k, v in state.items()
+                if k.startswith("sequences_")
+            }
         )
         self._cache_row = int(state["cache_row"])
         factor = state["norm_scaling_factor"]
@@ -750,6 +786,7 @@ class _ServedBatches:
     def __next__(self) -> torch.Tensor:
         if self._mixer.n_queued == 0:
             raise StopIteration
+        self._store._check_scaling_ready()
         rows = self._mixer.next_rows(self._store.train_batch_size_tokens)
         return self._store._scale_for_serving(rows.unsqueeze(1))
 
@@ -864,7 +901,9 @@ class _TokenSequences:
         self.rows_read = rows_read
         self.sequences_this_epoch = 0
         self._ahead: list[torch.Tensor] = []
-        self._batches = _iter_row_batches(self._dataset, self._column, rows_read, self._read_batch_size)
+        self._batches = _iter_row_batches(
+            self._dataset, self._column, rows_read, self._read_batch_size
+        )
         self._concatenator = self._concatenator_factory() if self._concatenator_factory else None
 
     def start_new_epoch(self) -> None:
@@ -878,7 +917,9 @@ class _TokenSequences:
 
     def next(self) -> torch.Tensor | None:
         """The next sequence, or None when this epoch's data is used up."""
-        sequence = self._next_tokenized() if self._concatenator is None else self._next_concatenated()
+        sequence = (
+            self._next_tokenized() if self._concatenator is None else self._next_concatenated()
+        )
         if sequence is not None:
             self.sequences_this_epoch += 1
         return sequence
@@ -916,7 +957,11 @@ class _TokenSequences:
             batch = next(self._batches, None)
             if batch is None:
                 return None
-            rows = self._tokenize(list(batch)) if self._tokenize else [_as_token_tensor(r) for r in batch]
+            rows = (
+                self._tokenize(list(batch))
+                if self._tokenize
+                else [_as_token_tensor(r) for r in batch]
+            )
             self._ahead = rows[::-1]
         return self._ahead[-1]
 
@@ -929,8 +974,11 @@ class _TokenSequences:
         }
         if self._concatenator is not None:
             concat = self._concatenator.state_dict()
-            state.update(concat_row=concat["row"], concat_pending=concat["pending"],
-                         concat_is_start=concat["is_start"])
+            state.update(
+                concat_row=concat["row"],
+                concat_pending=concat["pending"],
+                concat_is_start=concat["is_start"],
+            )
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -940,8 +988,11 @@ class _TokenSequences:
         self.sequences_this_epoch = int(state["count_this_epoch"])
         if self._concatenator is not None:
             self._concatenator.load_state_dict(
-                {"row": state["concat_row"], "pending": state["concat_pending"],
-                 "is_start": state["concat_is_start"]}
+                {
+                    "row": state["concat_row"],
+                    "pending": state["concat_pending"],
+                    "is_start": state["concat_is_start"],
+                }
             )
 
 
@@ -963,7 +1014,9 @@ def _as_token_tensor(row: Any) -> torch.Tensor:
     return torch.as_tensor(row, dtype=torch.long).reshape(-1)
 
 
-def _text_tokenizer(tokenizer: PreTrainedTokenizerBase) -> Callable[[list[str]], list[torch.Tensor]]:
+def _text_tokenizer(
+    tokenizer: PreTrainedTokenizerBase,
+) -> Callable[[list[str]], list[torch.Tensor]]:
     """Tokenize texts like TransformerLens' `to_tokens(text, prepend_bos=False)`."""
     strip_bos = tokenizer_prepends_bos(tokenizer)
     bos = tokenizer.bos_token_id
@@ -977,7 +1030,9 @@ def _text_tokenizer(tokenizer: PreTrainedTokenizerBase) -> Callable[[list[str]],
     return tokenize
 
 
-def _shuffled(dataset: Dataset | IterableDataset, seed: int, buffer_size: int) -> Dataset | IterableDataset:
+def _shuffled(
+    dataset: Dataset | IterableDataset, seed: int, buffer_size: int
+) -> Dataset | IterableDataset:
     if isinstance(dataset, IterableDataset):
         return dataset.shuffle(seed=seed, buffer_size=buffer_size)
     return dataset.shuffle(seed=seed)
@@ -986,7 +1041,9 @@ def _shuffled(dataset: Dataset | IterableDataset, seed: int, buffer_size: int) -
 def _single_split(dataset: HfDataset) -> Dataset | IterableDataset:
     if isinstance(dataset, (DatasetDict, IterableDatasetDict)):
         if "train" not in dataset:
-            raise ValueError(f"dataset has splits {list(dataset)} and no 'train' split: pass one split")
+            raise ValueError(
+                f"dataset has splits {list(dataset)} and no 'train' split: pass one split"
+            )
         return dataset["train"]
     return dataset
 
@@ -1024,16 +1081,22 @@ def _check_hook_name(model: HookedRootModule, hook_name: str) -> None:
     hook_dict = getattr(model, "hook_dict", None)
     if hook_dict is not None and hook_name not in hook_dict:
         examples = ", ".join(list(hook_dict)[:4])
-        raise ValueError(f"hook_name {hook_name!r} is not a hook point of the model (e.g. {examples})")
+        raise ValueError(
+            f"hook_name {hook_name!r} is not a hook point of the model (e.g. {examples})"
+        )
 
 
-def _resolve_excluded_tokens(model: HookedRootModule, exclude: bool | list[int]) -> list[int] | None:
+def _resolve_excluded_tokens(
+    model: HookedRootModule, exclude: bool | list[int]
+) -> list[int] | None:
     if exclude is False:
         return None
     if exclude is True:
         tokenizer = getattr(model, "tokenizer", None)
         if tokenizer is None:
-            raise ValueError("exclude_special_tokens=True needs a model with a tokenizer; pass token ids instead")
+            raise ValueError(
+                "exclude_special_tokens=True needs a model with a tokenizer; pass token ids instead"
+            )
         return _special_token_ids(tokenizer)
     return list(exclude)
 
