@@ -139,7 +139,8 @@ def test_unknown_names_get_close_matches() -> None:
     ):
         get_repo_id_and_folder_name("gemma-scope-2b-pt-re", "x")
     with pytest.raises(
-        ValueError, match=r"SAE id 'blocks.0.hook_z ' not found .*Did you mean one of \['blocks.0.hook_z'"
+        ValueError,
+        match=r"SAE id 'blocks.0.hook_z ' not found .*Did you mean one of \['blocks.0.hook_z'",
     ):
         get_repo_id_and_folder_name("gpt2-small-hook-z-kk", "blocks.0.hook_z ")
 
@@ -186,3 +187,17 @@ def test_build_script_refuses_duplicate_ids(build_script: ModuleType) -> None:
     }
     with pytest.raises(ValueError, match=r"release 'r' has duplicate SAE ids \['a'\]"):
         build_script.build_registry(source)
+
+
+def test_docs_table_is_up_to_date() -> None:
+    spec = importlib.util.spec_from_file_location(
+        "pretrained_table", REPO_ROOT / "scripts" / "pretrained_table.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    page = (REPO_ROOT / "docs" / "pretrained_saes.md").read_text()
+    assert page == module.render_table(get_pretrained_saes_directory()), (
+        "docs/pretrained_saes.md is stale: run `python scripts/pretrained_table.py`"
+    )
+    assert "| `gpt2-small-res-jb` | gpt2-small |" in page
