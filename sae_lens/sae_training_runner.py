@@ -1,0 +1,380 @@
+"""`SAETrainingRunner`: one SAE training run from one `LanguageModelSAERunnerConfig`, and
+its command line, `python -m sae_lens.sae_training_runner --help`.
+
+The runner loads the model and the activation store, builds (or loads, or resumes) the
+SAE, trains it with `SAETrainer` while SIGINT/SIGTERM save a checkpoint and stop cleanly,
+and leaves in the run folder (`cfg.checkpoint_path`): checkpoints, the final SAE folder
+`final_<tokens>`, `metrics.jsonl` and `training_curves.png`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import os
+import random
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from sae_lens import logger
+from sae_lens.config import HfDataset, LanguageModelSAERunnerConfig
+from sae_lens.training import checkpoints
+from sae_lens.training.metrics_log import (
+    CURVES_FILENAME,
+    METRICS_FILENAME,
+    plot_training_curves,
+)
+from sae_lens.training.sae_trainer import InterruptedException, SAETrainer
+from sae_lens.training.wandb_logging import (
+    current_wandb_run_id,
+    finish_wandb_run,
+    log_sae_artifacts,
+    start_wandb_run,
+)
+
+__all__ = [
+    "InterruptedException",
+    "SAETrainingRunner",
+    "interrupt_callback",
+    "main",
+]
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+RUN_CONFIG_FILENAME = "run_config.json"
+
+
+def interrupt_callback(sig_num: Any, stack_frame: Any) -> None:  # noqa: ARG001
+    """Signal handler that stops training at once (mid-step, without a checkpoint)."""
+    raise InterruptedException(f"interrupted by signal {sig_num} in the middle of a step")
+
+
+class SAETrainingRunner:
+    """Trains one SAE as `cfg` describes.
+
+    `override_dataset`, `override_model` and `override_sae` replace what the config would
+    load. With `cfg.resume`, the run continues from the newest complete checkpoint in
+    `cfg.checkpoint_path` (or in its most recently updated run subfolder).
+    """
+
+    def __init__(
+        self,
+        cfg: LanguageModelSAERunnerConfig,
+        override_dataset: HfDataset | None = None,
+        override_model: Any | None = None,
+        override_sae: Any | None = None,
+    ) -> None:
+        from sae_lens.load_model import load_model
+        from sae_lens.training.activations_store import ActivationsStore
+
+        self.cfg = cfg
+        self._resume_state: dict[str, Any] | None = None
+        self._finished_sae_folder: Path | None = None
+        if cfg.resume:
+            self._prepare_resume()  # fails fast, before the model is loaded
+        else:
+            _seed_everything(cfg.seed)
+        for name, override in (("dataset", override_dataset), ("model", override_model)):
+            if override is not None:
+                logger.warning(
+                    f"an override {name} replaces the configured one: this run cannot be "
+                    "reproduced from its config alone"
+                )
+
+        self.model = override_model
+        if self.model is None:
+            self.model = load_model(
+                cfg.model_class_name,
+                cfg.model_name,
+                device=cfg.device,
+                model_from_pretrained_kwargs=cfg.model_from_pretrained_kwargs,
+            )
+        self.activations_store = ActivationsStore.from_config(
+            self.model, cfg, override_dataset=override_dataset
+        )
+        self.sae = override_sae if override_sae is not None else self._build_sae()
+
+    # --- setup -----------------------------------------------------------------------------
+    def _prepare_resume(self) -> None:
+        run_dir = checkpoints.find_run_to_resume(self.cfg.checkpoint_path)
+        self.cfg.checkpoint_path = str(run_dir)
+        resumable = checkpoints.list_checkpoints(run_dir)
+        finals = checkpoints.list_checkpoints(run_dir, kind=checkpoints.FINAL_KIND)
+        if finals and (
+            not resumable or finals[-1].n_training_steps >= resumable[-1].n_training_steps
+        ):
+            final = finals[-1].path
+            logger.warning(f"run {run_dir} already finished: run() returns its final SAE {final}")
+            self._finished_sae_folder = final
+            return
+        latest = resumable[-1].path
+        state = checkpoints.load_training_state(latest)
+        checkpoints.check_resume_config(state["run_config"], self.cfg)
+        logger.info(f"resuming from {latest} (step {state['trainer']['n_training_steps']})")
+        self._resume_state = state
+
+    def _build_sae(self) -> Any:
+        from sae_lens.training.training_sae import TrainingSAE
+
+        if self.cfg.from_pretrained_path is not None:
+            return TrainingSAE.load_from_pretrained(self.cfg.from_pretrained_path, self.cfg.device)
+        sae = TrainingSAE.from_dict(self.cfg.get_training_sae_cfg_dict())
+        if self._resume_state is None and self._finished_sae_folder is None:
+            self._init_sae_group_b_decs(sae)
+        return sae
+
+    def _init_sae_group_b_decs(self, sae: Any) -> None:
+        """Set b_dec from a buffer of activations: their geometric median or mean."""
+        from sae_lens.training.geometric_median import compute_geometric_median
+
+        method = self.cfg.b_dec_init_method
+        if method == "zeros":
+            return
+        layer_acts = self.activations_store.storage_buffer.detach()[:, 0, :]  # [n, d_in]
+        if method == "geometric_median":
+            median = compute_geometric_median(layer_acts, maxiter=100).median
+            sae.initialize_b_dec_with_precalculated(median)
+        else:
+            sae.initialize_b_dec_with_mean(layer_acts.cpu())
+
+    # --- running ---------------------------------------------------------------------------
+    def run(self) -> Any:
+        """Train the SAE (or finish a resumed run) and return it."""
+        from sae_lens.training.training_sae import TrainingSAE
+
+        if self._finished_sae_folder is not None:
+            return TrainingSAE.load_from_pretrained(str(self._finished_sae_folder), self.cfg.device)
+        trainer = SAETrainer(
+            model=self.model,
+            sae=self.sae,
+            activation_store=self.activations_store,
+            save_checkpoint_fn=self.save_checkpoint,
+            cfg=self.cfg,
+        )
+        wandb_run_id = self._restore(trainer)
+        self._write_run_config()
+        self._compile_model_if_needed()
+        if self.cfg.log_to_wandb:
+            start_wandb_run(self.cfg, wandb_run_id, resume=self._resume_state is not None)
+        succeeded = False
+        try:
+            sae = self.run_trainer_with_interruption_handling(trainer)
+            succeeded = True
+        finally:
+            if self.cfg.log_to_wandb:
+                finish_wandb_run(succeeded)
+            self._plot_curves()
+        logger.info(f"training finished: run folder {self.cfg.checkpoint_path}")
+        return sae
+
+    def _restore(self, trainer: SAETrainer) -> str:
+        """Load the resume state into `trainer`; returns the wandb run id to use."""
+        default_id = self.cfg.wandb_id or Path(self.cfg.checkpoint_path).name
+        state = self._resume_state
+        if state is None:
+            return default_id
+        checkpoints.restore_training_state(trainer, state)
+        trainer.metrics_log.truncate_after(trainer.n_training_steps - 1)
+        self._resume_state = None  # the tensors now live in the trainer
+        return state["extra"].get("wandb_run_id") or default_id
+
+    def _write_run_config(self) -> None:
+        """`run_config.json` in the run folder: `--config` for resuming from the CLI."""
+        path = Path(self.cfg.checkpoint_path) / RUN_CONFIG_FILENAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "w") as f:
+            json.dump(self.cfg.to_dict(), f, indent=2)
+        os.replace(tmp, path)
+
+    def _compile_model_if_needed(self) -> None:
+        if self.cfg.compile_llm:
+            self.model = torch.compile(self.model, mode=self.cfg.llm_compilation_mode)
+            self.activations_store.model = self.model
+
+    def _plot_curves(self) -> None:
+        run_dir = Path(self.cfg.checkpoint_path)
+        metrics_path = run_dir / METRICS_FILENAME
+        if not metrics_path.is_file() or metrics_path.stat().st_size == 0:
+            return
+        try:
+            plot_training_curves(metrics_path, run_dir / CURVES_FILENAME)
+        except Exception as error:  # a failed plot must not hide the training outcome
+            logger.warning(f"could not draw {CURVES_FILENAME}: {error}")
+
+    def run_trainer_with_interruption_handling(self, trainer: SAETrainer) -> Any:
+        """Run `trainer.fit()`; SIGINT/SIGTERM make it save a checkpoint after the current
+        step and raise `InterruptedException` (a second signal stops at once)."""
+        try:
+            with _stop_on_signals(trainer):
+                return trainer.fit()
+        except (KeyboardInterrupt, InterruptedException) as error:
+            if getattr(error, "checkpoint", None) is None:
+                latest = checkpoints.latest_checkpoint(self.cfg.checkpoint_path)
+                logger.warning(
+                    "stopped in the middle of a step: no checkpoint was written from that "
+                    f"state; the newest complete checkpoint is {latest}"
+                )
+            raise
+
+    @staticmethod
+    def save_checkpoint(
+        trainer: SAETrainer, checkpoint_name: str, wandb_aliases: list[str] | None = None
+    ) -> None:
+        """Write `<cfg.checkpoint_path>/<checkpoint_name>` atomically (see
+        `sae_lens.training.checkpoints`) and, with wandb on, log the SAE as artifacts."""
+        folder = Path(trainer.cfg.checkpoint_path) / checkpoint_name
+        extra = {"wandb_run_id": current_wandb_run_id() if trainer.cfg.log_to_wandb else None}
+        checkpoints.save_training_checkpoint(trainer, folder, extra_state=extra)
+        logger.info(f"saved checkpoint {folder}")
+        if trainer.cfg.log_to_wandb:
+            log_sae_artifacts(trainer.sae.get_name(), folder, trainer.cfg.to_dict(), wandb_aliases)
+
+
+def _seed_everything(seed: int) -> None:
+    """Seed torch, numpy and `random`, so a fresh run is reproducible from its config."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@contextmanager
+def _stop_on_signals(trainer: SAETrainer) -> Iterator[None]:
+    """While active, the first SIGINT/SIGTERM asks the trainer to stop after its current
+    step; a second one interrupts at once. The previous handlers are restored on exit."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be installed from the main thread
+        return
+
+    def handler(sig_num: int, frame: Any) -> None:
+        if trainer.stop_requested is not None:
+            interrupt_callback(sig_num, frame)
+        trainer.request_stop(f"received {signal.Signals(sig_num).name}")
+
+    previous = {sig: signal.signal(sig, handler) for sig in _STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+# --- command line -------------------------------------------------------------------------------
+_CONFIG_FIELDS = {f.name for f in fields(LanguageModelSAERunnerConfig)}
+_DERIVED_KEYS = {"tokens_per_buffer"}  # written by to_dict, not settable
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    """Config fields from a .json or .yaml file (safe loaders only)."""
+    if not path.is_file():
+        raise ValueError(f"--config file {str(path)!r} does not exist")
+    suffix = path.suffix.lower()
+    with open(path) as f:
+        if suffix == ".json":
+            data = json.load(f)
+        elif suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(f)
+        else:
+            raise ValueError(f"--config must be a .json, .yaml or .yml file, got {str(path)!r}")
+    if not isinstance(data, dict):
+        raise ValueError(f"--config file {str(path)!r} must hold a mapping of config fields")
+    unknown = sorted(set(data) - _CONFIG_FIELDS - _DERIVED_KEYS)
+    if unknown:
+        raise ValueError(f"unknown config fields in {str(path)!r}: {unknown} (see --help)")
+    return {k: v for k, v in data.items() if k in _CONFIG_FIELDS}
+
+
+def _bool_or_token_ids(text: str) -> bool | list[int]:
+    """`--exclude_special_tokens`: true/false, or a JSON list of token ids."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "yes", "1"):
+        return True
+    if lowered in ("false", "no", "0"):
+        return False
+    value = json.loads(text)
+    if not isinstance(value, list) or not all(isinstance(v, int) for v in value):
+        raise ValueError(f"expected true, false or a JSON list of token ids, got {text!r}")
+    return value
+
+
+def _unknown_option_error(unknown: list[str]) -> ValueError:
+    flags = [a for a in unknown if a.startswith("--")]
+    hint = ""
+    if flags:
+        close = difflib.get_close_matches(flags[0][2:], sorted(_CONFIG_FIELDS), n=1)
+        hint = f" (did you mean --{close[0]}?)" if close else ""
+    return ValueError(f"unrecognized arguments: {' '.join(unknown)}{hint}; see --help")
+
+
+def parse_cli_config(argv: Sequence[str]) -> LanguageModelSAERunnerConfig:
+    """Build the run config from command-line arguments: every config field is a
+    `--field` flag, `--config FILE` (.json/.yaml) supplies values that flags override."""
+    from simple_parsing import ArgumentParser
+
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--config", type=Path)
+    pre.add_argument("--exclude_special_tokens")
+    known, rest = pre.parse_known_args(list(argv))
+    defaults = _read_config_file(known.config) if known.config is not None else {}
+    if known.exclude_special_tokens is not None:
+        defaults["exclude_special_tokens"] = _bool_or_token_ids(known.exclude_special_tokens)
+
+    parser = ArgumentParser(
+        prog="python -m sae_lens.sae_training_runner",
+        description="Train a sparse autoencoder on a language model's activations. Every "
+        "LanguageModelSAERunnerConfig field is a flag; booleans take true/false, dict fields "
+        "take JSON objects. With no flags it trains on the embedded model and corpus.",
+        exit_on_error=False,
+        add_option_string_dash_variants=False,
+    )
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="a .json or .yaml file of config fields; flags given here override its values",
+    )
+    parser.add_arguments(LanguageModelSAERunnerConfig, dest="cfg")
+    if defaults:
+        parser.set_defaults(cfg=defaults)
+    namespace, unknown = parser.parse_known_args(rest)
+    if unknown:
+        raise _unknown_option_error(unknown)
+    return namespace.cfg
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the process exit code."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    try:
+        cfg = parse_cli_config(args)
+    except (ValueError, TypeError, argparse.ArgumentError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
+        sae = SAETrainingRunner(cfg).run()
+    except InterruptedException as error:
+        print(
+            f"{error}\nresume with: python -m sae_lens.sae_training_runner --config "
+            f"{Path(cfg.checkpoint_path) / RUN_CONFIG_FILENAME} --resume true",
+            file=sys.stderr,
+        )
+        return 130
+    run_dir = Path(cfg.checkpoint_path)
+    final = checkpoints.final_sae_folder(run_dir)
+    print(f"trained SAE ({sae.cfg.architecture}, d_sae={sae.cfg.d_sae}): {final}")
+    print(f"metrics: {run_dir / METRICS_FILENAME}")
+    print(f"training curves: {run_dir / CURVES_FILENAME}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,478 @@
+"""`SAETrainer`: the training loop of one SAE on a stream of activations.
+
+Each step fetches a batch from the activation store, runs the SAE's training forward pass,
+updates the optimizer, the LR and L1 schedules and the feature-firing statistics, then
+logs, evaluates and checkpoints on their schedules. The trainer never asks which
+architecture it trains: the SAE reports its loss terms as a dict.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, cast
+
+import torch
+from tqdm.auto import tqdm
+
+from sae_lens import __version__, logger
+from sae_lens.config import LanguageModelSAERunnerConfig
+from sae_lens.training.metrics_log import METRICS_FILENAME, MetricsLog
+from sae_lens.training.optim import L1Scheduler, get_lr_scheduler
+
+if TYPE_CHECKING:
+    from transformer_lens.hook_points import HookedRootModule
+
+    from sae_lens.training.activations_store import ActivationsStore
+    from sae_lens.training.training_sae import TrainingSAE, TrainStepOutput
+
+# Parameters left trainable once fine-tuning starts, per `finetuning_method` (5.6.0).
+FINETUNING_PARAMETERS = {
+    "scale": ["scaling_factor"],
+    "decoder": ["scaling_factor", "W_dec", "b_dec"],
+    "unrotated_decoder": ["scaling_factor", "b_dec"],
+}
+
+
+class InterruptedException(Exception):
+    """Training was interrupted (SIGINT/SIGTERM). `checkpoint` is the folder saved at the
+    step where it stopped, or None when it stopped mid-step without saving."""
+
+    def __init__(self, message: str = "training interrupted", checkpoint: str | None = None):
+        super().__init__(message)
+        self.checkpoint = checkpoint
+
+
+class TrainingDivergedError(ValueError):
+    """A training step produced a non-finite loss or gradient; no checkpoint was written
+    from that state."""
+
+
+@dataclass
+class TrainSAEOutput:
+    sae: TrainingSAE
+    checkpoint_path: str
+    log_feature_sparsities: torch.Tensor
+
+
+class SaveCheckpointFn(Protocol):
+    def __call__(
+        self,
+        trainer: SAETrainer,
+        checkpoint_name: str,
+        wandb_aliases: list[str] | None = None,
+    ) -> None: ...
+
+
+def _item(value: float | torch.Tensor) -> float:
+    return value.item() if isinstance(value, torch.Tensor) else float(value)
+
+
+def _log_feature_sparsity(feature_sparsity: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
+    return torch.log10(feature_sparsity + eps).detach().cpu()
+
+
+def _checkpoint_thresholds(cfg: LanguageModelSAERunnerConfig) -> list[int]:
+    """Token counts after which a checkpoint is written: `n_checkpoints` evenly spaced
+    points strictly inside the run (5.6.0's spacing)."""
+    if cfg.n_checkpoints == 0:
+        return []
+    spacing = max(cfg.total_training_tokens // cfg.n_checkpoints, 1)
+    return list(range(0, cfg.total_training_tokens, spacing))[1:]
+
+
+def _flatten_eval_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """`{"group": {"name": v}}` -> `{"group/name": v}`, without the token counts."""
+    return {
+        f"{group}/{name}": value
+        for group, values in metrics.items()
+        if group != "token_stats"
+        for name, value in values.items()
+    }
+
+
+class SAETrainer:
+    """Trains `sae` on activations from `activation_store` as configured by `cfg`.
+
+    `fit()` runs until `cfg.total_training_tokens` tokens were seen, folds the activation
+    norm scaling factor into the weights, saves the final SAE via `save_checkpoint_fn`
+    and returns the SAE. Metrics go to `<cfg.checkpoint_path>/metrics.jsonl` and, with
+    `cfg.log_to_wandb`, to the active wandb run.
+    """
+
+    def __init__(
+        self,
+        model: HookedRootModule,
+        sae: TrainingSAE,
+        activation_store: ActivationsStore,
+        save_checkpoint_fn: SaveCheckpointFn,
+        cfg: LanguageModelSAERunnerConfig,
+    ) -> None:
+        self.model = model
+        self.sae = sae
+        self.activations_store = activation_store
+        self.save_checkpoint = save_checkpoint_fn
+        self.cfg = cfg
+
+        self.n_training_steps: int = 0
+        self.n_training_tokens: int = 0
+        self.started_fine_tuning: bool = False
+        # Set before the final save, so the checkpoint writer knows there is nothing
+        # left to resume; set by `request_stop` (e.g. from a signal handler).
+        self.training_complete: bool = False
+        self.stop_requested: str | None = None
+
+        self.sae.cfg.sae_lens_training_version = str(__version__)
+        self.checkpoint_thresholds = _checkpoint_thresholds(cfg)
+
+        d_sae = sae.cfg.d_sae
+        self.act_freq_scores = torch.zeros(d_sae, device=sae.device)  # [d_sae]
+        self.n_forward_passes_since_fired = torch.zeros(d_sae, device=sae.device)  # [d_sae]
+        self.n_frac_active_tokens = 0
+
+        for name, param in self.sae.named_parameters():
+            if "scaling_factor" in name:  # trained only during fine-tuning
+                param.requires_grad = False
+
+        self.optimizer = torch.optim.Adam(
+            sae.parameters(), lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2)
+        )
+        self.lr_scheduler = get_lr_scheduler(
+            cfg.lr_scheduler_name,
+            optimizer=self.optimizer,
+            training_steps=cfg.total_training_steps,
+            lr=cfg.lr,
+            warm_up_steps=cfg.lr_warm_up_steps,
+            decay_steps=cfg.lr_decay_steps,
+            lr_end=cast(float, cfg.lr_end),  # set by the config's __post_init__
+            num_cycles=cfg.n_restart_cycles,
+        )
+        self.l1_scheduler = L1Scheduler(
+            l1_warm_up_steps=cfg.l1_warm_up_steps,
+            total_steps=cfg.total_training_steps,
+            final_l1_coefficient=cfg.l1_coefficient,
+        )
+        self.metrics_log = MetricsLog(Path(cfg.checkpoint_path) / METRICS_FILENAME)
+        self._training_forward_pass = self._maybe_compile(sae.training_forward_pass)
+
+    # --- public state ------------------------------------------------------------------
+    @property
+    def feature_sparsity(self) -> torch.Tensor:
+        """Fraction of tokens on which each latent fired, over the current sampling window."""
+        return self.act_freq_scores / self.n_frac_active_tokens
+
+    @property
+    def log_feature_sparsity(self) -> torch.Tensor:
+        return _log_feature_sparsity(self.feature_sparsity)
+
+    @property
+    def current_l1_coefficient(self) -> float:
+        return self.l1_scheduler.current_l1_coefficient
+
+    @property
+    def dead_neurons(self) -> torch.Tensor:
+        """[d_sae] bool: latents that did not fire in the last `dead_feature_window` steps."""
+        return self.n_forward_passes_since_fired > self.cfg.dead_feature_window
+
+    def request_stop(self, reason: str) -> None:
+        """Ask `fit()` to save a checkpoint and raise `InterruptedException` once the
+        current step is complete (safe to call from a signal handler)."""
+        if self.stop_requested is None:
+            logger.warning(
+                f"{reason}: finishing step {self.n_training_steps}, then saving a checkpoint"
+            )
+        self.stop_requested = reason
+
+    def state_dict(self) -> dict[str, Any]:
+        """Counters, feature statistics, optimizer and schedules (not the SAE weights)."""
+        return {
+            "n_training_steps": self.n_training_steps,
+            "n_training_tokens": self.n_training_tokens,
+            "started_fine_tuning": self.started_fine_tuning,
+            "checkpoint_thresholds": list(self.checkpoint_thresholds),
+            "act_freq_scores": self.act_freq_scores,
+            "n_forward_passes_since_fired": self.n_forward_passes_since_fired,
+            "n_frac_active_tokens": self.n_frac_active_tokens,
+            "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": self.lr_scheduler.state_dict(),
+            "l1_scheduler": self.l1_scheduler.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned, so `fit()` continues from that step."""
+        self.n_training_steps = state["n_training_steps"]
+        self.n_training_tokens = state["n_training_tokens"]
+        self.checkpoint_thresholds = list(state["checkpoint_thresholds"])
+        device = self.act_freq_scores.device
+        self.act_freq_scores = state["act_freq_scores"].to(device)
+        self.n_forward_passes_since_fired = state["n_forward_passes_since_fired"].to(device)
+        self.n_frac_active_tokens = state["n_frac_active_tokens"]
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        self.l1_scheduler.load_state_dict(state["l1_scheduler"])
+        if state["started_fine_tuning"]:
+            self._start_fine_tuning()
+
+    # --- the loop ------------------------------------------------------------------------
+    def fit(self) -> TrainingSAE:
+        """Train until the configured number of tokens; return the trained SAE."""
+        store = self.activations_store
+        if store.estimated_norm_scaling_factor is None:  # a resumed store already has it
+            store.set_norm_scaling_factor_if_needed()
+        progress = tqdm(
+            total=self.cfg.total_training_tokens,
+            initial=self.n_training_tokens,
+            desc="Training SAE",
+            unit="tok",
+            unit_scale=True,
+            disable=not self.cfg.verbose,
+        )
+        with progress:
+            while self.n_training_tokens < self.cfg.total_training_tokens:
+                step = self.n_training_steps
+                sae_in = self._fetch_batch()
+                self._close_sparsity_window_if_due(step)
+                output = self._train_step(sae_in, step)
+                self.n_training_tokens += self.cfg.train_batch_size_tokens
+                self.n_training_steps += 1
+                self._log_train_step_if_due(output, step)
+                self._run_evals_if_due(step)
+                self._checkpoint_if_due()
+                self._begin_finetuning_if_needed()
+                self._update_progress(progress, output, step)
+                self._stop_if_requested()
+        self._finish()
+        return self.sae
+
+    def _fetch_batch(self) -> torch.Tensor:
+        batch = self.activations_store.next_batch()  # [train_batch_size_tokens, 1, d_in]
+        return batch[:, 0, :].to(self.sae.device)  # [batch, d_in]
+
+    def _train_step(self, sae_in: torch.Tensor, step: int) -> TrainStepOutput:
+        """One optimizer step. Raises `TrainingDivergedError` before touching the weights,
+        statistics or schedules if the loss or the gradient norm is not finite."""
+        self.sae.train()
+        with self._autocast():
+            output = self._training_forward_pass(
+                sae_in=sae_in,
+                current_l1_coefficient=self.current_l1_coefficient,
+                dead_neuron_mask=self.dead_neurons,
+            )
+        output.loss.backward()
+        self.sae.before_optimizer_step()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.sae.parameters(), 1.0)
+        if not bool(torch.isfinite(output.loss) & torch.isfinite(grad_norm)):
+            self.optimizer.zero_grad()
+            raise self._divergence_error(output, grad_norm, step)
+        self._update_feature_stats(output.feature_acts)
+        self.optimizer.step()
+        self.sae.after_optimizer_step()
+        self.optimizer.zero_grad()
+        self.lr_scheduler.step()
+        self.l1_scheduler.step()
+        return output
+
+    def _divergence_error(
+        self, output: TrainStepOutput, grad_norm: torch.Tensor, step: int
+    ) -> TrainingDivergedError:
+        terms = ", ".join(f"{k}={_item(v):.6g}" for k, v in output.losses.items())
+        return TrainingDivergedError(
+            f"training diverged at step {step} ({self.n_training_tokens} tokens seen): "
+            f"loss={_item(output.loss):.6g} ({terms}), gradient norm={_item(grad_norm):.6g}; "
+            "no checkpoint was written from this state (try a lower lr or l1_coefficient)"
+        )
+
+    @torch.no_grad()
+    def _update_feature_stats(self, feature_acts: torch.Tensor) -> None:
+        fired = (feature_acts > 0).any(dim=0)  # [d_sae]
+        self.n_forward_passes_since_fired += 1
+        self.n_forward_passes_since_fired[fired] = 0
+        self.act_freq_scores += (feature_acts.abs() > 0).float().sum(0)
+        self.n_frac_active_tokens += feature_acts.shape[0]
+
+    def _close_sparsity_window_if_due(self, step: int) -> None:
+        """Every `feature_sampling_window` steps: log the window's firing statistics and
+        start a new window (before the step, as 5.6.0)."""
+        if (step + 1) % self.cfg.feature_sampling_window != 0:
+            return
+        self._log(self._sparsity_metrics(), step)
+        self.act_freq_scores = torch.zeros_like(self.act_freq_scores)
+        self.n_frac_active_tokens = 0
+
+    @torch.no_grad()
+    def _sparsity_metrics(self) -> dict[str, Any]:
+        sparsity = self.feature_sparsity
+        log_sparsity = _log_feature_sparsity(sparsity)
+        metrics: dict[str, Any] = {
+            "metrics/mean_log10_feature_sparsity": log_sparsity.mean().item(),
+            "sparsity/below_1e-5": (sparsity < 1e-5).sum().item(),
+            "sparsity/below_1e-6": (sparsity < 1e-6).sum().item(),
+            "sparsity/below_dead_feature_threshold": (
+                (sparsity < self.cfg.dead_feature_threshold).sum().item()
+            ),
+        }
+        if self.cfg.log_to_wandb:
+            import wandb
+
+            metrics["plots/feature_density_line_chart"] = wandb.Histogram(log_sparsity.numpy())
+        return metrics
+
+    def _log_train_step_if_due(self, output: TrainStepOutput, step: int) -> None:
+        if (step + 1) % self.cfg.wandb_log_frequency == 0:
+            self._log(self._train_step_metrics(output), step)
+
+    @torch.no_grad()
+    def _train_step_metrics(self, output: TrainStepOutput) -> dict[str, Any]:
+        sae_in, sae_out = output.sae_in.float(), output.sae_out.float()  # [batch, d_in]
+        per_token_l2 = (sae_out - sae_in).pow(2).sum(-1)  # [batch]
+        total_variance = (sae_in - sae_in.mean(0)).pow(2).sum(-1)  # [batch]
+        explained_variance = 1 - per_token_l2 / total_variance
+        l1_coefficient = self.current_l1_coefficient
+        metrics: dict[str, Any] = {
+            "losses/overall_loss": output.loss.item(),
+            "metrics/explained_variance": explained_variance.mean().item(),
+            "metrics/explained_variance_std": explained_variance.std().item(),
+            "metrics/l0": (output.feature_acts > 0).float().sum(-1).mean().item(),
+            "sparsity/mean_passes_since_fired": self.n_forward_passes_since_fired.mean().item(),
+            "sparsity/dead_features": self.dead_neurons.sum().item(),
+            "details/current_learning_rate": self.optimizer.param_groups[0]["lr"],
+            "details/current_l1_coefficient": l1_coefficient,
+            "details/n_training_tokens": self.n_training_tokens,
+        }
+        for name, value in output.losses.items():
+            if name != "l1_loss":
+                metrics[f"losses/{name}"] = _item(value)
+                continue
+            # 5.6.0 reports the L1 loss per unit of the (current) coefficient, and the raw
+            # value beside it; with a zero coefficient only the raw value means something.
+            metrics["losses/raw_l1_loss"] = _item(value)
+            if l1_coefficient != 0:
+                metrics["losses/l1_loss"] = _item(value) / l1_coefficient
+        return metrics
+
+    def _run_evals_if_due(self, step: int) -> None:
+        every = self.cfg.wandb_log_frequency * self.cfg.eval_every_n_wandb_logs
+        if (step + 1) % every == 0:
+            self._log(self._eval_metrics(), step)
+
+    @torch.no_grad()
+    def _eval_metrics(self) -> dict[str, Any]:
+        from sae_lens.evals import EvalConfig, run_evals
+
+        eval_config = EvalConfig(
+            batch_size_prompts=self.cfg.eval_batch_size_prompts,
+            n_eval_reconstruction_batches=self.cfg.n_eval_batches,
+            n_eval_sparsity_variance_batches=self.cfg.n_eval_batches,
+            compute_ce_loss=True,
+            compute_l2_norms=True,
+            compute_sparsity_metrics=True,
+            compute_variance_metrics=True,
+        )
+        excluded = self.activations_store.exclude_special_tokens
+        ignore_tokens = set(excluded.tolist()) if excluded is not None else set()
+        self.sae.eval()
+        try:
+            metrics, _ = run_evals(
+                sae=self.sae,
+                activation_store=self.activations_store,
+                model=self.model,
+                eval_config=eval_config,
+                model_kwargs=self.cfg.model_kwargs,
+                ignore_tokens=ignore_tokens,
+            )
+        finally:
+            self.sae.train()
+        flat = _flatten_eval_metrics(metrics)
+        if self.cfg.log_to_wandb:
+            flat.update(self._weight_histograms())
+        return flat
+
+    @torch.no_grad()
+    def _weight_histograms(self) -> dict[str, Any]:
+        """Decoder row norms and every per-latent vector parameter (biases, thresholds)."""
+        import wandb
+
+        histograms = {
+            "weights/W_dec_norms": wandb.Histogram(
+                self.sae.W_dec.detach().float().norm(dim=1).cpu().numpy()
+            )
+        }
+        for name, param in self.sae.named_parameters():
+            if param.ndim == 1 and param.shape[0] == self.sae.cfg.d_sae:
+                histograms[f"weights/{name}"] = wandb.Histogram(
+                    param.detach().float().cpu().numpy()
+                )
+        return histograms
+
+    def _log(self, metrics: dict[str, Any], step: int) -> None:
+        self.metrics_log.log(metrics, step)
+        if self.cfg.log_to_wandb:
+            import wandb
+
+            wandb.log(metrics, step=step)
+
+    def _checkpoint_if_due(self) -> None:
+        thresholds = self.checkpoint_thresholds
+        if thresholds and self.n_training_tokens > thresholds[0]:
+            self.save_checkpoint(trainer=self, checkpoint_name=str(self.n_training_tokens))
+            thresholds.pop(0)
+
+    def _begin_finetuning_if_needed(self) -> None:
+        if not self.started_fine_tuning and self.n_training_tokens > self.cfg.training_tokens:
+            self._start_fine_tuning()
+
+    def _start_fine_tuning(self) -> None:
+        self.started_fine_tuning = True
+        if self.cfg.finetuning_method is None:
+            return
+        trainable = FINETUNING_PARAMETERS[self.cfg.finetuning_method]
+        for name, param in self.sae.named_parameters():
+            # The scale parameter is named `finetuning_scaling_factor`: 5.6.0 compared
+            # names exactly, so it never trained during fine-tuning.
+            param.requires_grad = any(name == p or name.endswith(f"_{p}") for p in trainable)
+
+    def _update_progress(self, progress: tqdm, output: TrainStepOutput, step: int) -> None:
+        progress.update(self.cfg.train_batch_size_tokens)
+        if step % 10 == 0 and not progress.disable:
+            with torch.no_grad():
+                l0 = (output.feature_acts > 0).float().sum(-1).mean().item()
+            progress.set_postfix(step=step, loss=f"{output.loss.item():.4g}", l0=f"{l0:.1f}")
+
+    def _stop_if_requested(self) -> None:
+        if self.stop_requested is None or self.n_training_tokens >= self.cfg.total_training_tokens:
+            return  # nothing requested, or training is done: let the final save happen
+        name = str(self.n_training_tokens)
+        self.save_checkpoint(trainer=self, checkpoint_name=name)
+        checkpoint = str(Path(self.cfg.checkpoint_path) / name)
+        raise InterruptedException(
+            f"{self.stop_requested}: stopped after step {self.n_training_steps - 1} "
+            f"({self.n_training_tokens} tokens) and saved checkpoint {checkpoint}",
+            checkpoint=checkpoint,
+        )
+
+    def _finish(self) -> None:
+        """Fold the activation scaling factor into the weights and save the final SAE."""
+        store = self.activations_store
+        if store.estimated_norm_scaling_factor is not None:
+            self.sae.fold_activation_norm_scaling_factor(store.estimated_norm_scaling_factor)
+            store.estimated_norm_scaling_factor = None
+        self.training_complete = True
+        self.save_checkpoint(
+            trainer=self,
+            checkpoint_name=f"final_{self.n_training_tokens}",
+            wandb_aliases=["final_model"],
+        )
+
+    # --- performance options -------------------------------------------------------------
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if not self.cfg.autocast:
+            return contextlib.nullcontext()
+        device_type = torch.device(self.cfg.device).type
+        return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
+
+    def _maybe_compile(self, forward: Any) -> Any:
+        if not self.cfg.compile_sae:
+            return forward
+        backend = "aot_eager" if torch.device(self.cfg.device).type == "mps" else "inductor"
+        return torch.compile(forward, mode=self.cfg.sae_compilation_mode, backend=backend)
