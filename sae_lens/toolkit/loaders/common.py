@@ -162,8 +162,8 @@ def check_state_dict_shapes(cfg_dict: dict[str, Any], state_dict: StateDict, sou
         expected = shapes.get(name)
         if expected is not None and tuple(tensor.shape) != expected:
             raise ValueError(
-                f"{source}: tensor {name} has shape {tuple(tensor.shape)} but the config "
-                f"(d_in={cfg_dict['d_in']}, d_sae={cfg_dict['d_sae']}) expects {expected}"
+                f"{source}: tensor '{name}' has shape {list(tensor.shape)}, expected "
+                f"{list(expected)} (d_in={cfg_dict['d_in']}, d_sae={cfg_dict['d_sae']})"
             )
 
 

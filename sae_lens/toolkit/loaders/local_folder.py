@@ -57,6 +57,7 @@ from sae_lens.toolkit.loaders.sparsify import (
     SPARSIFY_RUN_CONFIG_FILENAME,
     SPARSIFY_WEIGHTS_FILENAME,
     convert_sparsify_weights,
+    is_sparsify_cfg,
     safetensors_dtype_name,
     sparsify_config,
 )
@@ -89,7 +90,7 @@ def detect_sae_format(path: str | Path) -> str:
     """Name of the format (a key of NAMED_PRETRAINED_SAE_LOADERS) of a local SAE."""
     target = Path(path)
     if not target.exists():
-        raise FileNotFoundError(f"SAE path {target} does not exist")
+        raise FileNotFoundError(f"SAE folder not found: {target}")
     if target.is_file():
         if target.suffix == ".npz":
             return "gemma_2"
@@ -102,12 +103,15 @@ def detect_sae_format(path: str | Path) -> str:
     for name, files in FOLDER_LAYOUTS.items():
         if all((target / file).exists() for file in files):
             return name
-    subfolders = sorted(p.name for p in target.iterdir() if p.is_dir())
+    if (target / SAE_CFG_FILENAME).exists():  # a weights file is missing: its reader says which
+        return "sparsify" if is_sparsify_cfg(read_json(target / SAE_CFG_FILENAME)) else "sae_lens"
+    entries = sorted(p.name for p in target.iterdir())
+    subfolders = [name for name in entries if (target / name).is_dir()]
     hint = f"; it has subfolders {subfolders[:10]}: pass one of them" if subfolders else ""
     layouts = {name: list(files) for name, files in FOLDER_LAYOUTS.items()}
     raise FileNotFoundError(
-        f"no SAE found in {target}: expected one of the layouts {layouts}"
-        f" (found {sorted(p.name for p in target.iterdir())[:10]}){hint}"
+        f"{target} has no {SAE_CFG_FILENAME}: not an sae_lens SAE folder, nor one of the "
+        f"layouts {layouts} (found {entries[:10]}){hint}"
     )
 
 
@@ -123,6 +127,8 @@ def _read_sae_lens(path: Path, device: str, dtype: str | None) -> LoadedSAE:
 
 def _read_sparsify(path: Path, device: str, dtype: str | None) -> LoadedSAE:
     weights_path = path / SPARSIFY_WEIGHTS_FILENAME
+    if not weights_path.is_file():
+        raise FileNotFoundError(f"no such weights file: {weights_path}")
     run_path = path.parent / SPARSIFY_RUN_CONFIG_FILENAME
     cfg = sparsify_config(
         read_json(path / SPARSIFY_CFG_FILENAME),
