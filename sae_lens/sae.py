@@ -27,7 +27,7 @@ from transformer_lens.hook_points import HookPoint
 from sae_lens.config import DTYPE_MAP
 from sae_lens.saes.activations import TopK, get_activation_fn
 from sae_lens.saes.registry import get_architecture
-from sae_lens.saes.sae_folder import read_sae_folder, write_sae_folder
+from sae_lens.saes.sae_folder import write_sae_folder
 
 __all__ = ["SAE", "SAEConfig", "TopK", "get_activation_fn", "InputActs", "LatentActs"]
 
@@ -208,8 +208,11 @@ class SAE(HookedRootModule):
     def load_from_pretrained(
         cls: type[T], path: str, device: str = "cpu", dtype: str | None = None
     ) -> T:
-        """Load an SAE folder saved by `save_model` (or by SAELens)."""
-        cfg_dict, state_dict, _ = read_sae_folder(path, device=device, dtype=dtype)
+        """Load a local SAE saved by `save_model` (or by SAELens), or in any published format
+        the toolkit detects (Gemma Scope, dictionary_learning, sparsify, Llama Scope, ...)."""
+        from sae_lens.toolkit.pretrained_sae_loaders import read_local_sae_folder
+
+        cfg_dict, state_dict, _ = read_local_sae_folder(path, device=device, dtype=dtype)
         return cls._from_cfg_and_weights(cfg_dict, state_dict)
 
     @classmethod
