@@ -8,6 +8,7 @@ methods on a `TrainingSAE` and default to their inference counterpart.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -53,7 +54,7 @@ def init_linear_params(sae: SAE) -> None:
     sae.b_dec = new_param(sae, d_in)
 
 
-class Architecture:
+class Architecture(ABC):
     """One SAE architecture. Subclasses set `name` and implement the abstract methods."""
 
     name: str = ""
@@ -61,19 +62,19 @@ class Architecture:
     supports_ghost_grads: bool = False
 
     # --- inference -------------------------------------------------------------------
+    @abstractmethod
     def init_params(self, sae: SAE) -> None:
         """Create the SAE's parameters (as 5.6.0 names and shapes them)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def encode(self, sae: SAE, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Feature activations and hidden pre-activations, both [..., d_sae], from `x`, the
         output of `sae.process_sae_in`. Calls `sae.hook_sae_acts_pre` / `hook_sae_acts_post`."""
-        raise NotImplementedError
 
+    @abstractmethod
     def fold_W_dec_norm(self, sae: SAE, norms: torch.Tensor) -> None:
         """Rescale encoder-side parameters after `W_dec` rows were divided by `norms` [d_sae]
         (and `W_enc` columns multiplied by them) so the SAE's output is unchanged."""
-        raise NotImplementedError
 
     # --- training --------------------------------------------------------------------
     def check_training_cfg(self, cfg: TrainingSAEConfig, use_error_term: bool) -> None:
@@ -101,18 +102,19 @@ class Architecture:
         feature_acts, hidden_pre = self.training_encode(sae, x)
         return feature_acts, hidden_pre, sae.decode(feature_acts)
 
+    @abstractmethod
     def training_losses(
         self, sae: TrainingSAE, inputs: TrainingLossInputs
     ) -> dict[str, torch.Tensor]:
         """Loss terms added to the MSE loss, by 5.6.0 key name (e.g. `l1_loss`)."""
-        raise NotImplementedError
 
     def fold_training_W_dec_norm(self, sae: TrainingSAE, norms: torch.Tensor) -> None:
         """`fold_W_dec_norm` for the training parametrisation."""
         self.fold_W_dec_norm(sae, norms)
 
-    def training_state_dict_for_saving(self, state_dict: dict[str, Any]) -> None:
-        """Turn a TrainingSAE state dict into the saved (inference) form, in place."""
+    def training_state_dict_for_saving(self, state_dict: dict[str, Any]) -> None:  # noqa: B027
+        """Turn a TrainingSAE state dict into the saved (inference) form, in place
+        (default: the two forms agree)."""
 
-    def training_state_dict_for_loading(self, state_dict: dict[str, Any]) -> None:
+    def training_state_dict_for_loading(self, state_dict: dict[str, Any]) -> None:  # noqa: B027
         """Turn a saved state dict into the TrainingSAE form, in place."""

@@ -48,9 +48,8 @@ def topk_aux_loss(
     """AuxK loss (as 5.6.0, without variance normalisation): the top d_sae//2 dead latents
     reconstruct the residual `sae_in - sae_out`; scaled by min(n_dead / (d_sae//2), 1)."""
     n_dead = 0 if dead_neuron_mask is None else int(dead_neuron_mask.sum())
-    if n_dead == 0:
+    if dead_neuron_mask is None or n_dead == 0:
         return sae_out.new_tensor(0.0)
-    assert dead_neuron_mask is not None
     k_aux = hidden_pre.shape[-1] // 2
     scale = min(n_dead / k_aux, 1.0)
     aux_acts = topk_aux_acts(hidden_pre, dead_neuron_mask, min(k_aux, n_dead))
