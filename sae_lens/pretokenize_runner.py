@@ -1,0 +1,215 @@
+"""Tokenize a text dataset once, concatenate and cut it into rows of `context_size` tokens,
+shuffle, and save it (with a `sae_lens.json` metadata file) and/or push it to the hub.
+
+Command line: `python -m sae_lens.pretokenize_runner --help` (every config field is a flag).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import simple_parsing
+import torch
+from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict
+from huggingface_hub import HfApi
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from sae_lens import __version__, logger
+from sae_lens.config import PretokenizeRunnerConfig
+from sae_lens.dataset_sources import load_any_dataset
+from sae_lens.embedded import is_embedded_model, load_embedded_tokenizer
+from sae_lens.tokenization_and_batching import concat_and_batch_sequences
+from sae_lens.training.activations_store import PRETOKENIZE_METADATA_FILE
+
+SpecialToken = int | Literal["bos", "eos", "sep"] | None
+
+
+@dataclass
+class PretokenizedDatasetMetadata:
+    """What a pretokenized dataset was made from; saved beside it as sae_lens.json."""
+
+    sae_lens_version: str
+    tokenizer_name: str
+    original_dataset: str
+    original_dataset_name: str | None
+    original_split: str | None
+    original_data_files: list[str] | None
+    original_column_name: str | None
+    context_size: int
+    shuffled: bool
+    seed: int | None
+    begin_batch_token: SpecialToken
+    begin_sequence_token: SpecialToken
+    sequence_separator_token: SpecialToken
+
+
+def metadata_from_config(cfg: PretokenizeRunnerConfig) -> PretokenizedDatasetMetadata:
+    return PretokenizedDatasetMetadata(
+        sae_lens_version=__version__,
+        tokenizer_name=cfg.tokenizer_name,
+        original_dataset=cfg.dataset_path,
+        original_dataset_name=cfg.dataset_name,
+        original_split=cfg.split,
+        original_data_files=cfg.data_files,
+        original_column_name=cfg.column_name,
+        context_size=cfg.context_size,
+        shuffled=cfg.shuffle,
+        seed=cfg.seed,
+        begin_batch_token=cfg.begin_batch_token,
+        begin_sequence_token=cfg.begin_sequence_token,
+        sequence_separator_token=cfg.sequence_separator_token,
+    )
+
+
+def get_special_token_from_cfg(
+    cfg_token: SpecialToken, tokenizer: PreTrainedTokenizerBase
+) -> int | None:
+    """The token id a config entry names: an int as is, 'bos'/'eos'/'sep' from the
+    tokenizer (None, with a warning, if the tokenizer has no such token), None as None."""
+    if cfg_token is None or isinstance(cfg_token, int):
+        return cfg_token
+    if cfg_token not in ("bos", "eos", "sep"):
+        raise ValueError(f"special token must be an int, 'bos', 'eos', 'sep' or None, got {cfg_token!r}")
+    token_id = getattr(tokenizer, f"{cfg_token}_token_id")
+    if token_id is None:
+        logger.warning(f"The tokenizer has no {cfg_token} token: it will not be inserted")
+    return token_id
+
+
+def pretokenize_dataset(
+    dataset: Dataset | IterableDataset,
+    tokenizer: PreTrainedTokenizerBase,
+    cfg: PretokenizeRunnerConfig,
+) -> Dataset:
+    """Tokenize `cfg.column_name`, concatenate each map batch of texts into rows of
+    `cfg.context_size` tokens (column "input_ids"), and shuffle with `cfg.seed`."""
+    special = {
+        "begin_batch_token_id": get_special_token_from_cfg(cfg.begin_batch_token, tokenizer),
+        "begin_sequence_token_id": get_special_token_from_cfg(cfg.begin_sequence_token, tokenizer),
+        "sequence_separator_token_id": get_special_token_from_cfg(cfg.sequence_separator_token, tokenizer),
+    }
+    column, context_size = cfg.column_name, cfg.context_size
+
+    def tokenize_and_chunk(batch: dict[str, list[Any]]) -> dict[str, list[list[int]]]:
+        token_rows = tokenizer(batch[column], verbose=False)["input_ids"]
+        sequences = (torch.tensor(row, dtype=torch.long) for row in token_rows)
+        chunks = concat_and_batch_sequences(sequences, context_size, **special)
+        return {"input_ids": [chunk.tolist() for chunk in chunks]}
+
+    if isinstance(dataset, IterableDataset):
+        if cfg.num_proc > 1:
+            raise ValueError("num_proc must be 1 when streaming is True")
+        dataset = _materialize(dataset)
+    if column not in dataset.column_names:
+        raise ValueError(f"dataset has columns {dataset.column_names}, not column_name {column!r}")
+    tokenized = dataset.map(
+        tokenize_and_chunk,
+        batched=True,
+        batch_size=cfg.pretokenize_batch_size,
+        num_proc=cfg.num_proc if cfg.num_proc > 1 else None,
+        remove_columns=dataset.column_names,
+        desc="Tokenizing",
+    )
+    if cfg.shuffle:
+        tokenized = tokenized.shuffle(seed=cfg.seed)
+    tokenized.set_format(type="torch", columns=["input_ids"])
+    return tokenized
+
+
+def _materialize(dataset: IterableDataset) -> Dataset:
+    """Write a streamed dataset to an arrow cache file so it can be mapped and saved."""
+    return Dataset.from_generator(lambda: iter(dataset), features=dataset.features)
+
+
+def push_to_hugging_face_hub(dataset: Dataset, cfg: PretokenizeRunnerConfig) -> None:
+    """Upload the dataset to `cfg.hf_repo_id`, then its sae_lens.json metadata."""
+    if cfg.hf_repo_id is None:
+        raise ValueError("hf_repo_id must be set to push to the Hugging Face hub")
+    dataset.push_to_hub(
+        repo_id=cfg.hf_repo_id,
+        num_shards=cfg.hf_num_shards,
+        private=cfg.hf_is_private_repo,
+        revision=cfg.hf_revision,
+    )
+    HfApi().upload_file(
+        path_or_fileobj=io.BytesIO(_metadata_json(cfg).encode("utf-8")),
+        path_in_repo=PRETOKENIZE_METADATA_FILE,
+        repo_id=cfg.hf_repo_id,
+        repo_type="dataset",
+        revision=cfg.hf_revision,
+        commit_message="Add sae_lens metadata",
+    )
+
+
+def _metadata_json(cfg: PretokenizeRunnerConfig) -> str:
+    return json.dumps(asdict(metadata_from_config(cfg)), indent=2, ensure_ascii=False)
+
+
+def _load_tokenizer(name: str) -> PreTrainedTokenizerBase:
+    tokenizer = load_embedded_tokenizer() if is_embedded_model(name) else AutoTokenizer.from_pretrained(name)
+    tokenizer.model_max_length = sys.maxsize  # long texts are chunked, not truncated
+    return tokenizer
+
+
+class PretokenizeRunner:
+    """Pretokenize the dataset of a `PretokenizeRunnerConfig`; save and/or upload it."""
+
+    def __init__(self, cfg: PretokenizeRunnerConfig):
+        self.cfg = cfg
+
+    def run(self) -> Dataset:
+        cfg = self.cfg
+        if cfg.save_path is None and cfg.hf_repo_id is None:
+            logger.warning("Neither save_path nor hf_repo_id is set: the result is only returned")
+        if cfg.save_path is not None and Path(cfg.save_path).exists() and any(Path(cfg.save_path).iterdir()):
+            raise ValueError(f"save_path {cfg.save_path!r} exists and is not empty: choose a new folder")
+        tokenizer = _load_tokenizer(cfg.tokenizer_name)
+        dataset = self._load_dataset()
+        tokenized = pretokenize_dataset(dataset, tokenizer, cfg)
+        if cfg.save_path is not None:
+            tokenized.save_to_disk(cfg.save_path)
+            (Path(cfg.save_path) / PRETOKENIZE_METADATA_FILE).write_text(_metadata_json(cfg))
+            logger.info(f"Saved {len(tokenized)} rows of {cfg.context_size} tokens to {cfg.save_path}")
+        if cfg.hf_repo_id is not None:
+            push_to_hugging_face_hub(tokenized, cfg)
+        return tokenized
+
+    def _load_dataset(self) -> Dataset | IterableDataset:
+        cfg = self.cfg
+        extra = {
+            key: value
+            for key, value in (("name", cfg.dataset_name), ("data_dir", cfg.data_dir), ("data_files", cfg.data_files))
+            if value is not None
+        }
+        dataset = load_any_dataset(
+            cfg.dataset_path,
+            split=cfg.split,  # type: ignore[arg-type]
+            streaming=cfg.streaming,
+            trust_remote_code=bool(cfg.dataset_trust_remote_code),
+            **extra,
+        )
+        if isinstance(dataset, (DatasetDict, IterableDatasetDict)):
+            raise ValueError(f"dataset has splits {list(dataset)}: set split to one of them")
+        return dataset
+
+
+def pretokenize_runner(cfg: PretokenizeRunnerConfig) -> Dataset:
+    """Deprecated alias of `PretokenizeRunner(cfg).run()`."""
+    warnings.warn("pretokenize_runner is deprecated: use PretokenizeRunner", DeprecationWarning, stacklevel=2)
+    return PretokenizeRunner(cfg).run()
+
+
+def main(args: Sequence[str] | None = None) -> None:
+    cfg = simple_parsing.parse(PretokenizeRunnerConfig, args=args, description=__doc__)
+    PretokenizeRunner(cfg).run()
+
+
+if __name__ == "__main__":
+    main()
