@@ -821,6 +821,8 @@ def multiple_evals(
 
 def run_evaluations(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Run `multiple_evals` from parsed command-line arguments (see `build_arg_parser`)."""
+    from sae_lens.embedded import EMBEDDED_DATASET_NAME
+
     sae_paths = list(getattr(args, "sae_paths", None) or [])
     sae_regex = args.sae_regex_pattern
     block_regex = args.sae_block_pattern
@@ -837,7 +839,7 @@ def run_evaluations(args: argparse.Namespace) -> list[dict[str, Any]]:
         n_eval_reconstruction_batches=args.n_eval_reconstruction_batches,
         n_eval_sparsity_variance_batches=args.n_eval_sparsity_variance_batches,
         eval_batch_size_prompts=args.batch_size_prompts,
-        datasets=args.datasets,
+        datasets=args.datasets or [EMBEDDED_DATASET_NAME],
         ctx_lens=args.ctx_lens,
         output_dir=args.output_dir,
         verbose=args.verbose,
@@ -847,15 +849,21 @@ def run_evaluations(args: argparse.Namespace) -> list[dict[str, Any]]:
     )
 
 
-_METRIC_FLAGS = (
-    "compute_kl",
-    "compute_ce_loss",
-    "compute_l2_norms",
-    "compute_sparsity_metrics",
-    "compute_variance_metrics",
-    "compute_featurewise_density_statistics",
-    "compute_featurewise_weight_based_metrics",
-)
+# EvalConfig switches exposed on the command line, with what each computes.
+_METRIC_FLAGS = {
+    "compute_kl": "KL divergence of the next-token distribution with the SAE spliced in "
+    "and with the activation zero-ablated, and the KL score.",
+    "compute_ce_loss": "Cross-entropy loss without the SAE, with it spliced in and with the "
+    "activation zero-ablated, and the CE loss score.",
+    "compute_l2_norms": "L2 norms of SAE input and output, their ratio and the relative "
+    "reconstruction bias.",
+    "compute_sparsity_metrics": "L0 and L1 of the latents.",
+    "compute_variance_metrics": "Explained variance, MSE and cosine similarity of the "
+    "reconstruction.",
+    "compute_featurewise_density_statistics": "Per-latent firing density.",
+    "compute_featurewise_weight_based_metrics": "Per-latent encoder bias, encoder norm and "
+    "encoder/decoder cosine similarity.",
+}
 
 
 def _eval_config_from_args(args: argparse.Namespace) -> EvalConfig:
@@ -920,8 +928,6 @@ def process_results(
 
 def build_arg_parser() -> argparse.ArgumentParser:
     """The parser of `python -m sae_lens.evals`."""
-    from sae_lens.embedded import EMBEDDED_DATASET_NAME
-
     parser = argparse.ArgumentParser(
         prog="python -m sae_lens.evals",
         description=(
@@ -952,35 +958,43 @@ def build_arg_parser() -> argparse.ArgumentParser:
         help="Local SAE folders (cfg.json + sae_weights.safetensors) to evaluate as well.",
     )
     parser.add_argument(
-        "--batch_size_prompts", type=int, default=16, help="Prompts per evaluation batch."
+        "--batch_size_prompts",
+        type=int,
+        default=16,
+        help="Prompts per evaluation batch (default: %(default)s).",
     )
     parser.add_argument(
         "--n_eval_reconstruction_batches",
         type=int,
         default=10,
-        help="Batches for the KL and CE-loss metrics.",
+        help="Batches for the KL and CE-loss metrics (default: %(default)s).",
     )
     parser.add_argument(
         "--n_eval_sparsity_variance_batches",
         type=int,
         default=1,
-        help="Batches for the sparsity, variance and L2 metrics.",
+        help="Batches for the sparsity, variance and L2 metrics (default: %(default)s).",
     )
-    for flag in _METRIC_FLAGS:
-        what = flag.removeprefix("compute_").replace("_", " ")
-        parser.add_argument(f"--{flag}", action="store_true", help=f"Compute {what}.")
+    for flag, what in _METRIC_FLAGS.items():
+        parser.add_argument(f"--{flag}", action="store_true", help=what)
     parser.add_argument(
         "--datasets",
         nargs="+",
-        default=[EMBEDDED_DATASET_NAME],
+        default=None,
         help="Datasets to evaluate on: the embedded corpus name, a local dataset path or a "
-        f"Hugging Face dataset (default: {EMBEDDED_DATASET_NAME}).",
+        "Hugging Face dataset (default: the embedded corpus, pydoc-corpus).",
     )
     parser.add_argument(
-        "--ctx_lens", nargs="+", type=int, default=[128], help="Context lengths to evaluate on."
+        "--ctx_lens",
+        nargs="+",
+        type=int,
+        default=[128],
+        help="Context lengths to evaluate on (default: %(default)s).",
     )
     parser.add_argument(
-        "--output_dir", default="eval_results", help="Directory to write results into."
+        "--output_dir",
+        default="eval_results",
+        help="Directory to write results into (default: %(default)s).",
     )
     parser.add_argument(
         "--device", default=None, help="Device for model and SAEs (default: cuda if available)."
