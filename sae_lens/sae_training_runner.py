@@ -140,6 +140,8 @@ class SAETrainingRunner:
         method = self.cfg.b_dec_init_method
         if method == "zeros":
             return
+        # b_dec lives in the space the SAE trains in: the scaled activations.
+        self.activations_store.set_norm_scaling_factor_if_needed()
         layer_acts = self.activations_store.storage_buffer.detach()[:, 0, :]  # [n, d_in]
         if method == "geometric_median":
             median = compute_geometric_median(layer_acts, maxiter=100).median

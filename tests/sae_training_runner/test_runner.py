@@ -1,0 +1,182 @@
+import copy
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from runner_helpers import final_state, signal_at_batch, tiny_cfg, tiny_runner, token_dataset
+
+from sae_lens.sae import SAE
+from sae_lens.sae_training_runner import InterruptedException, SAETrainingRunner
+from sae_lens.training import checkpoints
+from sae_lens.training.geometric_median import compute_geometric_median
+from sae_lens.training.metrics_log import read_metrics
+from sae_lens.training.sae_trainer import TrainingDivergedError
+from sae_lens.training.training_sae import TrainingSAE
+
+
+def test_run_saves_the_final_sae_metrics_and_plot(tmp_path: Path) -> None:
+    cfg = tiny_cfg(tmp_path, n_checkpoints=2)
+    sae = tiny_runner(cfg).run()
+    run_dir = Path(cfg.checkpoint_path)
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        "992", "final_1920", "metrics.jsonl", "run_config.json", "training_curves.png",
+    ]  # fmt: skip
+    final = run_dir / "final_1920"
+    assert sorted(p.name for p in final.iterdir()) == [
+        "cfg.json", "checkpoint.json", "sae_weights.safetensors", "sparsity.safetensors",
+    ]  # fmt: skip
+    loaded = SAE.load_from_pretrained(str(final))
+    x = torch.randn(7, cfg.d_in)
+    assert torch.allclose(loaded(x), sae.eval()(x), atol=1e-6)
+    assert json.loads((final / "cfg.json").read_text())["training_tokens"] == cfg.training_tokens
+    steps = [r["step"] for r in read_metrics(run_dir / "metrics.jsonl")]
+    assert steps == list(range(4, 60, 5))
+    assert json.loads((run_dir / "run_config.json").read_text())["lr"] == cfg.lr
+
+
+@pytest.mark.parametrize("method", ["geometric_median", "mean", "zeros"])
+def test_b_dec_starts_at_the_centre_of_the_activations(tmp_path: Path, method: str) -> None:
+    from conftest import build_tiny_tl_model
+
+    from sae_lens.training.activations_store import ActivationsStore
+
+    cfg = tiny_cfg(tmp_path, b_dec_init_method=method)
+    runner = tiny_runner(cfg)
+    twin = ActivationsStore.from_config(build_tiny_tl_model(), cfg, token_dataset())
+    acts = twin.storage_buffer[:, 0, :]  # the same buffer the runner initialised from
+    expected = {
+        "geometric_median": compute_geometric_median(acts, maxiter=100).median,
+        "mean": acts.mean(0),
+        "zeros": torch.zeros(cfg.d_in),
+    }[method]
+    assert torch.allclose(runner.sae.b_dec, expected, atol=1e-5)
+
+
+def test_norm_scaling_factor_is_folded_into_the_final_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: dict[str, Any] = {}
+    fold = TrainingSAE.fold_activation_norm_scaling_factor
+
+    def recording_fold(self: TrainingSAE, factor: float) -> None:
+        seen["before"], seen["factor"] = copy.deepcopy(self), factor
+        fold(self, factor)
+
+    monkeypatch.setattr(TrainingSAE, "fold_activation_norm_scaling_factor", recording_fold)
+    cfg = tiny_cfg(tmp_path, normalize_activations="expected_average_only_in")
+    runner = tiny_runner(cfg)
+    factor = runner.activations_store.estimated_norm_scaling_factor  # estimated before b_dec init
+    assert factor is not None and factor > 0
+    runner.run()
+    assert seen["factor"] == factor
+    final = SAE.load_from_pretrained(str(next(Path(cfg.checkpoint_path).glob("final_*"))))
+    x = torch.randn(9, cfg.d_in) * 3  # raw, unscaled activations
+    expected = seen["before"].eval()(x * factor) / factor
+    assert torch.allclose(final(x), expected, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("stop_at_batch", "overrides"),
+    [
+        (3, {}),
+        (23, {"noise_scale": 0.2, "eval_every_n_wandb_logs": 2}),
+        (41, {"normalize_activations": "expected_average_only_in", "n_checkpoints": 2}),
+    ],
+)
+def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stop_at_batch: int, overrides: dict
+) -> None:
+    reference = tiny_cfg(tmp_path / "a", **overrides)
+    tiny_runner(reference).run()
+
+    cfg = tiny_cfg(tmp_path / "b", **overrides)
+    handler_before = signal.getsignal(signal.SIGINT)
+    with signal_at_batch(monkeypatch, stop_at_batch):
+        with pytest.raises(InterruptedException, match="received SIGINT") as info:
+            tiny_runner(cfg).run()
+    assert signal.getsignal(signal.SIGINT) is handler_before
+    assert info.value.checkpoint == str(Path(cfg.checkpoint_path) / str(32 * stop_at_batch))
+    assert not list(Path(cfg.checkpoint_path).glob("final_*"))
+
+    resume_cfg = tiny_cfg(tmp_path / "b", resume=True, **overrides)
+    resume_cfg.checkpoint_path = str(tmp_path / "b" / "runs")  # the parent: the run is found
+    tiny_runner(resume_cfg).run()
+    assert resume_cfg.checkpoint_path == cfg.checkpoint_path
+
+    expected, actual = final_state(reference.checkpoint_path), final_state(cfg.checkpoint_path)
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        assert torch.equal(expected[name], actual[name]), name
+    metrics = read_metrics(Path(cfg.checkpoint_path) / "metrics.jsonl")
+    assert metrics == read_metrics(Path(reference.checkpoint_path) / "metrics.jsonl")
+
+
+def test_second_signal_stops_at_once_without_a_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = tiny_cfg(tmp_path, n_checkpoints=3)  # first checkpoint after 640 tokens (batch 21)
+    with signal_at_batch(monkeypatch, 25, signals=(signal.SIGTERM, signal.SIGINT)):
+        with pytest.raises(InterruptedException, match="middle of a step") as info:
+            tiny_runner(cfg).run()
+    assert info.value.checkpoint is None
+    run_dir = Path(cfg.checkpoint_path)
+    assert [i.path.name for i in checkpoints.list_checkpoints(run_dir, kind=None)] == ["672"]
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sae_lens.training.activations_store import ActivationsStore
+
+    served = 0
+    next_batch = ActivationsStore.next_batch
+
+    def poisoned(self: ActivationsStore) -> torch.Tensor:
+        nonlocal served
+        served += 1
+        batch = next_batch(self)
+        return batch * float("nan") if served == 30 else batch
+
+    monkeypatch.setattr(ActivationsStore, "next_batch", poisoned)
+    cfg = tiny_cfg(tmp_path, n_checkpoints=3)
+    with pytest.raises(TrainingDivergedError, match="training diverged at step 29 .*mse_loss=nan"):
+        tiny_runner(cfg).run()
+    run_dir = Path(cfg.checkpoint_path)
+    assert [i.path.name for i in checkpoints.list_checkpoints(run_dir, kind=None)] == ["672"]
+    assert (run_dir / "training_curves.png").is_file()  # curves up to the failure
+
+
+def test_resuming_a_finished_run_returns_its_final_sae(tmp_path: Path) -> None:
+    cfg = tiny_cfg(tmp_path)
+    trained = tiny_runner(cfg).run()
+    resumed = tiny_runner(tiny_cfg(tmp_path, resume=True, checkpoint_path=cfg.checkpoint_path))
+    sae = resumed.run()
+    for name, param in trained.state_dict().items():
+        assert torch.equal(param, sae.state_dict()[name]), name
+
+
+def test_resume_errors_come_before_the_model_is_loaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sae_lens.load_model
+
+    def no_model(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the model must not be loaded")
+
+    monkeypatch.setattr(sae_lens.load_model, "load_model", no_model)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no complete checkpoint was found in .*empty"):
+        SAETrainingRunner(tiny_cfg(tmp_path, resume=True, checkpoint_path=str(tmp_path / "empty")))
+
+    cfg = tiny_cfg(tmp_path, n_checkpoints=1, training_tokens=32 * 10)
+    with signal_at_batch(monkeypatch, 2), pytest.raises(InterruptedException):
+        tiny_runner(cfg).run()
+    changed = tiny_cfg(tmp_path, resume=True, checkpoint_path=cfg.checkpoint_path, d_sae=64,
+                       training_tokens=32 * 10)  # fmt: skip
+    with pytest.raises(
+        ValueError, match=r"cannot resume: .* in \['d_sae'\] \(d_sae: checkpoint 32, now 64\)"
+    ):
+        SAETrainingRunner(changed)
