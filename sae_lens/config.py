@@ -17,6 +17,7 @@ from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict
 
 from sae_lens import __version__, logger
 from sae_lens.embedded import EMBEDDED_DATASET_NAME, EMBEDDED_MODEL_NAME
+from sae_lens.saes.registry import architecture_names, get_architecture
 
 DTYPE_MAP: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -31,7 +32,6 @@ DTYPE_MAP: dict[str, torch.dtype] = {
 
 HfDataset = DatasetDict | Dataset | IterableDatasetDict | IterableDataset
 
-ARCHITECTURES = ("standard", "gated", "jumprelu", "topk")
 NORMALIZE_ACTIVATIONS = ("none", "expected_average_only_in", "constant_norm_rescale", "layer_norm")
 B_DEC_INIT_METHODS = ("geometric_median", "mean", "zeros")
 LR_SCHEDULERS = ("constant", "cosineannealing", "cosineannealingwarmrestarts")
@@ -72,7 +72,9 @@ def _require_positive(name: str, value: float, allow_zero: bool = False) -> None
 
 def _validate_seqpos(seqpos: tuple[int | None, ...], context_size: int) -> None:
     if not 1 <= len(seqpos) <= 3:
-        raise ValueError(f"seqpos_slice must have 1 to 3 entries (start, stop, step), got {seqpos!r}")
+        raise ValueError(
+            f"seqpos_slice must have 1 to 3 entries (start, stop, step), got {seqpos!r}"
+        )
     if len(seqpos) == 3 and seqpos[2] is not None and seqpos[2] < 1:
         raise ValueError(f"seqpos_slice step must be at least 1, got {seqpos[2]!r}")
     if len(range(context_size)[slice(*seqpos)]) == 0:
@@ -95,7 +97,9 @@ def _as_seqpos_tuple(value: Any) -> tuple[int | None, ...]:
 def _default_cached_activations_path(
     dataset_path: str, model_name: str, hook_name: str, hook_head_index: int | None
 ) -> str:
-    path = f"activations/{dataset_path.replace('/', '_')}/{model_name.replace('/', '_')}/{hook_name}"
+    path = (
+        f"activations/{dataset_path.replace('/', '_')}/{model_name.replace('/', '_')}/{hook_name}"
+    )
     if hook_head_index is not None:
         path += f"_{hook_head_index}"
     return path
@@ -232,9 +236,7 @@ class LanguageModelSAERunnerConfig:
                 self.dataset_path, self.model_name, self.hook_name, self.hook_head_index
             )
         if self.run_name is None:
-            self.run_name = (
-                f"{self.d_sae}-L1-{self.l1_coefficient}-LR-{self.lr}-Tokens-{self.training_tokens:3.3e}"
-            )
+            self.run_name = f"{self.d_sae}-L1-{self.l1_coefficient}-LR-{self.lr}-Tokens-{self.training_tokens:3.3e}"
         if self.model_from_pretrained_kwargs is None:
             self.model_from_pretrained_kwargs = (
                 {"center_writing_weights": False}
@@ -256,7 +258,7 @@ class LanguageModelSAERunnerConfig:
             )
 
     def _validate_choices(self) -> None:
-        _require_choice("architecture", self.architecture, ARCHITECTURES)
+        _require_choice("architecture", self.architecture, tuple(architecture_names()))
         _require_choice("model_class_name", self.model_class_name, MODEL_CLASS_NAMES)
         _require_choice("normalize_activations", self.normalize_activations, NORMALIZE_ACTIVATIONS)
         _require_choice("b_dec_init_method", self.b_dec_init_method, B_DEC_INIT_METHODS)
@@ -266,13 +268,29 @@ class LanguageModelSAERunnerConfig:
         )
         _require_choice("finetuning_method", self.finetuning_method, FINETUNING_METHODS)
         _validate_dtype("dtype", self.dtype)
-        for name in ("d_in", "context_size", "train_batch_size_tokens", "store_batch_size_prompts",
-                     "n_batches_in_buffer", "wandb_log_frequency", "eval_every_n_wandb_logs",
-                     "feature_sampling_window", "dead_feature_window"):
+        for name in (
+            "d_in",
+            "context_size",
+            "train_batch_size_tokens",
+            "store_batch_size_prompts",
+            "n_batches_in_buffer",
+            "wandb_log_frequency",
+            "eval_every_n_wandb_logs",
+            "feature_sampling_window",
+            "dead_feature_window",
+        ):
             _require_positive(name, getattr(self, name))
-        for name in ("training_tokens", "finetuning_tokens", "l1_coefficient", "lr",
-                     "lr_warm_up_steps", "lr_decay_steps", "l1_warm_up_steps", "n_checkpoints",
-                     "noise_scale"):
+        for name in (
+            "training_tokens",
+            "finetuning_tokens",
+            "l1_coefficient",
+            "lr",
+            "lr_warm_up_steps",
+            "lr_decay_steps",
+            "l1_warm_up_steps",
+            "n_checkpoints",
+            "noise_scale",
+        ):
             _require_positive(name, getattr(self, name), allow_zero=True)
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
@@ -289,11 +307,11 @@ class LanguageModelSAERunnerConfig:
                 "(unit-norm decoder rows make the scaling a no-op)"
             )
         if self.finetuning_method == "decoder" and self.apply_b_dec_to_input:
-            raise ValueError(
-                "finetuning_method='decoder' needs apply_b_dec_to_input=False"
-            )
+            raise ValueError("finetuning_method='decoder' needs apply_b_dec_to_input=False")
         if self.use_cached_activations and self.cached_activations_path == "":
-            raise ValueError("cached_activations_path must not be empty when use_cached_activations")
+            raise ValueError(
+                "cached_activations_path must not be empty when use_cached_activations"
+            )
         if isinstance(self.exclude_special_tokens, list) and not all(
             isinstance(x, int) for x in self.exclude_special_tokens
         ):
@@ -302,18 +320,27 @@ class LanguageModelSAERunnerConfig:
             )
 
     def _derive_sae_shape(self) -> None:
+        architecture = get_architecture(self.architecture)
         if self.activation_fn is None:
-            self.activation_fn = "topk" if self.architecture == "topk" else "relu"
-        if self.architecture == "topk" and self.activation_fn != "topk":
+            self.activation_fn = architecture.default_activation_fn
+        required = architecture.required_activation_fn
+        if required is not None and self.activation_fn != required:
             raise ValueError(
-                f"activation_fn must be 'topk' for architecture 'topk', got {self.activation_fn!r}"
+                f"activation_fn must be {required!r} for architecture {self.architecture!r}, "
+                f"got {self.activation_fn!r}"
             )
         if self.activation_fn_kwargs is None:
-            self.activation_fn_kwargs = {"k": 100} if self.activation_fn == "topk" else {}
+            self.activation_fn_kwargs = (
+                dict(architecture.default_activation_fn_kwargs)
+                if self.activation_fn == architecture.default_activation_fn
+                else {}
+            )
         if self.activation_fn == "topk":
             k = self.activation_fn_kwargs.get("k")
             if not isinstance(k, int) or k < 1:
-                raise ValueError(f"activation_fn_kwargs['k'] must be a positive int for topk, got {k!r}")
+                raise ValueError(
+                    f"activation_fn_kwargs['k'] must be a positive int for topk, got {k!r}"
+                )
         if self.d_sae is not None and self.expansion_factor is not None:
             raise ValueError("set d_sae or expansion_factor, not both")
         if self.d_sae is None:

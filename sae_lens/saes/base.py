@@ -60,6 +60,11 @@ class Architecture(ABC):
     name: str = ""
     # Whether `use_ghost_grads` is meaningful for this architecture's training loss.
     supports_ghost_grads: bool = False
+    # The activation function a run config gets when it names none (and its kwargs).
+    default_activation_fn: str = "relu"
+    default_activation_fn_kwargs: dict[str, int] = {}
+    # The only activation function this architecture works with, if it needs one.
+    required_activation_fn: str | None = None
 
     # --- inference -------------------------------------------------------------------
     @abstractmethod

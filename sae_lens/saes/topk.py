@@ -63,6 +63,9 @@ class TopKArchitecture(StandardArchitecture):
 
     name = "topk"
     supports_ghost_grads = False
+    default_activation_fn = "topk"
+    default_activation_fn_kwargs = {"k": 100}
+    required_activation_fn = "topk"
 
     def check_training_cfg(self, cfg: TrainingSAEConfig, use_error_term: bool) -> None:
         super().check_training_cfg(cfg, use_error_term)
