@@ -1,0 +1,272 @@
+"""Write a model's activations at one hook to disk, for training SAEs without re-running the
+model (`use_cached_activations=True`).
+
+Format (as SAELens 5.6.0): a Hugging Face dataset saved with `save_to_disk` holding one row
+per sequence, a column named after the hook ([context positions, d_in]) and `token_ids`
+([context positions], int32). The run writes shards of at most `buffer_size_gb` into
+`<path>/.tmp_shards/`, each under a temporary name renamed when complete, and records its
+progress (shards done, data position) after each one; rerunning the same config after a
+kill resumes from the last complete shard. At the end the shards' arrow files are moved
+into `<path>` (no copy) beside `cache_activations_runner_cfg.json`.
+
+Command line: `python -m sae_lens.cache_activations_runner --help`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import simple_parsing
+import torch
+from datasets import Array2D, Dataset, Features, Value, concatenate_datasets
+from datasets import Sequence as SequenceFeature
+from huggingface_hub import HfApi
+from tqdm import tqdm
+from transformer_lens import HookedRootModule
+
+from sae_lens import logger
+from sae_lens.config import CacheActivationsRunnerConfig
+from sae_lens.load_model import load_model
+from sae_lens.training.activations_store import ActivationsStore, EndOfEpoch
+
+CONFIG_FILE = "cache_activations_runner_cfg.json"
+TMP_DIR = ".tmp_shards"
+PROGRESS_FILE = "progress.json"
+STORE_STATE_FILE = "store_state.pt"
+# Config fields that do not change what is written: a resumed run may differ in these.
+_FIELDS_FREE_ON_RESUME = frozenset(
+    {"device", "compile_llm", "llm_compilation_mode", "new_cached_activations_path", "hf_repo_id",
+     "hf_num_shards", "hf_revision", "hf_is_private_repo"}
+)
+
+
+class CacheActivationsRunner:
+    """Caches the activations a `CacheActivationsRunnerConfig` describes; `run()` writes
+    them and returns the cached dataset."""
+
+    def __init__(self, cfg: CacheActivationsRunnerConfig, override_dataset: Dataset | None = None):
+        self.cfg = cfg
+        self.model: HookedRootModule = load_model(
+            model_class_name=cfg.model_class_name,
+            model_name=cfg.model_name,
+            device=cfg.device,
+            model_from_pretrained_kwargs=cfg.model_from_pretrained_kwargs,
+        )
+        if cfg.compile_llm:
+            self.model = torch.compile(self.model, mode=cfg.llm_compilation_mode)  # type: ignore[assignment]
+        self.activations_store = ActivationsStore(
+            model=self.model,
+            dataset=override_dataset if override_dataset is not None else cfg.dataset_path,
+            streaming=cfg.streaming,
+            hook_name=cfg.hook_name,
+            hook_layer=cfg.hook_layer,
+            hook_head_index=None,
+            context_size=cfg.context_size,
+            d_in=cfg.d_in,
+            n_batches_in_buffer=max(cfg.n_batches_in_buffer, 2),
+            total_training_tokens=cfg.training_tokens,
+            store_batch_size_prompts=cfg.model_batch_size,
+            train_batch_size_tokens=-1,
+            prepend_bos=cfg.prepend_bos,
+            normalize_activations="none",
+            device=torch.device("cpu"),  # written to disk from here
+            dtype=cfg.dtype,
+            model_kwargs=cfg.model_kwargs,
+            autocast_lm=cfg.autocast_lm,
+            dataset_trust_remote_code=cfg.dataset_trust_remote_code,
+            seqpos_slice=cfg.seqpos_slice,
+            seed=cfg.seed,
+        )
+        self.context_size = cfg.sliced_context_size
+        self.features = Features(
+            {
+                cfg.hook_name: Array2D(shape=(self.context_size, cfg.d_in), dtype=cfg.dtype),
+                "token_ids": SequenceFeature(Value(dtype="int32"), length=self.context_size),
+            }
+        )
+
+    def __str__(self) -> str:
+        cfg = self.cfg
+        n_tokens = cfg.n_seq_in_dataset * self.context_size
+        return (
+            "Activation cache runner:\n"
+            f"  tokens to cache: {n_tokens}\n"
+            f"  shards: {cfg.n_buffers} of {cfg.n_tokens_in_buffer} tokens\n"
+            f"  disk space: {n_tokens * cfg.bytes_per_token / 1e9:.2f} GB\n"
+            f"  configuration: {cfg}"
+        )
+
+    def run(self) -> Dataset:
+        """Write (or finish writing) the cache and return it as a Dataset."""
+        cfg = self.cfg
+        assert cfg.new_cached_activations_path is not None
+        final_dir = Path(cfg.new_cached_activations_path)
+        tmp_dir = final_dir / TMP_DIR
+        _check_output_dir(final_dir)
+        first_shard = self._resume_or_start(tmp_dir)
+        for index in tqdm(range(first_shard, cfg.n_buffers), desc="Caching activations", initial=first_shard,
+                          total=cfg.n_buffers):
+            shard, exhausted = self._collect_shard(index)
+            if len(shard):
+                self._write_shard(shard, index, tmp_dir)
+            if exhausted:
+                logger.warning(f"The dataset ran out after {index + (1 if len(shard) else 0)} of {cfg.n_buffers} shards")
+                break
+        dataset = self._consolidate(tmp_dir, final_dir)
+        if cfg.hf_repo_id is not None:
+            self._push_to_hub(dataset)
+        return dataset
+
+    # ------------------------------------------------------------------ shards
+
+    def _collect_shard(self, index: int) -> tuple[Dataset, bool]:
+        """The next buffer of sequences as a Dataset (shuffled if configured), and whether
+        the dataset ran out while filling it."""
+        cfg = self.cfg
+        parts: list[Dataset] = []
+        exhausted = False
+        for _ in range(cfg.n_batches_in_buffer):
+            try:
+                acts, token_ids = self.activations_store.get_buffer(1, raise_on_epoch_end=True, shuffle=False)
+            except EndOfEpoch:
+                exhausted = True
+                break
+            assert token_ids is not None
+            columns = {
+                cfg.hook_name: acts.view(-1, self.context_size, cfg.d_in).numpy(),
+                "token_ids": token_ids.view(-1, self.context_size).to(torch.int32).numpy(),
+            }
+            parts.append(Dataset.from_dict(columns, features=self.features))
+        shard = concatenate_datasets(parts) if parts else Dataset.from_dict({}, features=self.features)
+        if cfg.shuffle and len(shard):
+            shard = shard.shuffle(seed=cfg.seed + index)
+        return shard, exhausted
+
+    def _write_shard(self, shard: Dataset, index: int, tmp_dir: Path) -> None:
+        """Save under a temporary name, rename, then record the progress."""
+        partial = tmp_dir / f"shard_{index:05d}.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        shard.save_to_disk(str(partial), num_shards=1)
+        os.replace(partial, tmp_dir / f"shard_{index:05d}")
+        _atomic_torch_save(self.activations_store.checkpoint_state(), tmp_dir / STORE_STATE_FILE)
+        _atomic_write_text(
+            tmp_dir / PROGRESS_FILE,
+            json.dumps({"config": _content_config(self.cfg), "completed_shards": index + 1}, indent=2),
+        )
+
+    def _resume_or_start(self, tmp_dir: Path) -> int:
+        """The index of the first shard to write: 0 for a fresh run, or after the shards a
+        killed run completed (its data position is restored)."""
+        progress_file = tmp_dir / PROGRESS_FILE
+        if not progress_file.exists():
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+            tmp_dir.mkdir(parents=True)
+            return 0
+        progress = json.loads(progress_file.read_text())
+        saved, current = progress["config"], _content_config(self.cfg)
+        differing = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+        if differing:
+            raise ValueError(
+                f"{tmp_dir.parent} holds an unfinished cache made with a different config "
+                f"(fields {differing}): use the same config to resume, or another path"
+            )
+        completed = int(progress["completed_shards"])
+        for entry in tmp_dir.iterdir():
+            if entry.name.startswith("shard_") and (
+                entry.name.endswith(".partial") or int(entry.name[6:11]) >= completed
+            ):
+                shutil.rmtree(entry)
+        state = torch.load(tmp_dir / STORE_STATE_FILE, weights_only=True)
+        self.activations_store.load_checkpoint_state(state)
+        logger.info(f"Resuming the activation cache after {completed} complete shards")
+        return completed
+
+    # ------------------------------------------------------------------ final dataset
+
+    def _consolidate(self, tmp_dir: Path, final_dir: Path) -> Dataset:
+        """Move every shard's arrow files into `final_dir` and describe them in one
+        state.json, so the shards load as one dataset without being rewritten."""
+        shard_dirs = sorted(p for p in tmp_dir.iterdir() if p.is_dir() and not p.name.endswith(".partial"))
+        if not shard_dirs:
+            raise ValueError("no activations were cached: the dataset yielded no full batch of sequences")
+        states = [json.loads((d / "state.json").read_text()) for d in shard_dirs]
+        files = [d / f["filename"] for d, s in zip(shard_dirs, states, strict=True) for f in s["_data_files"]]
+        names = [f"data-{i:05d}-of-{len(files):05d}.arrow" for i in range(len(files))]
+        for source, name in zip(files, names, strict=True):
+            os.replace(source, final_dir / name)
+        fingerprint = hashlib.sha256("".join(s["_fingerprint"] for s in states).encode()).hexdigest()[:16]
+        state = {**states[0], "_data_files": [{"filename": n} for n in names], "_fingerprint": fingerprint}
+        shutil.copyfile(shard_dirs[0] / "dataset_info.json", final_dir / "dataset_info.json")
+        (final_dir / CONFIG_FILE).write_text(json.dumps(_json_config(self.cfg), indent=2))
+        _atomic_write_text(final_dir / "state.json", json.dumps(state, indent=2))
+        shutil.rmtree(tmp_dir)
+        return Dataset.load_from_disk(str(final_dir))
+
+    def _push_to_hub(self, dataset: Dataset) -> None:
+        cfg = self.cfg
+        assert cfg.hf_repo_id is not None
+        logger.info(f"Pushing the activation cache to {cfg.hf_repo_id}")
+        dataset.push_to_hub(
+            repo_id=cfg.hf_repo_id,
+            num_shards=cfg.hf_num_shards,
+            private=cfg.hf_is_private_repo,
+            revision=cfg.hf_revision,
+        )
+        HfApi().upload_file(
+            path_or_fileobj=io.BytesIO(json.dumps(_json_config(cfg), indent=2).encode("utf-8")),
+            path_in_repo=CONFIG_FILE,
+            repo_id=cfg.hf_repo_id,
+            repo_type="dataset",
+            revision=cfg.hf_revision,
+            commit_message="Add cache_activations_runner metadata",
+        )
+
+
+def _check_output_dir(final_dir: Path) -> None:
+    if (final_dir / "state.json").exists():
+        raise FileExistsError(
+            f"{final_dir} already holds a finished activation cache: delete it or choose another path"
+        )
+    final_dir.mkdir(parents=True, exist_ok=True)
+    others = [p.name for p in final_dir.iterdir() if p.name != TMP_DIR]
+    if others:
+        raise FileExistsError(
+            f"{final_dir} is not empty ({sorted(others)[:5]}): delete it or choose another path"
+        )
+
+
+def _json_config(cfg: CacheActivationsRunnerConfig) -> dict[str, Any]:
+    return json.loads(json.dumps(asdict(cfg), default=str))
+
+
+def _content_config(cfg: CacheActivationsRunnerConfig) -> dict[str, Any]:
+    return {k: v for k, v in _json_config(cfg).items() if k not in _FIELDS_FREE_ON_RESUME}
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def main(args: Sequence[str] | None = None) -> None:
+    cfg = simple_parsing.parse(CacheActivationsRunnerConfig, args=args, description=__doc__)
+    CacheActivationsRunner(cfg).run()
+
+
+if __name__ == "__main__":
+    main()
