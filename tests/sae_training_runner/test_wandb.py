@@ -1,0 +1,60 @@
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from runner_helpers import tiny_cfg, tiny_runner
+from wandb_history import offline_history
+
+from sae_lens.training.metrics_log import read_metrics
+
+
+@pytest.fixture(autouse=True)
+def fresh_wandb_settings() -> Iterator[None]:
+    """wandb reads its environment (WANDB_DIR, credentials) once per process: reset it."""
+    import wandb
+
+    wandb.teardown()
+    yield
+    wandb.teardown()
+
+
+def test_offline_wandb_run_holds_the_logged_history(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = tiny_cfg(tmp_path, log_to_wandb=True, training_tokens=32 * 20, n_checkpoints=1)
+    tiny_runner(cfg).run()
+
+    history = offline_history(tmp_path)
+    logged = read_metrics(Path(cfg.checkpoint_path) / "metrics.jsonl")
+    train_rows = [r for r in history if "losses/overall_loss" in r]
+    assert [r["_step"] for r in train_rows] == [r["step"] for r in logged] == [4, 9, 14, 19]
+    for row, record in zip(train_rows, logged, strict=True):
+        assert row["losses/overall_loss"] == pytest.approx(record["losses/overall_loss"])
+        assert row["metrics/l0"] == pytest.approx(record["metrics/l0"])
+    (run_folder,) = tmp_path.glob("wandb/offline-run-*")
+    assert run_folder.name.endswith(Path(cfg.checkpoint_path).name)  # wandb id = run folder
+
+
+def test_without_credentials_wandb_goes_offline_and_says_where(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    for name in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("NETRC", str(tmp_path / "home" / ".netrc"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "home" / "wandb-config"))
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = tiny_cfg(tmp_path, log_to_wandb=True, training_tokens=32 * 5)
+    with caplog.at_level(logging.WARNING, logger="sae_lens"):
+        tiny_runner(cfg).run()
+    (run_folder,) = tmp_path.glob("wandb/offline-run-*")
+    notes = [r.getMessage() for r in caplog.records if "offline" in r.getMessage()]
+    assert len(notes) == 1
+    assert f"logs offline to {run_folder}" in notes[0]
+    assert f"wandb sync {run_folder}" in notes[0]
+    assert offline_history(tmp_path)  # something was logged
