@@ -39,6 +39,9 @@ Definitions, and where they differ from SAELens 5.6.0 (whose key names are kept)
 - feature_density: fraction of evaluated tokens on which each latent is > 0;
   consistent_activation_heuristic: activations per prompt in which the latent fired at all
   (NaN for latents that never fired). Returned only when requested (5.6.0 returned NaN lists).
+- Batches are read from the store's token stream, which is not rewound afterwards: the
+  trainer may pass its training store. (5.6.0 called `reset_input_dataset()` in between, which
+  had no effect on its token stream; ours would restart the stream, so it is not called.)
 - With `normalize_activations == "expected_average_only_in"` the SAE sees scaled inputs and
   all reconstruction metrics compare the unscaled input with the unscaled output (5.6.0
   compared the scaled input with the unscaled output).
@@ -309,7 +312,6 @@ def run_evals(
                 "ce_loss_without_sae",
             ):
                 metrics["model_performance_preservation"][key] = downstream[key]
-        activation_store.reset_input_dataset()
 
     if eval_config.needs_activation_pass:
         activation_metrics, feature_metrics = get_sparsity_and_variance_metrics(

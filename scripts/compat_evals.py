@@ -86,7 +86,7 @@ class Store:
         self.position += 1
         return batch
     def reset_input_dataset(self):
-        self.position = 0
+        pass  # as in 5.6.0's store, where this did not rewind the token stream
 
 model = HookedTransformer(HookedTransformerConfig(**spec["model_cfg"]))
 params = load_file(str(work / "model.safetensors"))
@@ -120,9 +120,6 @@ class _Store:
         batch = self.batches[self.position % len(self.batches)]
         self.position += 1
         return batch
-
-    def reset_input_dataset(self) -> None:
-        self.position = 0
 
 
 def _make_sae(hook: str, d_in: int, activation: str, kwargs: dict[str, Any], seed: int) -> SAE:

@@ -66,9 +66,6 @@ class FixedTokensStore:
         self.position += 1
         return batch
 
-    def reset_input_dataset(self) -> None:
-        self.position = 0
-
     def apply_norm_scaling_factor(self, activations: torch.Tensor) -> torch.Tensor:
         return activations * self.scaling_factor
 

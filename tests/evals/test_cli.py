@@ -92,27 +92,29 @@ def test_cli_evaluates_a_local_sae_folder_and_writes_csv_json_and_report(tmp_pat
     assert len(combined[0]["feature_metrics"]["feature_density"]) == 64
     assert (out / "index.html").is_file() and len(list(out.glob("*.png"))) == 1
 
-    # The same first batch, computed directly: CE of the model, and L0 of the SAE, both
-    # leaving out the BOS/EOS/pad token positions as the command line does.
+    # The same batches computed directly: CE of the model on the first (the reconstruction
+    # pass), L0 of the SAE on the second (the sparsity pass reads on), both leaving out the
+    # BOS/EOS/pad token positions as the command line does.
     model = load_model("HookedTransformer", "tiny-pydoc-gpt2", device="cpu")
     sae = SAE.load_from_pretrained(str(sae_folder))
     store = ActivationsStore.from_sae(
         model, sae, context_size=CTX, dataset="pydoc-corpus", store_batch_size_prompts=BATCH
     )
     store.shuffle_input_dataset(seed=42)
-    tokens = store.get_batch_tokens(BATCH)
-    special = {model.tokenizer.bos_token_id, model.tokenizer.eos_token_id}
-    kept = ~torch.isin(tokens, torch.tensor(sorted(special)))
-    assert not kept.all()  # the BOS token really is left out
+    special = torch.tensor(sorted({model.tokenizer.bos_token_id, model.tokenizer.eos_token_id}))
+    first, second = store.get_batch_tokens(BATCH), store.get_batch_tokens(BATCH)
+    kept_first, kept_second = ~torch.isin(first, special), ~torch.isin(second, special)
+    assert not kept_first.all()  # the BOS token really is left out
     with torch.no_grad():
-        logits, cache = model.run_with_cache(tokens, names_filter=HOOK)
-        nll = -logits.log_softmax(-1)[:, :-1].gather(-1, tokens[:, 1:, None])[..., 0]
-        latents = torch.relu((cache[HOOK] - sae.b_dec) @ sae.W_enc + sae.b_enc)
+        logits = model(first)
+        nll = -logits.log_softmax(-1)[:, :-1].gather(-1, first[:, 1:, None])[..., 0]
+        acts = model.run_with_cache(second, names_filter=HOOK)[1][HOOK]
+        latents = torch.relu((acts - sae.b_dec) @ sae.W_enc + sae.b_enc)
     assert row["metrics.model_performance_preservation.ce_loss_without_sae"] == pytest.approx(
-        nll[kept[:, :-1]].mean().item(), rel=1e-5
+        nll[kept_first[:, :-1]].mean().item(), rel=1e-5
     )
     assert row["metrics.sparsity.l0"] == pytest.approx(
-        (latents > 0).sum(-1)[kept].float().mean().item(), rel=1e-6
+        (latents > 0).sum(-1)[kept_second].float().mean().item(), rel=1e-6
     )
 
 

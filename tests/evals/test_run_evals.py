@@ -229,7 +229,9 @@ def test_result_structure_follows_sae_lens_5_6(make_store, tiny_tl_model, make_s
     config = get_eval_everything_config(
         n_eval_reconstruction_batches=3, n_eval_sparsity_variance_batches=2
     )
-    metrics, features = run_evals(sae, make_store(token_batches), tiny_tl_model, config)
+    store = make_store(token_batches)
+    metrics, features = run_evals(sae, store, tiny_tl_model, config)
+    assert store.position == 3 + 2  # read on from the stream, never rewound
     assert {group: set(values) for group, values in metrics.items()} == {
         "model_behavior_preservation": {"kl_div_score", "kl_div_with_ablation", "kl_div_with_sae"},
         "model_performance_preservation": {
