@@ -303,9 +303,15 @@ def _bool_or_token_ids(text: str) -> bool | list[int]:
         return True
     if lowered in ("false", "no", "0"):
         return False
-    value = json.loads(text)
+    error = ValueError(
+        f"--exclude_special_tokens: expected true, false or a JSON list of token ids, got {text!r}"
+    )
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise error from None
     if not isinstance(value, list) or not all(isinstance(v, int) for v in value):
-        raise ValueError(f"expected true, false or a JSON list of token ids, got {text!r}")
+        raise error
     return value
 
 
