@@ -328,3 +328,25 @@ def test_kl_is_zero_for_a_perfect_reconstruction(
     assert metrics["model_performance_preservation"]["ce_loss_score"] == pytest.approx(1, abs=1e-4)
     assert metrics["reconstruction_quality"]["explained_variance"] == pytest.approx(1, abs=1e-5)
     assert metrics["reconstruction_quality"]["cossim"] == pytest.approx(1, abs=1e-5)
+
+
+def test_hooked_proxy_lm_gives_the_same_metrics_as_hooked_transformer(make_sae, make_store):
+    """The embedded model wrapped from Hugging Face (hook names are module paths) and as a
+    TransformerLens model: the same SAE weights give the same metrics."""
+    from sae_lens.load_model import load_model
+
+    proxy = load_model("AutoModelForCausalLM", "tiny-pydoc-gpt2")
+    lens = load_model("HookedTransformer", "tiny-pydoc-gpt2")
+    d_model = lens.cfg.d_model
+    sae_proxy = make_sae("transformer.h.0", d_in=d_model)
+    sae_lens_model = make_sae("blocks.0.hook_resid_post", d_in=d_model)
+    generator = torch.Generator().manual_seed(0)
+    batches = [torch.randint(1, lens.cfg.d_vocab, (2, 12), generator=generator)]
+    config = everything(n_batches=1)
+    proxy_metrics, proxy_features = run_evals(sae_proxy, make_store(batches), proxy, config)
+    lens_metrics, lens_features = run_evals(sae_lens_model, make_store(batches), lens, config)
+    assert flatten_groups(proxy_metrics) == pytest.approx(flatten_groups(lens_metrics), rel=1e-4)
+    torch.testing.assert_close(
+        torch.tensor(proxy_features["feature_density"]),
+        torch.tensor(lens_features["feature_density"]),
+    )
