@@ -24,9 +24,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import simple_parsing
 import torch
-from datasets import Array2D, Dataset, Features, Value, concatenate_datasets
+from datasets import Array2D, Dataset, Features, Value
 from datasets import Sequence as SequenceFeature
 from huggingface_hub import HfApi
 from tqdm import tqdm
@@ -41,6 +42,8 @@ CONFIG_FILE = "cache_activations_runner_cfg.json"
 TMP_DIR = ".tmp_shards"
 PROGRESS_FILE = "progress.json"
 STORE_STATE_FILE = "store_state.pt"
+_SHARD_FILE = "data-00000-of-00001.arrow"
+_ROWS_PER_WRITE = 256
 # Config fields that do not change what is written: a resumed run may differ in these.
 _FIELDS_FREE_ON_RESUME = frozenset(
     {"device", "compile_llm", "llm_compilation_mode", "new_cached_activations_path", "hf_repo_id",
@@ -114,11 +117,12 @@ class CacheActivationsRunner:
         first_shard = self._resume_or_start(tmp_dir)
         for index in tqdm(range(first_shard, cfg.n_buffers), desc="Caching activations", initial=first_shard,
                           total=cfg.n_buffers):
-            shard, exhausted = self._collect_shard(index)
-            if len(shard):
-                self._write_shard(shard, index, tmp_dir)
+            table, exhausted = self._collect_shard()
+            if table is not None:
+                self._write_shard(table, index, tmp_dir)
             if exhausted:
-                logger.warning(f"The dataset ran out after {index + (1 if len(shard) else 0)} of {cfg.n_buffers} shards")
+                n_written = index + (table is not None)
+                logger.warning(f"The dataset ran out after {n_written} of {cfg.n_buffers} shards")
                 break
         dataset = self._consolidate(tmp_dir, final_dir)
         if cfg.hf_repo_id is not None:
@@ -127,11 +131,11 @@ class CacheActivationsRunner:
 
     # ------------------------------------------------------------------ shards
 
-    def _collect_shard(self, index: int) -> tuple[Dataset, bool]:
-        """The next buffer of sequences as a Dataset (shuffled if configured), and whether
-        the dataset ran out while filling it."""
+    def _collect_shard(self) -> tuple[pa.Table | None, bool]:
+        """The next buffer of sequences as an arrow table (None if empty), and whether the
+        dataset ran out while filling it."""
         cfg = self.cfg
-        parts: list[Dataset] = []
+        parts: list[pa.Table] = []
         exhausted = False
         for _ in range(cfg.n_batches_in_buffer):
             try:
@@ -144,23 +148,35 @@ class CacheActivationsRunner:
                 cfg.hook_name: acts.view(-1, self.context_size, cfg.d_in).numpy(),
                 "token_ids": token_ids.view(-1, self.context_size).to(torch.int32).numpy(),
             }
-            parts.append(Dataset.from_dict(columns, features=self.features))
-        shard = concatenate_datasets(parts) if parts else Dataset.from_dict({}, features=self.features)
-        if cfg.shuffle and len(shard):
-            shard = shard.shuffle(seed=cfg.seed + index)
-        return shard, exhausted
+            parts.append(Dataset.from_dict(columns, features=self.features).data.table)
+        return (pa.concat_tables(parts) if parts else None), exhausted
 
-    def _write_shard(self, shard: Dataset, index: int, tmp_dir: Path) -> None:
-        """Save under a temporary name, rename, then record the progress."""
+    def _write_shard(self, table: pa.Table, index: int, tmp_dir: Path) -> None:
+        """Write the shard (rows permuted if `shuffle`) under a temporary name, rename it,
+        then record the progress."""
         partial = tmp_dir / f"shard_{index:05d}.partial"
         shutil.rmtree(partial, ignore_errors=True)
-        shard.save_to_disk(str(partial), num_shards=1)
+        partial.mkdir()
+        order = (
+            torch.randperm(table.num_rows, generator=torch.Generator().manual_seed(self.cfg.seed + index))
+            if self.cfg.shuffle
+            else torch.arange(table.num_rows)
+        )
+        _write_arrow_dataset(table, order, self._legacy_features(), partial)
         os.replace(partial, tmp_dir / f"shard_{index:05d}")
         _atomic_torch_save(self.activations_store.checkpoint_state(), tmp_dir / STORE_STATE_FILE)
         _atomic_write_text(
             tmp_dir / PROGRESS_FILE,
             json.dumps({"config": _content_config(self.cfg), "completed_shards": index + 1}, indent=2),
         )
+
+    def _legacy_features(self) -> dict[str, Any]:
+        """The features as `datasets` < 4 writes them ("Sequence", not "List"), which every
+        `datasets` version reads: SAELens 5.6.0 needs datasets < 3."""
+        return {
+            self.cfg.hook_name: {"shape": [self.context_size, self.cfg.d_in], "dtype": self.cfg.dtype, "_type": "Array2D"},
+            "token_ids": {"feature": {"dtype": "int32", "_type": "Value"}, "length": self.context_size, "_type": "Sequence"},
+        }
 
     def _resume_or_start(self, tmp_dir: Path) -> int:
         """The index of the first shard to write: 0 for a fresh run, or after the shards a
@@ -192,21 +208,18 @@ class CacheActivationsRunner:
     # ------------------------------------------------------------------ final dataset
 
     def _consolidate(self, tmp_dir: Path, final_dir: Path) -> Dataset:
-        """Move every shard's arrow files into `final_dir` and describe them in one
+        """Move every shard's arrow file into `final_dir` and describe them all in one
         state.json, so the shards load as one dataset without being rewritten."""
-        shard_dirs = sorted(p for p in tmp_dir.iterdir() if p.is_dir() and not p.name.endswith(".partial"))
-        if not shard_dirs:
+        shards = sorted(p for p in tmp_dir.iterdir() if p.is_dir() and not p.name.endswith(".partial"))
+        if not shards:
             raise ValueError("no activations were cached: the dataset yielded no full batch of sequences")
-        states = [json.loads((d / "state.json").read_text()) for d in shard_dirs]
-        files = [d / f["filename"] for d, s in zip(shard_dirs, states, strict=True) for f in s["_data_files"]]
-        names = [f"data-{i:05d}-of-{len(files):05d}.arrow" for i in range(len(files))]
-        for source, name in zip(files, names, strict=True):
-            os.replace(source, final_dir / name)
-        fingerprint = hashlib.sha256("".join(s["_fingerprint"] for s in states).encode()).hexdigest()[:16]
-        state = {**states[0], "_data_files": [{"filename": n} for n in names], "_fingerprint": fingerprint}
-        shutil.copyfile(shard_dirs[0] / "dataset_info.json", final_dir / "dataset_info.json")
+        names = [f"data-{i:05d}-of-{len(shards):05d}.arrow" for i in range(len(shards))]
+        for shard, name in zip(shards, names, strict=True):
+            os.replace(shard / _SHARD_FILE, final_dir / name)
+        shutil.copyfile(shards[0] / "dataset_info.json", final_dir / "dataset_info.json")
         (final_dir / CONFIG_FILE).write_text(json.dumps(_json_config(self.cfg), indent=2))
-        _atomic_write_text(final_dir / "state.json", json.dumps(state, indent=2))
+        fingerprint = hashlib.sha256(json.dumps([_json_config(self.cfg), names]).encode()).hexdigest()[:16]
+        _write_state(final_dir, names, fingerprint)
         shutil.rmtree(tmp_dir)
         return Dataset.load_from_disk(str(final_dir))
 
@@ -228,6 +241,36 @@ class CacheActivationsRunner:
             revision=cfg.hf_revision,
             commit_message="Add cache_activations_runner metadata",
         )
+
+
+def _write_arrow_dataset(
+    table: pa.Table, order: torch.Tensor, features: dict[str, Any], folder: Path
+) -> None:
+    """Write `table`'s rows in `order` as a one-file dataset that `load_from_disk` reads
+    (an arrow stream, dataset_info.json, state.json), `features` in the schema metadata.
+    Rows are taken in chunks, so no second copy of the table is made."""
+    metadata = {"huggingface": json.dumps({"info": {"features": features}})}
+    schema = table.schema.with_metadata(metadata)
+    with pa.OSFile(str(folder / _SHARD_FILE), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+        for chunk in order.split(_ROWS_PER_WRITE):
+            writer.write_table(table.take(pa.array(chunk.numpy())).replace_schema_metadata(metadata))
+    info = {"citation": "", "description": "", "features": features, "homepage": "", "license": ""}
+    (folder / "dataset_info.json").write_text(json.dumps(info, indent=2))
+    fingerprint = hashlib.sha256(f"{folder.name}:{table.num_rows}".encode()).hexdigest()[:16]
+    _write_state(folder, [_SHARD_FILE], fingerprint)
+
+
+def _write_state(folder: Path, data_files: list[str], fingerprint: str) -> None:
+    state = {
+        "_data_files": [{"filename": name} for name in data_files],
+        "_fingerprint": fingerprint,
+        "_format_columns": None,
+        "_format_kwargs": {},
+        "_format_type": None,
+        "_output_all_columns": False,
+        "_split": None,
+    }
+    _atomic_write_text(folder / "state.json", json.dumps(state, indent=2))
 
 
 def _check_output_dir(final_dir: Path) -> None:

@@ -104,11 +104,12 @@ def test_a_killed_run_resumes_from_its_complete_shards(
     cfg = cache_config(texts_file, tmp_path / "cache")
     original_write = CacheActivationsRunner._write_shard
 
-    def write_then_die_on_third(self: CacheActivationsRunner, shard: Dataset, index: int, tmp_dir: Path) -> None:
-        if index == 2:
-            shard.save_to_disk(str(tmp_dir / "shard_00002.partial"))  # killed before the rename
+    def write_then_die_on_third(self: CacheActivationsRunner, table: Any, index: int, tmp_dir: Path) -> None:
+        if index == 2:  # killed half way through writing the shard
+            (tmp_dir / "shard_00002.partial").mkdir()
+            (tmp_dir / "shard_00002.partial" / "data-00000-of-00001.arrow").write_bytes(b"trunc")
             raise KeyboardInterrupt
-        original_write(self, shard, index, tmp_dir)
+        original_write(self, table, index, tmp_dir)
 
     monkeypatch.setattr(CacheActivationsRunner, "_write_shard", write_then_die_on_third)
     with pytest.raises(KeyboardInterrupt):
