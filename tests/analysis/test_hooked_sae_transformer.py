@@ -35,7 +35,7 @@ def make_sae(
         context_size=8,
         model_name="tiny",
         hook_name=hook_name,
-        hook_layer=int(hook_name.split(".")[1]),
+        hook_layer=int(next(part for part in hook_name.split(".") if part.isdigit())),
         hook_head_index=None,
         prepend_bos=True,
         dataset_path="",
