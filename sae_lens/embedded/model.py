@@ -16,7 +16,8 @@ from safetensors.torch import load_file
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
 
-EMBEDDED_MODEL_NAME = "tiny-pydoc-gpt2"
+from sae_lens.embedded.names import EMBEDDED_MODEL_NAME
+
 _MODEL_DIR = Path(__file__).with_name("default_model")
 
 T = TypeVar("T", bound=HookedTransformer)
@@ -31,11 +32,6 @@ _DTYPES = {
     "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
     "float64": torch.float64,
 }
-
-
-def is_embedded_model(name: str) -> bool:
-    """True if ``name`` names the embedded default model (``"tiny-pydoc-gpt2"``)."""
-    return isinstance(name, str) and name.strip() == EMBEDDED_MODEL_NAME
 
 
 def embedded_model_dir() -> Path:
