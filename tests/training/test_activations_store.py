@@ -36,7 +36,10 @@ def word_tokenizer(n_words: int = 50) -> PreTrainedTokenizerFast:
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     return PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token="<bos>", eos_token="<bos>", pad_token="<bos>",
+        tokenizer_object=backend,
+        bos_token="<bos>",
+        eos_token="<bos>",
+        pad_token="<bos>",
         unk_token="<unk>",
     )
 
@@ -60,22 +63,39 @@ def token_dataset(n_rows: int, length: int = CTX, seed: int = 0) -> Dataset:
 def text_dataset(n_rows: int, seed: int = 0) -> Dataset:
     gen = torch.Generator().manual_seed(seed)
     lengths = torch.randint(1, 13, (n_rows,), generator=gen).tolist()
-    texts = [" ".join(f"w{int(t)}" for t in torch.randint(2, 50, (n,), generator=gen)) for n in lengths]
+    texts = [
+        " ".join(f"w{int(t)}" for t in torch.randint(2, 50, (n,), generator=gen)) for n in lengths
+    ]
     return Dataset.from_dict({"text": texts})
 
 
 def make_store(model: HookedTransformer, dataset: Any, **overrides: Any) -> ActivationsStore:
     kwargs: dict[str, Any] = dict(
-        model=model, dataset=dataset, streaming=False, hook_name=HOOK, hook_layer=1,
-        hook_head_index=None, context_size=CTX, d_in=D_MODEL, n_batches_in_buffer=4,
-        total_training_tokens=10**6, store_batch_size_prompts=4, train_batch_size_tokens=16,
-        prepend_bos=False, normalize_activations="none", device="cpu", dtype="float32", seed=0,
+        model=model,
+        dataset=dataset,
+        streaming=False,
+        hook_name=HOOK,
+        hook_layer=1,
+        hook_head_index=None,
+        context_size=CTX,
+        d_in=D_MODEL,
+        n_batches_in_buffer=4,
+        total_training_tokens=10**6,
+        store_batch_size_prompts=4,
+        train_batch_size_tokens=16,
+        prepend_bos=False,
+        normalize_activations="none",
+        device="cpu",
+        dtype="float32",
+        seed=0,
     )
     kwargs.update(overrides)
     return ActivationsStore(**kwargs)
 
 
-def direct_activations(model: HookedTransformer, tokens: torch.Tensor, hook: str = HOOK) -> torch.Tensor:
+def direct_activations(
+    model: HookedTransformer, tokens: torch.Tensor, hook: str = HOOK
+) -> torch.Tensor:
     _, cache = model.run_with_cache(tokens, names_filter=hook)
     return cache[hook]
 
@@ -105,7 +125,9 @@ def test_head_index_picks_one_head_and_4d_hooks_are_flattened(model: HookedTrans
     hook = "blocks.0.attn.hook_z"  # [batch, pos, n_heads=4, d_head=4]
     tokens = torch.tensor(token_dataset(4)["tokens"])
     z = direct_activations(model, tokens, hook)
-    one_head = make_store(model, token_dataset(4), hook_name=hook, hook_layer=0, hook_head_index=2, d_in=4)
+    one_head = make_store(
+        model, token_dataset(4), hook_name=hook, hook_layer=0, hook_head_index=2, d_in=4
+    )
     torch.testing.assert_close(one_head.get_activations(tokens)[:, :, 0], z[:, :, 2])
     all_heads = make_store(model, token_dataset(4), hook_name=hook, hook_layer=0)
     torch.testing.assert_close(all_heads.get_activations(tokens)[:, :, 0], z.reshape(4, CTX, 16))
@@ -133,7 +155,9 @@ def test_batches_are_normal_tensors_usable_in_autograd(model: HookedTransformer)
     torch.testing.assert_close(weight.grad, batch[:, 0].sum(0))
 
 
-def test_same_seed_gives_the_same_batches_and_another_seed_does_not(model: HookedTransformer) -> None:
+def test_same_seed_gives_the_same_batches_and_another_seed_does_not(
+    model: HookedTransformer,
+) -> None:
     first = [make_store(model, token_dataset(32), seed=5).next_batch() for _ in range(1)][0]
     again = make_store(model, token_dataset(32), seed=5).next_batch()
     other = make_store(model, token_dataset(32), seed=6).next_batch()
@@ -203,7 +227,9 @@ def test_empty_or_too_short_datasets_fail_clearly(model: HookedTransformer) -> N
 
 
 def test_bad_configuration_is_refused_before_any_work(model: HookedTransformer) -> None:
-    with pytest.raises(ValueError, match="pretokenized dataset rows have 4 tokens, fewer than context_size 8"):
+    with pytest.raises(
+        ValueError, match="pretokenized dataset rows have 4 tokens, fewer than context_size 8"
+    ):
         make_store(model, token_dataset(4, length=4))
     with pytest.raises(ValueError, match="context_size 64 exceeds the model's context length 32"):
         make_store(model, token_dataset(4, length=64), context_size=64)
@@ -226,10 +252,19 @@ def test_hook_width_and_layer_mismatches_fail_on_first_activation(model: HookedT
 
 def test_from_config_checks_the_train_batch_against_the_buffer(model: HookedTransformer) -> None:
     cfg = LanguageModelSAERunnerConfig(
-        hook_name=HOOK, hook_layer=1, d_in=D_MODEL, context_size=CTX, store_batch_size_prompts=2,
-        n_batches_in_buffer=4, train_batch_size_tokens=64, log_to_wandb=False, verbose=False,
+        hook_name=HOOK,
+        hook_layer=1,
+        d_in=D_MODEL,
+        context_size=CTX,
+        store_batch_size_prompts=2,
+        n_batches_in_buffer=4,
+        train_batch_size_tokens=64,
+        log_to_wandb=False,
+        verbose=False,
     )
-    with pytest.raises(ValueError, match=r"train_batch_size_tokens \(64\) must be between 1 and .* \(32 = "):
+    with pytest.raises(
+        ValueError, match=r"train_batch_size_tokens \(64\) must be between 1 and .* \(32 = "
+    ):
         ActivationsStore.from_config(model, cfg, override_dataset=token_dataset(8))
 
 
@@ -239,11 +274,17 @@ def test_pretokenized_dataset_with_another_tokenizer_is_refused(
     other = word_tokenizer(n_words=30)
     other.save_pretrained(str(tmp_path / "other_tok"))
     token_dataset(8).save_to_disk(str(tmp_path / "ds"))
-    (tmp_path / "ds" / "sae_lens.json").write_text(json.dumps({"tokenizer_name": str(tmp_path / "other_tok")}))
-    with pytest.raises(ValueError, match="was tokenized with .*other_tok', whose vocabulary differs"):
+    (tmp_path / "ds" / "sae_lens.json").write_text(
+        json.dumps({"tokenizer_name": str(tmp_path / "other_tok")})
+    )
+    with pytest.raises(
+        ValueError, match="was tokenized with .*other_tok', whose vocabulary differs"
+    ):
         make_store(model, str(tmp_path / "ds"))
     word_tokenizer().save_pretrained(str(tmp_path / "same_tok"))
-    (tmp_path / "ds" / "sae_lens.json").write_text(json.dumps({"tokenizer_name": str(tmp_path / "same_tok")}))
+    (tmp_path / "ds" / "sae_lens.json").write_text(
+        json.dumps({"tokenizer_name": str(tmp_path / "same_tok")})
+    )
     validate_pretokenized_dataset_tokenizer(str(tmp_path / "ds"), model.tokenizer)
     assert make_store(model, str(tmp_path / "ds")).get_batch_tokens().shape == (4, CTX)
 
@@ -254,9 +295,17 @@ def test_pretokenized_dataset_with_another_tokenizer_is_refused(
 def test_excluded_special_tokens_are_never_served(model: HookedTransformer) -> None:
     dataset = text_dataset(60)
     cfg = LanguageModelSAERunnerConfig(
-        hook_name=HOOK, hook_layer=1, d_in=D_MODEL, context_size=CTX, store_batch_size_prompts=4,
-        n_batches_in_buffer=4, train_batch_size_tokens=16, exclude_special_tokens=True,
-        prepend_bos=True, log_to_wandb=False, verbose=False,
+        hook_name=HOOK,
+        hook_layer=1,
+        d_in=D_MODEL,
+        context_size=CTX,
+        store_batch_size_prompts=4,
+        n_batches_in_buffer=4,
+        train_batch_size_tokens=16,
+        exclude_special_tokens=True,
+        prepend_bos=True,
+        log_to_wandb=False,
+        verbose=False,
     )
     store = ActivationsStore.from_config(model, cfg, override_dataset=dataset)
     assert store.exclude_special_tokens is not None
@@ -266,7 +315,9 @@ def test_excluded_special_tokens_are_never_served(model: HookedTransformer) -> N
     tokens = reference.get_batch_tokens(32)
     table = direct_activations(model, tokens).reshape(-1, D_MODEL)
     assert (tokens == 0).sum() > 10
-    assert not torch.isin(tokens.reshape(-1)[match_rows(batches, table)], torch.tensor([0, 1])).any()
+    assert not torch.isin(
+        tokens.reshape(-1)[match_rows(batches, table)], torch.tensor([0, 1])
+    ).any()
 
 
 def test_expected_average_norm_scaling(model: HookedTransformer) -> None:
@@ -308,7 +359,10 @@ RESUME_CASES = {
         streamed(text_dataset(50)),
         {"prepend_bos": True, "exclude_special_tokens": [0]},
     ),
-    "normalised": lambda: (token_dataset(40), {"normalize_activations": "expected_average_only_in"}),
+    "normalised": lambda: (
+        token_dataset(40),
+        {"normalize_activations": "expected_average_only_in"},
+    ),
 }
 
 
@@ -376,3 +430,42 @@ def test_checkpoint_of_another_configuration_is_refused(model: HookedTransformer
     other = make_store(model, token_dataset(8), train_batch_size_tokens=32)
     with pytest.raises(ValueError, match="train_batch_size_tokens: saved 16 vs now 32"):
         other.load_checkpoint_state(state)
+
+
+# ---------------------------------------------------------------- other constructors and options
+
+
+def test_from_sae_reads_hook_context_and_dataset_from_the_sae_config(model: HookedTransformer) -> None:
+    from sae_lens.sae import SAE
+
+    sae = SAE.from_dict(dict(
+        architecture="standard", d_in=4, d_sae=8, activation_fn_str="relu", apply_b_dec_to_input=True,
+        finetuning_scaling_factor=False, context_size=CTX, model_name="tiny", hook_name="blocks.0.attn.hook_z",
+        hook_layer=0, hook_head_index=1, prepend_bos=False, dataset_path="unused", dataset_trust_remote_code=False,
+        normalize_activations="none", dtype="float32", device="cpu", sae_lens_training_version=None,
+        seqpos_slice=(2, None),
+    ))
+    store = ActivationsStore.from_sae(model, sae, dataset=token_dataset(8), store_batch_size_prompts=2)
+    tokens = store.get_batch_tokens()
+    assert tokens.shape == (2, CTX)
+    z = direct_activations(model, tokens, "blocks.0.attn.hook_z")
+    torch.testing.assert_close(store.get_activations(tokens)[:, :, 0], z[:, 2:, 1])
+
+
+def test_dtype_and_autocast_of_the_model_run(model: HookedTransformer) -> None:
+    tokens = torch.tensor(token_dataset(2)["tokens"])
+    expected = direct_activations(model, tokens)
+    double = make_store(model, token_dataset(4), dtype="float64").get_activations(tokens)
+    assert double.dtype == torch.float64
+    torch.testing.assert_close(double[:, :, 0], expected.double())
+    autocast = make_store(model, token_dataset(4), autocast_lm=True).get_activations(tokens)
+    assert autocast.dtype == torch.float32
+    torch.testing.assert_close(autocast[:, :, 0], expected, atol=0.1, rtol=0.05)
+
+
+def test_reset_input_dataset_reads_from_the_first_row_again(model: HookedTransformer) -> None:
+    store = make_store(model, token_dataset(12))
+    first = store.get_batch_tokens()
+    store.get_batch_tokens()
+    store.reset_input_dataset()
+    assert torch.equal(store.get_batch_tokens(), first)
