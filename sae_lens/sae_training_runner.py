@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -35,6 +35,7 @@ from sae_lens.training.metrics_log import (
     METRICS_FILENAME,
     plot_training_curves,
 )
+from sae_lens.training.optim import lr_multiplier
 from sae_lens.training.sae_trainer import InterruptedException, SAETrainer
 from sae_lens.training.wandb_logging import (
     current_wandb_run_id,
@@ -77,6 +78,7 @@ class SAETrainingRunner:
         from sae_lens.load_model import load_model
         from sae_lens.training.activations_store import ActivationsStore
 
+        _check_schedules(cfg)
         self.cfg = cfg
         self._resume_state: dict[str, Any] | None = None
         self._finished_sae_folder: Path | None = None
@@ -184,6 +186,12 @@ class SAETrainingRunner:
         default_id = self.cfg.wandb_id or Path(self.cfg.checkpoint_path).name
         state = self._resume_state
         if state is None:
+            if checkpoints.list_checkpoints(self.cfg.checkpoint_path, kind=None):
+                logger.warning(
+                    f"{self.cfg.checkpoint_path} already holds checkpoints of another run: "
+                    "set a new checkpoint_path or wandb_id to keep runs apart"
+                )
+            trainer.metrics_log.truncate_after(-1)  # a fresh run starts a fresh record
             return default_id
         checkpoints.restore_training_state(trainer, state)
         trainer.metrics_log.truncate_after(trainer.n_training_steps - 1)
@@ -241,6 +249,19 @@ class SAETrainingRunner:
         logger.info(f"saved checkpoint {folder}")
         if trainer.cfg.log_to_wandb:
             log_sae_artifacts(trainer.sae.get_name(), folder, trainer.cfg.to_dict(), wandb_aliases)
+
+
+def _check_schedules(cfg: LanguageModelSAERunnerConfig) -> None:
+    """Fail before any loading when the lr schedule does not fit the run's steps."""
+    lr_multiplier(
+        cfg.lr_scheduler_name,
+        training_steps=cfg.total_training_steps,
+        lr=cfg.lr,
+        warm_up_steps=cfg.lr_warm_up_steps,
+        decay_steps=cfg.lr_decay_steps,
+        lr_end=cast(float, cfg.lr_end),
+        num_cycles=cfg.n_restart_cycles,
+    )
 
 
 def _seed_everything(seed: int) -> None:

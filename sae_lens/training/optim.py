@@ -55,6 +55,48 @@ class LRMultiplier:
         return self.end_ratio + (1.0 - self.end_ratio) * cosine
 
 
+def lr_multiplier(
+    scheduler_name: str,
+    training_steps: int,
+    lr: float,
+    warm_up_steps: int,
+    decay_steps: int,
+    lr_end: float,
+    num_cycles: int,
+) -> LRMultiplier:
+    """The step -> lr factor of a schedule (see `get_lr_scheduler` for the arguments);
+    raises ValueError naming the problem when the settings do not form a schedule."""
+    name = scheduler_name.lower()
+    if name not in LR_SCHEDULER_NAMES:
+        raise ValueError(
+            f"lr scheduler must be one of {list(LR_SCHEDULER_NAMES)}, got {scheduler_name!r}"
+        )
+    main_steps = training_steps - warm_up_steps - decay_steps
+    if main_steps < 0:
+        raise ValueError(
+            f"lr warm-up steps ({warm_up_steps}) + decay steps ({decay_steps}) exceed the "
+            f"{training_steps} training steps"
+        )
+    if name != "constant" and main_steps // num_cycles < 1:
+        raise ValueError(
+            f"{name} needs at least one step per cycle: {main_steps} steps after warm-up "
+            f"and decay, {num_cycles} cycle(s)"
+        )
+    # The constant schedule never reaches lr_end, so its decay starts from lr.
+    decay_start = lr if name == "constant" else lr_end
+    if decay_steps > 0 and decay_start == 0.0:
+        raise ValueError("lr decay steps need lr_end > 0: decaying from 0 to 0 does nothing")
+    return LRMultiplier(
+        scheduler_name=name,
+        warm_up_steps=warm_up_steps,
+        main_steps=main_steps,
+        decay_steps=decay_steps,
+        end_ratio=lr_end / lr,
+        decay_start_ratio=decay_start / lr,
+        cycle_steps=max(main_steps // num_cycles, 1),
+    )
+
+
 def get_lr_scheduler(
     scheduler_name: str,
     optimizer: optim.Optimizer,
@@ -79,35 +121,8 @@ def get_lr_scheduler(
         lr_end: the lowest learning rate of the cosine schedules.
         num_cycles: number of cosine cycles for "cosineannealingwarmrestarts".
     """
-    name = scheduler_name.lower()
-    if name not in LR_SCHEDULER_NAMES:
-        raise ValueError(
-            f"lr scheduler must be one of {list(LR_SCHEDULER_NAMES)}, got {scheduler_name!r}"
-        )
-    main_steps = training_steps - warm_up_steps - decay_steps
-    if main_steps < 0:
-        raise ValueError(
-            f"lr warm-up steps ({warm_up_steps}) + decay steps ({decay_steps}) exceed the "
-            f"{training_steps} training steps"
-        )
-    cycle_steps = max(main_steps // num_cycles, 1)
-    if name != "constant" and main_steps // num_cycles < 1:
-        raise ValueError(
-            f"{name} needs at least one step per cycle: {main_steps} steps after warm-up "
-            f"and decay, {num_cycles} cycle(s)"
-        )
-    # The constant schedule never reaches lr_end, so its decay starts from lr.
-    decay_start = lr if name == "constant" else lr_end
-    if decay_steps > 0 and decay_start == 0.0:
-        raise ValueError("lr decay steps need lr_end > 0: decaying from 0 to 0 does nothing")
-    multiplier = LRMultiplier(
-        scheduler_name=name,
-        warm_up_steps=warm_up_steps,
-        main_steps=main_steps,
-        decay_steps=decay_steps,
-        end_ratio=lr_end / lr,
-        decay_start_ratio=decay_start / lr,
-        cycle_steps=cycle_steps,
+    multiplier = lr_multiplier(
+        scheduler_name, training_steps, lr, warm_up_steps, decay_steps, lr_end, num_cycles
     )
     return lr_scheduler.LambdaLR(optimizer, lr_lambda=multiplier)
 
