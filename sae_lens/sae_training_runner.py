@@ -36,7 +36,7 @@ from sae_lens.training.metrics_log import (
     plot_training_curves,
 )
 from sae_lens.training.optim import lr_multiplier
-from sae_lens.training.sae_trainer import InterruptedException, SAETrainer
+from sae_lens.training.sae_trainer import InterruptedException, SAETrainer, TrainingDivergedError
 from sae_lens.training.wandb_logging import (
     current_wandb_run_id,
     finish_wandb_run,
@@ -389,7 +389,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     try:
-        sae = SAETrainingRunner(cfg).run()
+        runner = SAETrainingRunner(cfg)
+    except (ValueError, FileNotFoundError) as error:  # bad settings, found before training
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
+        sae = runner.run()
+    except TrainingDivergedError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     except InterruptedException as error:
         print(
             f"{error}\nresume with: python -m sae_lens.sae_training_runner --config "

@@ -82,6 +82,8 @@ def test_config_file_values_are_overridden_by_flags(tmp_path: Path) -> None:
         (["--config", "nope.yaml"], "error: --config file 'nope.yaml' does not exist"),
         (["--exclude_special_tokens", '["bos"]'], "error: --exclude_special_tokens: expected true, false or a JSON list of token ids, got '[\"bos\"]'"),
         (["--exclude_special_tokens", "bos"], "error: --exclude_special_tokens: expected true"),
+        (["--training_tokens", "4096", "--lr_warm_up_steps", "5"], "error: lr warm-up steps (5) + decay steps (0) exceed the 1 training steps"),
+        (["--resume", "true", "--checkpoint_path", "no/such/run"], "error: resume=True but checkpoint_path 'no/such/run' is not a folder"),
     ],
 )  # fmt: skip
 def test_config_errors_print_one_line_and_exit_non_zero(
