@@ -86,12 +86,12 @@ One `LanguageModelSAERunnerConfig` describes the whole run: the model and the ho
 (`blocks.1.hook_resid_pre`, the residual stream after the first block, 128 wide), the
 data, the SAE and the optimiser. We use a TopK SAE, which keeps the `k` largest latents
 of each token, so its L0 is exactly `k` and there is no sparsity coefficient to tune.
-The budget is tiny (60k tokens); real runs use hundreds of millions.
+The budget is tiny (50k tokens); real runs use hundreds of millions.
 
 `log_to_wandb=False` keeps it local; metrics are always written to `metrics.jsonl` in the
 run folder.""",
     ),
-    ("py", tiny_training(60_000)),
+    ("py", tiny_training(50_000)),
     (
         "md",
         """\
@@ -133,7 +133,9 @@ from sae_lens import SAE, TrainingSAE
 
 texts = load_embedded_dataset(split="test")["text"][:16]
 tokens = torch.cat([model.to_tokens(text)[:, :64] for text in texts if len(text) > 400])
-_, cache = model.run_with_cache(tokens, names_filter=cfg.hook_name, stop_at_layer=cfg.hook_layer + 1)
+_, cache = model.run_with_cache(
+    tokens, names_filter=cfg.hook_name, stop_at_layer=cfg.hook_layer + 1
+)
 x = cache[cfg.hook_name].reshape(-1, cfg.d_in)  # [tokens, d_in]
 
 
@@ -189,7 +191,7 @@ import torch
 
 torch.manual_seed(0)""",
     ),
-    ("py", tiny_training(40_000)),
+    ("py", tiny_training(30_000)),
     (
         "md",
         """\
@@ -274,7 +276,7 @@ most on this prompt, and on which tokens?""",
 acts = cache[f"{sae.cfg.hook_name}.hook_sae_acts_post"][0]  # [pos, d_sae]
 str_tokens = model.to_str_tokens(tokens)
 strength, top_latents = acts.max(dim=0).values.topk(5)
-for latent, value in zip(top_latents.tolist(), strength.tolist()):
+for latent, value in zip(top_latents.tolist(), strength.tolist(), strict=True):
     pos = acts[:, latent].argmax().item()
     context = "".join(str_tokens[max(pos - 4, 0) : pos + 1])
     print(f"latent {latent:4d}  max {value:6.2f}  at {str_tokens[pos]!r:12} in {context!r}")""",
@@ -340,7 +342,7 @@ import torch
 
 torch.manual_seed(0)""",
     ),
-    ("py", tiny_training(40_000)),
+    ("py", tiny_training(30_000)),
     (
         "py",
         """\
@@ -370,9 +372,10 @@ from sae_lens.evals import get_eval_everything_config
 
 model = HookedSAETransformer.from_pretrained("tiny-pydoc-gpt2")
 eval_config = get_eval_everything_config(
-    batch_size_prompts=8, n_eval_reconstruction_batches=3, n_eval_sparsity_variance_batches=3
+    batch_size_prompts=8, n_eval_reconstruction_batches=2, n_eval_sparsity_variance_batches=2
 )
-ignore_tokens = {model.tokenizer.bos_token_id, model.tokenizer.eos_token_id, model.tokenizer.pad_token_id}
+tokenizer = model.tokenizer
+ignore_tokens = {tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id}
 
 results = {}
 for name, sae in saes.items():
@@ -380,10 +383,7 @@ for name, sae in saes.items():
     results[name] = run_evals(sae, store, model, eval_config, ignore_tokens=ignore_tokens)
 
 table = pd.DataFrame(
-    {
-        name: pd.json_normalize(metrics).iloc[0]
-        for name, (metrics, _) in results.items()
-    }
+    {name: pd.json_normalize(metrics).iloc[0] for name, (metrics, _) in results.items()}
 )
 table""",
     ),
@@ -439,22 +439,21 @@ on the embedded corpus.""",
     ),
     (
         "py",
-        """\
+        '''\
+options = """
+    --datasets pydoc-corpus --ctx_lens 64 --batch_size_prompts 8
+    --n_eval_reconstruction_batches 1 --n_eval_sparsity_variance_batches 1
+    --output_dir eval_results --device cpu
+""".split()
 command = [
-    sys.executable, "-m", "sae_lens.evals",
-    "--sae_paths", str(final_folder), str(untrained_folder),
-    "--datasets", "pydoc-corpus",
-    "--ctx_lens", "64",
-    "--batch_size_prompts", "8",
-    "--n_eval_reconstruction_batches", "2",
-    "--n_eval_sparsity_variance_batches", "2",
-    "--output_dir", "eval_results",
-    "--device", "cpu",
+    *[sys.executable, "-m", "sae_lens.evals"],
+    *["--sae_paths", str(final_folder), str(untrained_folder)],
+    *options,
 ]
 completed = subprocess.run(command, capture_output=True, text=True)
 print(completed.stdout)
 assert completed.returncode == 0, completed.stderr[-2000:]
-print(sorted(p.name for p in Path("eval_results").iterdir()))""",
+print(sorted(p.name for p in Path("eval_results").iterdir()))''',
     ),
     (
         "md",
