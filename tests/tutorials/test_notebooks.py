@@ -56,6 +56,9 @@ def test_notebook_runs_offline(name: str, tmp_path: Path) -> None:
         "TRANSFORMERS_OFFLINE": "1",
         "WANDB_MODE": "disabled",
         "MPLBACKEND": "Agg",
+        # The notebooks' matrices are small: one thread is as fast, and far faster when the
+        # cores are shared with other jobs.
+        "OMP_NUM_THREADS": "1",
     }
     client = NotebookClient(notebook, kernel_name="python3", timeout=300)
     # Raises CellExecutionError, with the cell and its traceback, if any cell fails.
