@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -43,6 +43,11 @@ from sae_lens.training.wandb_logging import (
     log_sae_artifacts,
     start_wandb_run,
 )
+
+if TYPE_CHECKING:
+    from transformer_lens.hook_points import HookedRootModule
+
+    from sae_lens.training.training_sae import TrainingSAE
 
 __all__ = [
     "InterruptedException",
@@ -72,8 +77,8 @@ class SAETrainingRunner:
         self,
         cfg: LanguageModelSAERunnerConfig,
         override_dataset: HfDataset | None = None,
-        override_model: Any | None = None,
-        override_sae: Any | None = None,
+        override_model: HookedRootModule | None = None,
+        override_sae: TrainingSAE | None = None,
     ) -> None:
         from sae_lens.load_model import load_model
         from sae_lens.training.activations_store import ActivationsStore
@@ -125,7 +130,7 @@ class SAETrainingRunner:
         logger.info(f"resuming from {latest} (step {state['trainer']['n_training_steps']})")
         self._resume_state = state
 
-    def _build_sae(self) -> Any:
+    def _build_sae(self) -> TrainingSAE:
         from sae_lens.training.training_sae import TrainingSAE
 
         if self.cfg.from_pretrained_path is not None:
@@ -135,7 +140,7 @@ class SAETrainingRunner:
             self._init_sae_group_b_decs(sae)
         return sae
 
-    def _init_sae_group_b_decs(self, sae: Any) -> None:
+    def _init_sae_group_b_decs(self, sae: TrainingSAE) -> None:
         """Set b_dec from a buffer of activations: their geometric median or mean."""
         from sae_lens.training.geometric_median import compute_geometric_median
 
@@ -152,7 +157,7 @@ class SAETrainingRunner:
             sae.initialize_b_dec_with_mean(layer_acts.cpu())
 
     # --- running ---------------------------------------------------------------------------
-    def run(self) -> Any:
+    def run(self) -> TrainingSAE:
         """Train the SAE (or finish a resumed run) and return it."""
         from sae_lens.training.training_sae import TrainingSAE
 
@@ -165,11 +170,12 @@ class SAETrainingRunner:
             save_checkpoint_fn=self.save_checkpoint,
             cfg=self.cfg,
         )
+        resuming = self._resume_state is not None
         wandb_run_id = self._restore(trainer)
         self._write_run_config()
         self._compile_model_if_needed()
         if self.cfg.log_to_wandb:
-            start_wandb_run(self.cfg, wandb_run_id, resume=self._resume_state is not None)
+            start_wandb_run(self.cfg, wandb_run_id, resume=resuming)
         succeeded = False
         try:
             sae = self.run_trainer_with_interruption_handling(trainer)
@@ -222,7 +228,7 @@ class SAETrainingRunner:
         except Exception as error:  # a failed plot must not hide the training outcome
             logger.warning(f"could not draw {CURVES_FILENAME}: {error}")
 
-    def run_trainer_with_interruption_handling(self, trainer: SAETrainer) -> Any:
+    def run_trainer_with_interruption_handling(self, trainer: SAETrainer) -> TrainingSAE:
         """Run `trainer.fit()`; SIGINT/SIGTERM make it save a checkpoint after the current
         step and raise `InterruptedException` (a second signal stops at once)."""
         try:

@@ -3,9 +3,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from runner_helpers import tiny_cfg, tiny_runner
+from runner_helpers import signal_at_batch, tiny_cfg, tiny_runner
 from wandb_history import offline_history
 
+from sae_lens.sae_training_runner import InterruptedException
 from sae_lens.training.metrics_log import read_metrics
 
 
@@ -58,3 +59,31 @@ def test_without_credentials_wandb_goes_offline_and_says_where(
     assert f"logs offline to {run_folder}" in notes[0]
     assert f"wandb sync {run_folder}" in notes[0]
     assert offline_history(tmp_path)  # something was logged
+
+
+def test_a_resumed_run_continues_its_wandb_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sae_lens.sae_training_runner as runner_module
+
+    started: list[tuple[str, bool]] = []
+    active: list[str] = []
+
+    def fake_start(cfg: object, run_id: str, resume: bool) -> str:
+        started.append((run_id, resume))
+        active.append(run_id)
+        return run_id
+
+    monkeypatch.setattr(runner_module, "start_wandb_run", fake_start)
+    monkeypatch.setattr(runner_module, "current_wandb_run_id", lambda: active[-1])
+    monkeypatch.setattr(runner_module, "finish_wandb_run", lambda succeeded: None)
+    monkeypatch.setattr(runner_module, "log_sae_artifacts", lambda *args: None)
+    monkeypatch.setattr(runner_module.SAETrainer, "_log", lambda self, metrics, step: None)
+
+    cfg = tiny_cfg(tmp_path, log_to_wandb=True, wandb_id="wandb-run-7", training_tokens=32 * 8)
+    with signal_at_batch(monkeypatch, 3), pytest.raises(InterruptedException):
+        tiny_runner(cfg).run()
+    resumed = tiny_cfg(tmp_path, log_to_wandb=True, training_tokens=32 * 8, resume=True,
+                       checkpoint_path=cfg.checkpoint_path)  # fmt: skip
+    tiny_runner(resumed).run()
+    assert started == [("wandb-run-7", False), ("wandb-run-7", True)]
