@@ -18,16 +18,35 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 INTRO = """\
 # Pretrained SAEs
 
-Every release below loads with `SAE.from_pretrained(release, sae_id)`; list a release's ids
-with `get_pretrained_saes_directory()[release].saes_map`. The format column names the loader
+Every release below loads with `SAE.from_pretrained(release, sae_id)`, which returns
+`(sae, cfg_dict, log_sparsity)`; list a release's ids with
+`get_pretrained_saes_directory()[release].saes_map`. A mistyped release or id gets an
+error that suggests the closest names. The format column names the loader
 (`sae_lens.toolkit.pretrained_sae_loaders.NAMED_PRETRAINED_SAE_LOADERS`) that reads the
-repo's files. Files come from the Hugging Face hub or, with `HF_HUB_OFFLINE=1`, from the
-local cache.
+repo's files; SAEs trained on rescaled inputs get their norm scaling factor folded into
+the weights.
+
+## Offline, local files and other repos
+
+- Files come from the Hugging Face hub through its local cache (`HF_HUB_CACHE`, default
+  `~/.cache/huggingface/hub`). With `HF_HUB_OFFLINE=1` nothing goes over the network and
+  SAEs already in the cache load as usual.
+- `SAE.from_pretrained("owner/repo", "folder")` loads an SAE from a repo that is not in
+  the registry, in any of the formats below.
+- `SAE.load_from_pretrained(path)` (and `SAE.from_pretrained(path, sae_id)`) reads a local
+  folder or file and tells its format by the files in it: sae_lens (`cfg.json` +
+  `sae_weights.safetensors`), Gemma Scope (`params.npz`, in a path that keeps the repo's
+  names, e.g. `.../gemma-scope-2b-pt-res/layer_3/width_16k/...`), dictionary_learning
+  (`config.json` + `ae.pt`), EleutherAI sparsify (`cfg.json` + `sae.safetensors`), Llama
+  Scope (`hyperparams.json` + `checkpoints/final.safetensors`), Llama Scope R1
+  (`config.json` + `sae_weights.safetensors`), and the single-file hook_z and DeepSeek R1
+  `.pt` formats. Pickled weights are read with `torch.load(weights_only=True)`.
 
 This page is generated from `sae_lens/pretrained_saes.yaml` by
 `scripts/pretrained_table.py`; do not edit it by hand.
-"""
 
+## Releases
+"""
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|")
