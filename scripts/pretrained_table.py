@@ -48,6 +48,7 @@ This page is generated from `sae_lens/pretrained_saes.yaml` by
 ## Releases
 """
 
+
 def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
