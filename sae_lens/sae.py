@@ -226,21 +226,8 @@ class SAE(HookedRootModule):
         cfg_dict, state_dict, log_sparsity = load_pretrained_sae_files(
             release, sae_id, device=device
         )
+        # The loader has already folded any registry norm-scaling factor into the weights.
         sae = cls._from_cfg_and_weights(cfg_dict, state_dict)
-        if cfg_dict.get("normalize_activations") == "expected_average_only_in":
-            from sae_lens.toolkit.pretrained_saes_directory import get_norm_scaling_factor
-
-            factor = get_norm_scaling_factor(release, sae_id)
-            if factor is None:
-                warnings.warn(
-                    f"{release}/{sae_id} expects inputs scaled to a fixed average norm but the "
-                    "registry has no norm_scaling_factor for it: scale inputs yourself",
-                    UserWarning,
-                    stacklevel=2,
-                )
-            else:
-                sae.fold_activation_norm_scaling_factor(factor)
-                cfg_dict["normalize_activations"] = "none"
         return sae, cfg_dict, log_sparsity
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:

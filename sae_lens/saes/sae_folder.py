@@ -25,7 +25,7 @@ SPARSITY_FILENAME = "sparsity.safetensors"
 def apply_legacy_cfg_defaults(cfg_dict: dict[str, Any]) -> dict[str, Any]:
     """Fill config keys that SAEs saved by older sae_lens versions lack (in place)."""
     cfg_dict.setdefault("prepend_bos", True)
-    cfg_dict.setdefault("dataset_trust_remote_code", True)
+    cfg_dict.setdefault("dataset_trust_remote_code", False)
     cfg_dict.setdefault("apply_b_dec_to_input", True)
     cfg_dict.setdefault("finetuning_scaling_factor", False)
     cfg_dict.setdefault("sae_lens_training_version", None)

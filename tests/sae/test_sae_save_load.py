@@ -221,19 +221,6 @@ def test_from_pretrained_builds_the_sae_from_the_toolkit_files(
     assert torch.equal(sae.threshold, source.threshold)
 
 
-def test_from_pretrained_folds_the_registry_norm_scaling_factor(
-    monkeypatch: pytest.MonkeyPatch, random_sae: Callable[..., SAE], cfg_dict: Callable[..., dict]
-) -> None:
-    source = random_sae("standard")
-    cfg = cfg_dict("standard", normalize_activations="expected_average_only_in")
-    _fake_toolkit(monkeypatch, (cfg, dict(source.state_dict()), None), norm_scaling_factor=4.0)
-    sae, returned_cfg, _ = SAE.from_pretrained("release", "id")
-    assert returned_cfg["normalize_activations"] == "none" == sae.cfg.normalize_activations
-    x = torch.randn(3, D_IN)
-    with torch.no_grad():
-        torch.testing.assert_close(sae(x), source(4.0 * x) / 4.0)
-
-
 def test_from_pretrained_refuses_misshaped_weights(
     monkeypatch: pytest.MonkeyPatch, cfg_dict: Callable[..., dict], random_sae: Callable[..., SAE]
 ) -> None:
