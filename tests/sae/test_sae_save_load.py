@@ -186,10 +186,8 @@ def test_finetuning_scaling_factor_round_trip(
     assert torch.equal(loaded.finetuning_scaling_factor, sae.finetuning_scaling_factor)
 
 
-def _fake_toolkit(
-    monkeypatch: pytest.MonkeyPatch, files: tuple, norm_scaling_factor: float | None = None
-) -> list:
-    """Stand-ins for the toolkit modules `from_pretrained` imports; records the calls."""
+def _fake_toolkit(monkeypatch: pytest.MonkeyPatch, files: tuple) -> list:
+    """A stand-in for the toolkit loader `from_pretrained` imports; records the calls."""
     calls: list = []
     loaders = types.ModuleType("sae_lens.toolkit.pretrained_sae_loaders")
 
@@ -200,10 +198,7 @@ def _fake_toolkit(
         return files
 
     loaders.load_pretrained_sae_files = load_pretrained_sae_files  # type: ignore[attr-defined]
-    directory = types.ModuleType("sae_lens.toolkit.pretrained_saes_directory")
-    directory.get_norm_scaling_factor = lambda release, sae_id: norm_scaling_factor  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, loaders.__name__, loaders)
-    monkeypatch.setitem(sys.modules, directory.__name__, directory)
     return calls
 
 
