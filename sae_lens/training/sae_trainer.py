@@ -118,9 +118,9 @@ class SAETrainer:
         self.n_training_steps: int = 0
         self.n_training_tokens: int = 0
         self.started_fine_tuning: bool = False
-        # Set before the final save, so the checkpoint writer knows there is nothing
-        # left to resume; set by `request_stop` (e.g. from a signal handler).
+        # Set before the final save: the checkpoint writer then leaves out training state.
         self.training_complete: bool = False
+        # Why `request_stop` was called (e.g. from a signal handler), if it was.
         self.stop_requested: str | None = None
 
         self.sae.cfg.sae_lens_training_version = str(__version__)
