@@ -286,6 +286,11 @@ def find_run_to_resume(checkpoint_path: str | Path) -> Path:
         )
     if list_checkpoints(path, kind=None):
         return path
+    if read_checkpoint_info(path) is not None:
+        raise ValueError(
+            f"{str(path)!r} is a checkpoint folder: pass its run folder {str(path.parent)!r} "
+            "(a run resumes from its newest checkpoint)"
+        )
     runs = [
         (max(i.created for i in infos), child)
         for child in path.iterdir()

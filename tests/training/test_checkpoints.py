@@ -93,6 +93,8 @@ def test_find_run_to_resume(tmp_path: Path) -> None:
     assert checkpoints.find_run_to_resume(tmp_path / "runs") == newer
     with pytest.raises(FileNotFoundError, match="no complete checkpoint was found in .*empty"):
         checkpoints.find_run_to_resume(tmp_path / "runs" / "empty")
+    with pytest.raises(ValueError, match="is a checkpoint folder: pass its run folder .*old'"):
+        checkpoints.find_run_to_resume(run / "100")
     with pytest.raises(FileNotFoundError, match="checkpoint_path .*nowhere' is not a folder"):
         checkpoints.find_run_to_resume(tmp_path / "nowhere")
 
