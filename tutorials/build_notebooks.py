@@ -348,7 +348,7 @@ torch.manual_seed(0)""",
         """\
 from sae_lens import SAE, TrainingSAE
 
-untrained_folder = Path("untrained_sae")
+untrained_folder = Path("checkpoints/untrained_sae")
 TrainingSAE.from_dict(cfg.get_training_sae_cfg_dict()).save_model(str(untrained_folder))
 saes = {
     "trained": SAE.load_from_pretrained(str(final_folder)),

@@ -55,7 +55,7 @@ def site_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     hint = ""
     if "Highlight.__init__() missing" in output:
         hint = (
-            "\nmkdocstrings < 1.0 cannot drive pymdown-extensions >= 12: "
+            "\nmkdocstrings 0.30 fails with pymdown-extensions 12.3 and 13.1 (Highlight needs md): "
             "install mkdocstrings[python] >= 1.0"
         )
     assert result.returncode == 0, f"mkdocs build --strict failed:\n{output[-4000:]}{hint}"
