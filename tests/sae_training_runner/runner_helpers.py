@@ -13,7 +13,7 @@ from typing import Any
 import datasets
 import pytest
 import torch
-from conftest import build_tiny_tl_model
+from tests.conftest import build_tiny_tl_model
 
 from sae_lens.config import LanguageModelSAERunnerConfig
 from sae_lens.sae_training_runner import SAETrainingRunner

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 import torch
-from runner_helpers import final_state, signal_at_batch, tiny_cfg, tiny_runner, token_dataset
+from tests.sae_training_runner.runner_helpers import final_state, signal_at_batch, tiny_cfg, tiny_runner, token_dataset
 
 from sae_lens.sae import SAE
 from sae_lens.sae_training_runner import InterruptedException, SAETrainingRunner
@@ -39,7 +39,7 @@ def test_run_saves_the_final_sae_metrics_and_plot(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("method", ["geometric_median", "mean", "zeros"])
 def test_b_dec_starts_at_the_centre_of_the_activations(tmp_path: Path, method: str) -> None:
-    from conftest import build_tiny_tl_model
+    from tests.conftest import build_tiny_tl_model
 
     from sae_lens.training.activations_store import ActivationsStore
 

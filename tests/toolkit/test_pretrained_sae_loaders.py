@@ -26,7 +26,7 @@ from sae_lens.toolkit.pretrained_saes_directory import (
 )
 
 if TYPE_CHECKING:
-    from conftest import OfflineHubCache
+    from tests.toolkit.conftest import OfflineHubCache
 
 D_IN, D_SAE = 6, 10
 ATOL = 1e-5

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import build_tiny_tl_model
+from tests.conftest import build_tiny_tl_model
 from datasets import Dataset, IterableDataset
 from safetensors.torch import load, load_file, save
 from tokenizers import Tokenizer, models, pre_tokenizers

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from trainer_fakes import FakeActivationStore, make_cfg, make_trainer
+from tests.training.trainer_fakes import FakeActivationStore, make_cfg, make_trainer
 
 from sae_lens.sae import SAE
 from sae_lens.sae_training_runner import SAETrainingRunner

@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 import torch
-from trainer_fakes import FakeActivationStore, RecordingSave, make_cfg, make_trainer
+from tests.training.trainer_fakes import FakeActivationStore, RecordingSave, make_cfg, make_trainer
 
 from sae_lens.training.metrics_log import read_metrics
 from sae_lens.training.sae_trainer import SAETrainer, TrainingDivergedError
