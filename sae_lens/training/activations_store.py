@@ -44,7 +44,8 @@ from sae_lens.tokenization_and_batching import SequenceConcatenator
 PRETOKENIZE_METADATA_FILE = "sae_lens.json"
 CHECKPOINT_STATE_VERSION = 1
 _NORMALIZE_WITH_FACTOR = "expected_average_only_in"
-_TEXT_ROWS_PER_READ = 64  # text rows tokenized together
+_TEXT_ROWS_PER_READ = 64  # text rows read from the dataset at once
+_CHARS_PER_TOKEN = 4  # rough guess, to tokenize about one model batch of text at a time
 
 
 class EndOfEpoch(StopIteration):
@@ -336,6 +337,7 @@ class ActivationsStore:
             if self.is_dataset_tokenized
             else _TEXT_ROWS_PER_READ,
             tokenize=tokenize,
+            tokenize_chars=_CHARS_PER_TOKEN * self.context_size * self.store_batch_size_prompts,
             concatenator_factory=concatenator_factory,
         )
 
@@ -873,7 +875,8 @@ class _MixingBuffer:
 class _TokenSequences:
     """Sequences of `context_size` tokens read from a dataset, with a resumable position.
 
-    Pretokenized rows are cut to `context_size`; text rows are tokenized (in groups) and
+    Pretokenized rows are cut to `context_size`; text rows are tokenized in groups of about
+    `tokenize_chars` characters (so long documents are not tokenized far ahead) and
     concatenated by a `SequenceConcatenator`. The position is the number of rows read
     in this epoch plus the concatenator's state; rows read ahead are not part of it.
     """
@@ -886,12 +889,14 @@ class _TokenSequences:
         read_batch_size: int,
         tokenize: Callable[[list[str]], list[torch.Tensor]] | None,
         concatenator_factory: Callable[[], SequenceConcatenator] | None,
+        tokenize_chars: int = 1,
     ):
         self._dataset = dataset
         self._column = column
         self._context_size = context_size
         self._read_batch_size = read_batch_size
         self._tokenize = tokenize
+        self._tokenize_chars = tokenize_chars
         self._concatenator_factory = concatenator_factory
         self.epoch = 0
         self.total_rows_read = 0
@@ -900,7 +905,8 @@ class _TokenSequences:
     def _start(self, rows_read: int) -> None:
         self.rows_read = rows_read
         self.sequences_this_epoch = 0
-        self._ahead: list[torch.Tensor] = []
+        self._ahead: list[torch.Tensor] = []  # converted rows, next one last
+        self._unread: list[Any] = []  # raw rows read from the dataset, next one last
         self._batches = _iter_row_batches(
             self._dataset, self._column, rows_read, self._read_batch_size
         )
@@ -954,16 +960,28 @@ class _TokenSequences:
     def _next_row(self) -> torch.Tensor | None:
         """The next unread row (tokens), read ahead in groups; None at the end."""
         if not self._ahead:
-            batch = next(self._batches, None)
-            if batch is None:
-                return None
-            rows = (
-                self._tokenize(list(batch))
-                if self._tokenize
-                else [_as_token_tensor(r) for r in batch]
-            )
+            if not self._unread:
+                batch = next(self._batches, None)
+                if batch is None:
+                    return None
+                self._unread = list(batch)[::-1]
+            group = self._take_group()
+            rows = self._tokenize(group) if self._tokenize else [_as_token_tensor(r) for r in group]
             self._ahead = rows[::-1]
         return self._ahead[-1]
+
+    def _take_group(self) -> list[Any]:
+        """The raw rows to convert next: every row read for tokens; for text, rows adding
+        up to about `tokenize_chars` characters (at least one)."""
+        if self._tokenize is None:
+            group, self._unread = self._unread[::-1], []
+            return group
+        group: list[Any] = []
+        n_chars = 0
+        while self._unread and (not group or n_chars < self._tokenize_chars):
+            group.append(self._unread.pop())
+            n_chars += len(group[-1])
+        return group
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {
