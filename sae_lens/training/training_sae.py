@@ -278,8 +278,9 @@ class TrainingSAE(SAE):
         self.W_dec.grad -= parallel * self.W_dec.data
 
     def before_optimizer_step(self) -> None:
-        """Called by the trainer after backward(), before clipping and optimizer.step()."""
-        if self.cfg.normalize_sae_decoder:
+        """Called by the trainer after backward(), before clipping and optimizer.step().
+        A frozen decoder (fine-tuning other parameters) has no gradient to project."""
+        if self.cfg.normalize_sae_decoder and self.W_dec.requires_grad:
             self.remove_gradient_parallel_to_decoder_directions()
 
     def after_optimizer_step(self) -> None:

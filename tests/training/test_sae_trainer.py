@@ -203,6 +203,19 @@ def test_fine_tuning_trains_only_the_chosen_parameters(tmp_path: Path) -> None:
     assert not torch.equal(scale, torch.ones_like(scale))  # it trained during fine-tuning
 
 
+def test_fine_tuning_the_scale_alone_keeps_the_normalised_decoder_fixed(tmp_path: Path) -> None:
+    cfg = make_cfg(
+        tmp_path, training_tokens=16 * 10, finetuning_tokens=16 * 5, finetuning_method="scale"
+    )
+    assert cfg.normalize_sae_decoder
+    trainer = make_trainer(cfg)
+    trainer.fit()
+    trainable = {n for n, p in trainer.sae.named_parameters() if p.requires_grad}
+    assert trainable == {"finetuning_scaling_factor"}
+    scale = trainer.sae.finetuning_scaling_factor
+    assert not torch.equal(scale, torch.ones_like(scale))
+
+
 def test_autocast_runs_the_sae_step_in_bfloat16(tmp_path: Path) -> None:
     trainer = make_trainer(make_cfg(tmp_path, training_tokens=16 * 3, autocast=True))
     seen = []
