@@ -4,7 +4,9 @@ Both sides load the same model weights (config + state_dict written to a temp fo
 read the same tokens (a dataset saved to disk), each in its own subprocess and venv, run one
 after the other, never in parallel. A run builds the store and serves `n_batches` training
 batches through `next_batch()`; the clock covers store construction and every buffer
-refill. Memory is the peak resident set size (RSS, sampled every 5 ms from /proc) during
+refill; throughput is reported per wall second and per CPU second of the process (the
+ratio uses CPU time, which other jobs on a shared machine disturb far less), median over
+alternating repeats. Memory is the peak resident set size (RSS, sampled every 5 ms from /proc) during
 the run minus the RSS before the store was built, so model weights are not counted.
 Each run uses `--threads` torch CPU threads (default 1: on a small shared machine more
 threads mostly measure contention).
@@ -20,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,6 +44,9 @@ WORKLOADS: dict[str, dict[str, Any]] = {
         context=128, prompts=32, train_batch=4096, n_batches=40, buffer_tokens=32768),
     "embedded/text-on-the-fly/blocks.0.hook_mlp_out": dict(
         model="embedded", data="text", hook="blocks.0.hook_mlp_out", layer=0, d_in=128,
+        context=128, prompts=32, train_batch=4096, n_batches=40, buffer_tokens=32768),
+    "embedded/pretokenized/blocks.1.hook_resid_pre": dict(
+        model="embedded", data="tokens", hook="blocks.1.hook_resid_pre", layer=1, d_in=128,
         context=128, prompts=32, train_batch=4096, n_batches=40, buffer_tokens=32768),
     "gpt2-small-shaped/pretokenized/blocks.5.hook_resid_post": dict(
         model="gpt2", data="tokens", hook="blocks.5.hook_resid_post", layer=5, d_in=768,
@@ -143,30 +149,39 @@ def measure(side: str, work: Path, name: str) -> dict[str, Any]:
         prepend_bos=True, normalize_activations="none", device=torch.device("cpu"), dtype="float32",
     )
     if side == "ours":
-        # our buffer: two halves of n_batches_in_buffer // 2 model batches each
-        n_batches = 2 * spec["buffer_tokens"] // (spec["prompts"] * spec["context"])
+        # our buffer: buffer_tokens in two halves of n_batches_in_buffer // 2 model batches
+        n_batches = spec["buffer_tokens"] // (spec["prompts"] * spec["context"])
         extra = dict(hook_layer=spec["layer"], n_batches_in_buffer=n_batches)
     else:
         # SAELens 6.x: buffer of n_batches_in_buffer * context tokens, half kept for mixing
         extra = dict(n_batches_in_buffer=spec["buffer_tokens"] // spec["context"])
     baseline = _rss_bytes()
     with PeakRss() as rss:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         store = ActivationsStore(**common, **extra)
         for _ in range(spec["n_batches"]):
             batch = store.next_batch()
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     assert batch.shape[0] == spec["train_batch"] and batch.shape[-1] == spec["d_in"]
     tokens = spec["n_batches"] * spec["train_batch"]
-    return {"tokens": tokens, "seconds": elapsed, "tokens_per_s": tokens / elapsed,
-            "peak_rss_increase_mb": (rss.peak - baseline) / 2**20}
+    return {"tokens": tokens, "seconds": elapsed, "cpu_seconds": cpu, "tokens_per_s": tokens / elapsed,
+            "tokens_per_cpu_s": tokens / cpu, "peak_rss_increase_mb": (rss.peak - baseline) / 2**20}
 
 
 # ---------------------------------------------------------------- driver
 
 
-def run_side(python: str, side: str, work: Path, name: str, threads: int) -> dict[str, Any]:
+# glibc settings that keep freed memory in the heap instead of unmapping it, so the model's
+# large temporary tensors do not page-fault afresh on every forward pass
+TUNED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(2**32), "MALLOC_TRIM_THRESHOLD_": str(2**34)}
+
+
+def run_side(
+    python: str, side: str, work: Path, name: str, threads: int, tuned_malloc: bool
+) -> dict[str, Any]:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    if tuned_malloc:
+        env.update(TUNED_MALLOC)
     out = subprocess.run(
         [python, __file__, "--measure", side, "--work", str(work), "--workload", name],
         check=True, capture_output=True, text=True, cwd="/", env=env,
@@ -174,14 +189,22 @@ def run_side(python: str, side: str, work: Path, name: str, threads: int) -> dic
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _summary(runs: list[dict[str, Any]]) -> dict[str, float]:
+    keys = ("tokens_per_s", "tokens_per_cpu_s", "peak_rss_increase_mb")
+    return {key: statistics.median(run[key] for run in runs) for key in keys}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--peer-python", default="/work/peer-venv/bin/python")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads of each run")
     parser.add_argument("--measure", choices=["ours", "peer"])
     parser.add_argument("--work")
     parser.add_argument("--workload", choices=sorted(WORKLOADS))
+    parser.add_argument("--only", default="", help="run the workloads whose name contains this")
+    parser.add_argument("--tuned-malloc", action="store_true",
+                        help=f"run both sides with {TUNED_MALLOC} (results in their own section)")
     args = parser.parse_args()
     if args.measure:
         print(json.dumps(measure(args.measure, Path(args.work), args.workload)))
@@ -191,30 +214,38 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         prepare(work)
-        for name in WORKLOADS:
+        for name in [w for w in WORKLOADS if args.only in w]:
             runs: dict[str, list[dict[str, Any]]] = {"ours": [], "peer": []}
             for _ in range(args.repeats):  # alternate the sides to share any machine noise
-                runs["ours"].append(run_side(sys.executable, "ours", work, name, args.threads))
-                runs["peer"].append(run_side(args.peer_python, "peer", work, name, args.threads))
-            best = {side: max(r, key=lambda x: x["tokens_per_s"]) for side, r in runs.items()}
+                for side, python in (("ours", sys.executable), ("peer", args.peer_python)):
+                    runs[side].append(run_side(python, side, work, name, args.threads, args.tuned_malloc))
+            summary = {side: _summary(r) for side, r in runs.items()}
             results[name] = {
-                "ours": best["ours"],
-                "sae_lens_6.54.12": best["peer"],
-                "speedup": best["ours"]["tokens_per_s"] / best["peer"]["tokens_per_s"],
+                "ours": summary["ours"],
+                "sae_lens_6.54.12": summary["peer"],
+                "speedup_cpu_time": summary["ours"]["tokens_per_cpu_s"] / summary["peer"]["tokens_per_cpu_s"],
+                "speedup_wall_time": summary["ours"]["tokens_per_s"] / summary["peer"]["tokens_per_s"],
                 "all_runs": runs,
             }
-            print(f"{name}: ours {best['ours']['tokens_per_s']:.0f} tok/s, "
-                  f"SAELens 6.54.12 {best['peer']['tokens_per_s']:.0f} tok/s, "
-                  f"x{results[name]['speedup']:.2f}", flush=True)
+            print(f"{name}: ours {summary['ours']['tokens_per_cpu_s']:.0f} tok/cpu-s, "
+                  f"SAELens 6.54.12 {summary['peer']['tokens_per_cpu_s']:.0f} tok/cpu-s, "
+                  f"x{results[name]['speedup_cpu_time']:.2f} (wall x{results[name]['speedup_wall_time']:.2f})",
+                  flush=True)
     RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps({
-        "machine": {"cpu_count": os.cpu_count(), "torch_threads_per_run": args.threads,
-                    "platform": platform.platform(), "torch": torch.__version__},
-        "method": f"best of {args.repeats} alternating runs per side; clock covers store construction and "
-                  "all refills; memory = peak RSS (sampled every 5 ms) minus RSS before the "
-                  "store was built",
-        "workloads": {k: {**v, "spec": WORKLOADS[k]} for k, v in results.items()},
-    }, indent=2))
+    saved = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    saved["machine"] = {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+                        "torch": torch.__version__}
+    section = saved.setdefault("tuned_malloc" if args.tuned_malloc else "default_malloc", {})
+    section["method"] = (
+        f"median of {args.repeats} alternating runs per side, {args.threads} torch thread(s) each"
+        + (f", env {TUNED_MALLOC}" if args.tuned_malloc else "")
+        + "; clock covers store construction and all refills; speedup_cpu_time compares "
+        "tokens per CPU second of the process; memory = peak RSS (sampled every 5 ms) minus "
+        "RSS before the store was built"
+    )
+    workloads = section.setdefault("workloads", {})
+    workloads.update({k: {**v, "spec": WORKLOADS[k]} for k, v in results.items()})
+    RESULTS.write_text(json.dumps(saved, indent=2))
 
 
 if __name__ == "__main__":

@@ -483,10 +483,15 @@ class ActivationsStore:
     def get_activations(self, batch_tokens: torch.Tensor) -> torch.Tensor:
         """Activations at the hook for `batch_tokens` [batch, context]: [batch, context
         positions after seqpos_slice, 1, d_in], in the store's dtype and on its device."""
-        return self._hook_activations(batch_tokens).unsqueeze(2)
+        acts = self._hook_activations(batch_tokens)
+        out = torch.empty(acts.shape, dtype=self.dtype, device=self.device)
+        out.copy_(acts)  # a normal tensor, usable in autograd
+        return out.unsqueeze(2)
 
     def _hook_activations(self, tokens: torch.Tensor) -> torch.Tensor:
-        """[batch, positions after seqpos_slice, d_in] for tokens [batch, context]."""
+        """[batch, positions after seqpos_slice, d_in] for tokens [batch, context], in the
+        model's dtype and on its device: often a view of the model's inference-mode output,
+        so callers copy it into their own buffers."""
         raw = self._run_model_to_hook(tokens)  # [batch, pos, ...] an inference tensor
         acts = raw[:, slice(*self.seqpos_slice)]
         if self.hook_head_index is not None:
@@ -505,9 +510,7 @@ class ActivationsStore:
                     f"(shape {tuple(raw.shape)}) but d_in is {self.d_in}"
                 )
             self._hook_width_checked = True
-        out = torch.empty(acts.shape, dtype=self.dtype, device=self.device)
-        out.copy_(acts)  # a normal tensor, usable in autograd
-        return out
+        return acts
 
     def _run_model_to_hook(self, tokens: torch.Tensor) -> torch.Tensor:
         captured: list[torch.Tensor] = []
@@ -543,13 +546,14 @@ class ActivationsStore:
         self, raise_on_epoch_end: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Activations [tokens, d_in] and token ids [tokens] (or None) of the next model
-        batch (or cache chunk)."""
+        batch (or cache chunk). The activations may be a view of the model's output: copy
+        them before keeping them."""
         if self.cached_activation_dataset is not None:
             return self._next_cached_batch(raise_on_epoch_end)
         tokens = self.get_batch_tokens(raise_at_epoch_end=raise_on_epoch_end)
-        acts = self._hook_activations(tokens)
+        acts = self._hook_activations(tokens).reshape(-1, self.d_in)  # copied by the callers
         token_ids = tokens[:, slice(*self.seqpos_slice)].reshape(-1).to(self.device)
-        return acts.reshape(-1, self.d_in), token_ids
+        return acts, token_ids
 
     def _next_cached_batch(
         self, raise_on_epoch_end: bool
@@ -838,7 +842,7 @@ class _MixingBuffer:
         if n > self.free.numel():
             raise RuntimeError(f"shuffle buffer overflow: {n} rows, {self.free.numel()} free slots")
         slots, self.free = self.free[:n], self.free[n:]
-        self.pool.index_copy_(0, slots, rows)
+        self.pool.index_copy_(0, slots, rows.to(device=self.pool.device, dtype=self.pool.dtype))
         self.stored = torch.cat([self.stored, slots])
 
     def mix(self, batch_size: int) -> None:
