@@ -86,7 +86,7 @@ class ActivationsStore:
             hook_head_index=None,
             context_size=cfg.context_size,
             d_in=cfg.d_in,
-            n_batches_in_buffer=cfg.n_batches_in_buffer,
+            n_batches_in_buffer=max(cfg.n_batches_in_buffer, 2),
             total_training_tokens=cfg.training_tokens,
             store_batch_size_prompts=cfg.model_batch_size,
             train_batch_size_tokens=cfg.model_batch_size,

@@ -71,6 +71,10 @@ def test_cache_holds_the_streaming_activations_and_trains_the_same(
     assert torch.equal(cached_acts.reshape(-1, 1, 128), acts)
     assert torch.equal(cached_tokens.reshape(-1).long(), token_ids)
 
+    reread = ActivationsStore.from_config(runner.model, cfg)  # the cache config itself
+    assert reread.cached_activations_path == str(tmp_path / "cache")
+    assert torch.equal(reread.get_buffer(10, shuffle=False)[0], acts)
+
     train_cfg = LanguageModelSAERunnerConfig(
         hook_name=HOOK, hook_layer=0, d_in=128, context_size=CTX, store_batch_size_prompts=2,
         n_batches_in_buffer=4, train_batch_size_tokens=16, seed=7, use_cached_activations=True,
