@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 import torch
-from tests.conftest import build_tiny_tl_model
 from datasets import Dataset, IterableDataset
 from safetensors.torch import load, load_file, save
 from tokenizers import Tokenizer, models, pre_tokenizers
@@ -24,6 +23,7 @@ from sae_lens.training.activations_store import (
     permute_together,
     validate_pretokenized_dataset_tokenizer,
 )
+from tests.conftest import build_tiny_tl_model
 
 HOOK = "blocks.1.hook_resid_pre"
 CTX = 8
