@@ -9,8 +9,12 @@ from pathlib import Path
 import datasets
 import pytest
 
-from sae_lens.embedded import corpus
-from sae_lens.embedded import EMBEDDED_DATASET_NAME, is_embedded_dataset, load_embedded_dataset
+from sae_lens.embedded import (
+    EMBEDDED_DATASET_NAME,
+    corpus,
+    is_embedded_dataset,
+    load_embedded_dataset,
+)
 
 SMALL = ["colorsys", "json", "textwrap"]  # a reduced corpus: topics + three modules
 
@@ -81,7 +85,7 @@ def test_validation_alias_and_streaming(use_full_cache: Path) -> None:
     assert load_embedded_dataset("validation")["text"] == test["text"]
     stream = load_embedded_dataset("test", streaming=True)
     assert isinstance(stream, datasets.IterableDataset)
-    first = [row["text"] for _, row in zip(range(3), stream)]
+    first = [row["text"] for _, row in zip(range(3), stream, strict=False)]
     assert first == test["text"][:3]
 
 

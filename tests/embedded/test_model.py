@@ -13,6 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from sae_lens.embedded import (
     EMBEDDED_MODEL_NAME,
+    corpus,
     embedded_model_dir,
     embedded_tl_config,
     is_embedded_model,
@@ -20,7 +21,6 @@ from sae_lens.embedded import (
     load_embedded_hooked_transformer,
     load_embedded_tokenizer,
 )
-from sae_lens.embedded import corpus
 
 SPECIAL = "<|endoftext|>"
 FILES = ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",

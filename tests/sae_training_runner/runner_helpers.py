@@ -13,11 +13,11 @@ from typing import Any
 import datasets
 import pytest
 import torch
-from tests.conftest import build_tiny_tl_model
 
 from sae_lens.config import LanguageModelSAERunnerConfig
 from sae_lens.sae_training_runner import SAETrainingRunner
 from sae_lens.training.activations_store import ActivationsStore
+from tests.conftest import build_tiny_tl_model
 
 CONTEXT = 16
 

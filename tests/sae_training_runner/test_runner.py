@@ -6,7 +6,6 @@ from typing import Any
 
 import pytest
 import torch
-from tests.sae_training_runner.runner_helpers import final_state, signal_at_batch, tiny_cfg, tiny_runner, token_dataset
 
 from sae_lens.sae import SAE
 from sae_lens.sae_training_runner import InterruptedException, SAETrainingRunner
@@ -15,6 +14,13 @@ from sae_lens.training.geometric_median import compute_geometric_median
 from sae_lens.training.metrics_log import read_metrics
 from sae_lens.training.sae_trainer import TrainingDivergedError
 from sae_lens.training.training_sae import TrainingSAE
+from tests.sae_training_runner.runner_helpers import (
+    final_state,
+    signal_at_batch,
+    tiny_cfg,
+    tiny_runner,
+    token_dataset,
+)
 
 
 def test_run_saves_the_final_sae_metrics_and_plot(tmp_path: Path) -> None:
@@ -39,9 +45,8 @@ def test_run_saves_the_final_sae_metrics_and_plot(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("method", ["geometric_median", "mean", "zeros"])
 def test_b_dec_starts_at_the_centre_of_the_activations(tmp_path: Path, method: str) -> None:
-    from tests.conftest import build_tiny_tl_model
-
     from sae_lens.training.activations_store import ActivationsStore
+    from tests.conftest import build_tiny_tl_model
 
     cfg = tiny_cfg(tmp_path, b_dec_init_method=method)
     runner = tiny_runner(cfg)

@@ -3,11 +3,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.sae_training_runner.runner_helpers import signal_at_batch, tiny_cfg, tiny_runner
-from tests.sae_training_runner.wandb_history import offline_history
 
 from sae_lens.sae_training_runner import InterruptedException
 from sae_lens.training.metrics_log import read_metrics
+from tests.sae_training_runner.runner_helpers import signal_at_batch, tiny_cfg, tiny_runner
+from tests.sae_training_runner.wandb_history import offline_history
 
 
 @pytest.fixture(autouse=True)

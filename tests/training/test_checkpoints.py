@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tests.training.trainer_fakes import FakeActivationStore, make_cfg, make_trainer
 
 from sae_lens.sae import SAE
 from sae_lens.sae_training_runner import SAETrainingRunner
 from sae_lens.training import checkpoints
 from sae_lens.training.sae_trainer import InterruptedException, SAETrainer
+from tests.training.trainer_fakes import FakeActivationStore, make_cfg, make_trainer
 
 
 def _stop_after(trainer: SAETrainer, n_steps: int) -> None:

@@ -5,10 +5,10 @@ from typing import Any
 
 import pytest
 import torch
-from tests.training.trainer_fakes import FakeActivationStore, RecordingSave, make_cfg, make_trainer
 
 from sae_lens.training.metrics_log import read_metrics
 from sae_lens.training.sae_trainer import SAETrainer, TrainingDivergedError
+from tests.training.trainer_fakes import FakeActivationStore, RecordingSave, make_cfg, make_trainer
 
 
 def _record_feature_acts(trainer: SAETrainer) -> list[torch.Tensor]:
