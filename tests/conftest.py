@@ -3,9 +3,17 @@ default model and tokenizer (offline, shipped with the package)."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+# The suite's tensors are tiny: one intra-op thread avoids thread contention that makes
+# small ops orders of magnitude slower on a busy 2-core machine. Subprocesses (CLI tests,
+# notebook kernels) inherit the same setting through the environment.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
