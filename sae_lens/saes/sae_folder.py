@@ -32,12 +32,12 @@ def apply_legacy_cfg_defaults(cfg_dict: dict[str, Any]) -> dict[str, Any]:
     cfg_dict.setdefault("activation_fn_str", cfg_dict.get("activation_fn", "relu"))
     cfg_dict.setdefault("architecture", "standard")
     cfg_dict.setdefault("neuronpedia_id", None)
-    if isinstance(cfg_dict.get("normalize_activations"), bool):
+    normalize = cfg_dict.get("normalize_activations")
+    if isinstance(normalize, bool):
         # Early versions stored a flag; True meant the "expected average" scaling.
-        cfg_dict["normalize_activations"] = (
-            "expected_average_only_in" if cfg_dict["normalize_activations"] else "none"
-        )
-    cfg_dict.setdefault("normalize_activations", "none")
+        cfg_dict["normalize_activations"] = "expected_average_only_in" if normalize else "none"
+    elif normalize is None:
+        cfg_dict["normalize_activations"] = "none"
     cfg_dict.setdefault("device", "cpu")
     return cfg_dict
 

@@ -12,6 +12,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from sae_lens.config import DTYPE_MAP
+from sae_lens.saes.sae_folder import apply_legacy_cfg_defaults
 
 StateDict = dict[str, torch.Tensor]
 LoadedSAE = tuple[dict[str, Any], StateDict, "torch.Tensor | None"]
@@ -35,21 +36,7 @@ def handle_config_defaulting(cfg_dict: dict[str, Any]) -> dict[str, Any]:
     opt-in in this project. A missing or null `normalize_activations` means "none", and
     the old boolean form maps to "none" / "expected_average_only_in".
     """
-    cfg_dict.setdefault("prepend_bos", True)
-    cfg_dict.setdefault("dataset_trust_remote_code", False)
-    cfg_dict.setdefault("apply_b_dec_to_input", True)
-    cfg_dict.setdefault("finetuning_scaling_factor", False)
-    cfg_dict.setdefault("sae_lens_training_version", None)
-    cfg_dict.setdefault("activation_fn_str", cfg_dict.get("activation_fn", "relu"))
-    cfg_dict.setdefault("architecture", "standard")
-    cfg_dict.setdefault("neuronpedia_id", None)
-    normalize = cfg_dict.get("normalize_activations")
-    if isinstance(normalize, bool):
-        cfg_dict["normalize_activations"] = "expected_average_only_in" if normalize else "none"
-    elif normalize is None:
-        cfg_dict["normalize_activations"] = "none"
-    cfg_dict.setdefault("device", "cpu")
-    return cfg_dict
+    return apply_legacy_cfg_defaults(cfg_dict)
 
 
 def read_json(path: str | Path) -> dict[str, Any]:
