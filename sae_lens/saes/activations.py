@@ -36,6 +36,13 @@ def _tanh_relu(x: torch.Tensor) -> torch.Tensor:
     return torch.tanh(torch.relu(x))
 
 
+def is_nonnegative(activation_fn: Callable[[torch.Tensor], torch.Tensor]) -> bool:
+    """Whether `activation_fn` (from `get_activation_fn`) never outputs a negative value."""
+    if isinstance(activation_fn, TopK):
+        return isinstance(activation_fn.postact_fn, nn.ReLU)
+    return isinstance(activation_fn, nn.ReLU) or activation_fn is _tanh_relu
+
+
 def get_activation_fn(activation_fn: str, **kwargs: Any) -> Callable[[torch.Tensor], torch.Tensor]:
     """The activation named `activation_fn`; `topk` needs `k` (and accepts `postact_fn`)."""
     if activation_fn == "relu":

@@ -9,7 +9,7 @@ methods on a `TrainingSAE` and default to their inference counterpart.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -18,6 +18,18 @@ from torch import nn
 if TYPE_CHECKING:
     from sae_lens.sae import SAE
     from sae_lens.training.training_sae import TrainingSAE, TrainingSAEConfig
+
+
+@dataclass
+class TrainingForward:
+    """What an architecture's training forward pass computed."""
+
+    feature_acts: torch.Tensor  # [batch, d_sae]
+    hidden_pre: torch.Tensor  # [batch, d_sae]
+    sae_out: torch.Tensor  # [batch, d_in]
+    # Tensors the architecture's training_losses reuse instead of recomputing them
+    # (e.g. gated's gate pre-activations), by name.
+    intermediates: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass
@@ -32,6 +44,38 @@ class TrainingLossInputs:
     per_item_mse_loss: torch.Tensor  # [batch, d_in]
     l1_coefficient: float
     dead_neuron_mask: torch.Tensor | None  # [d_sae] bool
+    intermediates: dict[str, torch.Tensor] = field(default_factory=dict)  # TrainingForward's
+
+
+def hooks_active(*modules: nn.Module) -> bool:
+    """Whether any hook (forward, backward, or a global module hook) would run when one of
+    `modules` (e.g. an SAE's hook points) is called. Fused training paths that skip a hook
+    point's call are taken only when this is False."""
+    if _global_hooks():
+        return True
+    return any(
+        m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
+        for m in modules
+    )
+
+
+def _global_hooks() -> bool:
+    from torch.nn.modules import module
+
+    return bool(
+        module._global_forward_hooks
+        or module._global_forward_pre_hooks
+        or module._global_backward_hooks
+        or module._global_backward_pre_hooks
+    )
+
+
+def affine(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """`x @ W + b` for x [..., d_in], W [d_in, d_out], b [d_out]; one fused addmm (no
+    separate pass to add the bias) when x is a matrix."""
+    if x.dim() == 2:
+        return torch.addmm(b, x, W)
+    return x @ W + b
 
 
 def new_param(sae: SAE, *shape: int, fill: float | None = 0.0) -> nn.Parameter:
@@ -100,12 +144,11 @@ class Architecture(ABC):
         """Like `encode`, with training behaviour (noise, straight-through estimators)."""
         return self.encode(sae, x)
 
-    def training_forward(
-        self, sae: TrainingSAE, x: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(feature_acts, hidden_pre, sae_out) for a training step."""
+    def training_forward(self, sae: TrainingSAE, x: torch.Tensor) -> TrainingForward:
+        """The forward pass of a training step on `x` [batch, d_in], the output of
+        `sae.process_sae_in`."""
         feature_acts, hidden_pre = self.training_encode(sae, x)
-        return feature_acts, hidden_pre, sae.decode(feature_acts)
+        return TrainingForward(feature_acts, hidden_pre, sae.decode(feature_acts))
 
     @abstractmethod
     def training_losses(

@@ -9,7 +9,13 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from sae_lens.saes.base import Architecture, TrainingLossInputs, new_param
+from sae_lens.saes.base import (
+    Architecture,
+    TrainingForward,
+    TrainingLossInputs,
+    affine,
+    new_param,
+)
 
 if TYPE_CHECKING:
     from sae_lens.sae import SAE
@@ -46,12 +52,26 @@ class GatedArchitecture(Architecture):
         if use_error_term:
             raise ValueError("use_error_term=True is not supported by gated TrainingSAEs")
 
+    def training_forward(self, sae: TrainingSAE, x: torch.Tensor) -> TrainingForward:
+        # The gate and magnitude paths share one matmul (x @ (W_enc * exp(r_mag)) equals
+        # (x @ W_enc) * exp(r_mag)), and the losses reuse the gate pre-activations.
+        x_enc = x @ sae.W_enc  # [batch, d_sae]
+        gate_pre = x_enc + sae.b_gate
+        magnitude_pre = sae.hook_sae_acts_pre(torch.addcmul(sae.b_mag, x_enc, sae.r_mag.exp()))
+        feature_acts = sae.hook_sae_acts_post(sae.activation_fn(magnitude_pre) * (gate_pre > 0))
+        return TrainingForward(
+            feature_acts, magnitude_pre, sae.decode(feature_acts), {"gate_pre": gate_pre}
+        )
+
     def training_losses(
         self, sae: TrainingSAE, inputs: TrainingLossInputs
     ) -> dict[str, torch.Tensor]:
-        gate_acts = torch.relu(inputs.x @ sae.W_enc + sae.b_gate)  # [batch, d_sae]
+        gate_pre = inputs.intermediates.get("gate_pre")
+        if gate_pre is None:
+            gate_pre = affine(inputs.x, sae.W_enc, sae.b_gate)
+        gate_acts = torch.relu(gate_pre)  # [batch, d_sae]
         decoder_norms = sae.W_dec.norm(dim=1)  # [d_sae]
-        l1_loss = inputs.l1_coefficient * (gate_acts * decoder_norms).sum(dim=-1).mean()
-        via_gate = gate_acts @ sae.W_dec + sae.b_dec  # [batch, d_in]
+        l1_loss = inputs.l1_coefficient * (gate_acts @ decoder_norms).mean()
+        via_gate = affine(gate_acts, sae.W_dec, sae.b_dec)  # [batch, d_in]
         aux_loss = (via_gate - inputs.sae_in).pow(2).sum(dim=-1).mean()
         return {"auxiliary_reconstruction_loss": aux_loss, "l1_loss": l1_loss}

@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from sae_lens.saes.base import Architecture, TrainingLossInputs, init_linear_params, new_param
+from sae_lens.saes.base import (
+    Architecture,
+    TrainingForward,
+    TrainingLossInputs,
+    affine,
+    init_linear_params,
+    new_param,
+)
 
 if TYPE_CHECKING:
     from sae_lens.sae import SAE
@@ -23,9 +30,14 @@ def rectangle(x: torch.Tensor) -> torch.Tensor:
     return ((x > -0.5) & (x < 0.5)).to(x)
 
 
-def _threshold_grad(summand: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
-    """Sum a per-element threshold gradient [..., d_sae] down to threshold's shape [d_sae]."""
-    return summand.reshape(-1, threshold.shape[-1]).sum(dim=0)
+def _window(x: torch.Tensor, threshold: torch.Tensor, bandwidth: float) -> torch.Tensor:
+    """rectangle((x - threshold) / bandwidth) as a new float tensor, computed in place
+    (|u| < 0.5 is exactly -0.5 < u < 0.5)."""
+    return (x - threshold).div_(bandwidth).abs_().lt_(0.5)
+
+
+def _batch_sum(t: torch.Tensor, d_sae: int) -> torch.Tensor:
+    return t.reshape(-1, d_sae).sum(dim=0)
 
 
 class Step(torch.autograd.Function):
@@ -48,8 +60,8 @@ class Step(torch.autograd.Function):
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[None, torch.Tensor, None]:  # type: ignore[override]
         x, threshold = ctx.saved_tensors
         bandwidth = ctx.bandwidth
-        kernel = rectangle((x - threshold) / bandwidth)
-        return None, _threshold_grad(-(1.0 / bandwidth) * kernel * grad_output, threshold), None
+        kernel = _window(x, threshold, bandwidth).mul_(grad_output)
+        return None, -(1.0 / bandwidth) * _batch_sum(kernel, threshold.shape[-1]), None
 
 
 class JumpReLU(torch.autograd.Function):
@@ -58,7 +70,7 @@ class JumpReLU(torch.autograd.Function):
 
     @staticmethod
     def forward(x: torch.Tensor, threshold: torch.Tensor, bandwidth: float) -> torch.Tensor:  # type: ignore[override]
-        return (x * (x > threshold)).to(x)
+        return x * (x > threshold)
 
     @staticmethod
     def setup_context(
@@ -74,10 +86,50 @@ class JumpReLU(torch.autograd.Function):
     ) -> tuple[torch.Tensor, torch.Tensor, None]:
         x, threshold = ctx.saved_tensors
         bandwidth = ctx.bandwidth
-        x_grad = (x > threshold) * grad_output
-        kernel = rectangle((x - threshold) / bandwidth)
-        threshold_grad = _threshold_grad(-(threshold / bandwidth) * kernel * grad_output, threshold)
-        return x_grad, threshold_grad, None
+        x_grad = grad_output * (x > threshold)
+        kernel = _window(x, threshold, bandwidth).mul_(grad_output)
+        return x_grad, -(threshold / bandwidth) * _batch_sum(kernel, threshold.shape[-1]), None
+
+
+class JumpReLUWithL0(torch.autograd.Function):
+    """`JumpReLU` and the per-token count of firing latents (`Step` summed over d_sae) in one
+    pass, for a non-negative threshold: (feature_acts [batch, d_sae], l0 [batch]). The
+    gradients are those of the two functions, with the rectangle kernel computed once and
+    no [batch, d_sae] float tensor of step values."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        x: torch.Tensor, threshold: torch.Tensor, bandwidth: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        feature_acts = x * (x > threshold)
+        # With threshold >= 0 (it is exp(log_threshold)) a latent fires exactly where its
+        # activation is nonzero; counting those needs no [batch, d_sae] temporary.
+        return feature_acts, torch.linalg.vector_norm(feature_acts, ord=0, dim=-1)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
+        x, threshold, bandwidth = inputs
+        ctx.save_for_backward(x, threshold)
+        ctx.bandwidth = bandwidth
+        ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: Any, grad_acts: torch.Tensor | None, grad_l0: torch.Tensor | None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
+        x, threshold = ctx.saved_tensors  # [batch, d_sae], [d_sae]
+        bandwidth = ctx.bandwidth
+        kernel = _window(x, threshold, bandwidth)  # [batch, d_sae]
+        # threshold grad = -(1/bandwidth) * sum over the batch of kernel * (threshold *
+        # grad_acts + grad_l0): the Step term is a matrix-vector product.
+        threshold_grad = torch.zeros_like(threshold)
+        if grad_l0 is not None:
+            threshold_grad += grad_l0.reshape(-1) @ kernel.reshape(-1, threshold.shape[-1])
+        x_grad = None
+        if grad_acts is not None:
+            x_grad = torch.where(x > threshold, grad_acts, 0.0)
+            threshold_grad += threshold * _batch_sum(kernel.mul_(grad_acts), threshold.shape[-1])
+        return x_grad, threshold_grad.mul_(-1.0 / bandwidth), None
 
 
 class JumpReLUArchitecture(Architecture):
@@ -105,15 +157,26 @@ class JumpReLUArchitecture(Architecture):
     def training_encode(
         self, sae: TrainingSAE, x: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        hidden_pre = sae.add_training_noise(sae.hook_sae_acts_pre(x @ sae.W_enc + sae.b_enc))
+        hidden_pre = sae.add_training_noise(sae.hook_sae_acts_pre(affine(x, sae.W_enc, sae.b_enc)))
         feature_acts = JumpReLU.apply(hidden_pre, sae.threshold, sae.cfg.jumprelu_bandwidth)
         return sae.hook_sae_acts_post(feature_acts), hidden_pre
+
+    def training_forward(self, sae: TrainingSAE, x: torch.Tensor) -> TrainingForward:
+        # The L0 penalty's step function shares the JumpReLU's pass over the latents.
+        hidden_pre = sae.add_training_noise(sae.hook_sae_acts_pre(affine(x, sae.W_enc, sae.b_enc)))
+        feature_acts, l0 = JumpReLUWithL0.apply(
+            hidden_pre, sae.threshold, sae.cfg.jumprelu_bandwidth
+        )
+        feature_acts = sae.hook_sae_acts_post(feature_acts)
+        return TrainingForward(feature_acts, hidden_pre, sae.decode(feature_acts), {"l0": l0})
 
     def training_losses(
         self, sae: TrainingSAE, inputs: TrainingLossInputs
     ) -> dict[str, torch.Tensor]:
-        fired = Step.apply(inputs.hidden_pre, sae.threshold, sae.cfg.jumprelu_bandwidth)
-        l0 = fired.sum(dim=-1)  # [batch]
+        l0 = inputs.intermediates.get("l0")  # [batch]
+        if l0 is None:
+            fired = Step.apply(inputs.hidden_pre, sae.threshold, sae.cfg.jumprelu_bandwidth)
+            l0 = fired.sum(dim=-1)
         return {"l0_loss": (inputs.l1_coefficient * l0).mean()}
 
     def fold_training_W_dec_norm(self, sae: TrainingSAE, norms: torch.Tensor) -> None:

@@ -7,7 +7,14 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from sae_lens.saes.base import Architecture, TrainingLossInputs, init_linear_params
+from sae_lens.saes.activations import is_nonnegative
+from sae_lens.saes.base import (
+    Architecture,
+    TrainingLossInputs,
+    affine,
+    hooks_active,
+    init_linear_params,
+)
 
 if TYPE_CHECKING:
     from sae_lens.sae import SAE
@@ -31,17 +38,14 @@ class StandardArchitecture(Architecture):
     def training_encode(
         self, sae: TrainingSAE, x: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        hidden_pre = sae.add_training_noise(sae.hook_sae_acts_pre(x @ sae.W_enc + sae.b_enc))
+        hidden_pre = sae.add_training_noise(sae.hook_sae_acts_pre(affine(x, sae.W_enc, sae.b_enc)))
         return sae.hook_sae_acts_post(sae.activation_fn(hidden_pre)), hidden_pre
 
     def training_losses(
         self, sae: TrainingSAE, inputs: TrainingLossInputs
     ) -> dict[str, torch.Tensor]:
         losses: dict[str, torch.Tensor] = {}
-        weighted_acts = inputs.feature_acts
-        if sae.cfg.scale_sparsity_penalty_by_decoder_norm:
-            weighted_acts = weighted_acts * sae.W_dec.norm(dim=1)
-        sparsity = weighted_acts.norm(p=sae.cfg.lp_norm, dim=-1)  # [batch]
+        sparsity = sparsity_penalty(sae, inputs.feature_acts)  # [batch]
         losses["l1_loss"] = (inputs.l1_coefficient * sparsity).mean()
         if sae.cfg.use_ghost_grads and sae.training and inputs.dead_neuron_mask is not None:
             losses["ghost_grad_loss"] = ghost_grad_loss(
@@ -53,6 +57,24 @@ class StandardArchitecture(Architecture):
                 inputs.dead_neuron_mask,
             )
         return losses
+
+
+def sparsity_penalty(sae: TrainingSAE, feature_acts: torch.Tensor) -> torch.Tensor:
+    """Per token: the Lp norm (p = `lp_norm`) of the latents [batch, d_sae], each weighted by
+    its decoder row's norm when `scale_sparsity_penalty_by_decoder_norm`. For p = 1 and
+    latents that cannot be negative this is one matrix-vector product, whose backward adds
+    to the latents' gradient without the two extra [batch, d_sae] passes of a norm."""
+    weights = sae.W_dec.norm(dim=1) if sae.cfg.scale_sparsity_penalty_by_decoder_norm else None
+    if sae.cfg.lp_norm == 1 and _latents_nonnegative(sae):
+        if weights is None:
+            weights = feature_acts.new_ones(feature_acts.shape[-1])
+        return feature_acts @ weights
+    weighted_acts = feature_acts if weights is None else feature_acts * weights
+    return weighted_acts.norm(p=sae.cfg.lp_norm, dim=-1)
+
+
+def _latents_nonnegative(sae: TrainingSAE) -> bool:
+    return is_nonnegative(sae.activation_fn) and not hooks_active(sae.hook_sae_acts_post)
 
 
 def ghost_grad_loss(

@@ -1,32 +1,39 @@
 """The TopK SAE (Gao et al., 2024): each token keeps exactly its k largest
 pre-activations (k = `activation_fn_kwargs["k"]`). Trained with MSE plus the AuxK loss,
-in which the top dead latents learn to reconstruct the residual. Training decodes only the
-k active latents (`sparse_decode`), forward and backward."""
+in which the top dead latents learn to reconstruct the residual. Training touches only the
+k active latents of each token after the encoder's one dense matmul: the decoder
+(`sparse_decode`) forward and backward, and the encoder's backward (`topk_encode`); see
+`sae_lens.saes.sparse_kernels`."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 
 from sae_lens.saes.activations import TopK
-from sae_lens.saes.base import TrainingLossInputs
+from sae_lens.saes.base import TrainingForward, TrainingLossInputs, affine, hooks_active
+from sae_lens.saes.sparse_kernels import sparse_decode, topk_encode
 from sae_lens.saes.standard import StandardArchitecture
+
+__all__ = ["TopKArchitecture", "sparse_decode", "topk_aux_acts", "topk_aux_loss"]
 
 if TYPE_CHECKING:
     from sae_lens.training.training_sae import TrainingSAE, TrainingSAEConfig
 
 
-def sparse_decode(values: torch.Tensor, indices: torch.Tensor, W_dec: torch.Tensor) -> torch.Tensor:
-    """`sum_j values[..., j] * W_dec[indices[..., j]]`, i.e. dense `acts @ W_dec` for acts that
-    are zero outside `indices`, touching only the k used rows of W_dec [d_sae, d_in] in the
-    forward and the backward pass. values, indices: [..., k] -> [..., d_in]."""
-    k = indices.shape[-1]
-    out = F.embedding_bag(
-        indices.reshape(-1, k), W_dec, per_sample_weights=values.reshape(-1, k), mode="sum"
-    )  # [n, d_in]
-    return out.reshape(*indices.shape[:-1], W_dec.shape[-1])
+def _can_fuse(sae: TrainingSAE, x: torch.Tensor) -> bool:
+    """Whether the fused encoder (`topk_encode`) computes exactly what the step-by-step
+    path would: a [batch, d_in] input, a ReLU after the TopK, no autocast, and no hook on
+    the pre- or post-activations (the fused path does not call them)."""
+    activation = sae.activation_fn
+    return (
+        x.dim() == 2
+        and isinstance(activation, TopK)
+        and isinstance(activation.postact_fn, torch.nn.ReLU)
+        and not torch.is_autocast_enabled(x.device.type)
+        and not hooks_active(sae.hook_sae_acts_pre, sae.hook_sae_acts_post)
+    )
 
 
 def topk_aux_acts(
@@ -74,20 +81,27 @@ class TopKArchitecture(StandardArchitecture):
                 f"topk SAEs need activation_fn_str='topk', got {cfg.activation_fn_str!r}"
             )
 
-    def training_forward(
-        self, sae: TrainingSAE, x: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        hidden_pre = sae.add_training_noise(sae.hook_sae_acts_pre(x @ sae.W_enc + sae.b_enc))
+    def training_forward(self, sae: TrainingSAE, x: torch.Tensor) -> TrainingForward:
         activation: TopK = sae.activation_fn  # type: ignore[assignment]
-        values, indices = activation.select(hidden_pre)  # [batch, k] each
-        feature_acts = sae.hook_sae_acts_post(
-            torch.zeros_like(hidden_pre).scatter(-1, indices, values)
-        )  # [batch, d_sae]
-        values = feature_acts.gather(-1, indices)  # as a hook left them
+        if _can_fuse(sae, x):
+            # One dense matmul; the backward touches only the k selected latents.
+            values, indices, hidden_pre = topk_encode(
+                x, sae.W_enc, sae.b_enc, activation.k, sae.add_training_noise
+            )
+            feature_acts = torch.zeros_like(hidden_pre).scatter_(-1, indices, values)
+        else:
+            hidden_pre = sae.add_training_noise(
+                sae.hook_sae_acts_pre(affine(x, sae.W_enc, sae.b_enc))
+            )
+            values, indices = activation.select(hidden_pre)  # [batch, k] each
+            feature_acts = sae.hook_sae_acts_post(
+                torch.zeros_like(hidden_pre).scatter(-1, indices, values)
+            )  # [batch, d_sae]
+            values = feature_acts.gather(-1, indices)  # as a hook left them
         if sae.cfg.finetuning_scaling_factor:
             values = values * sae.finetuning_scaling_factor[indices]
         sae_out = sae.finish_decode(sparse_decode(values, indices, sae.W_dec))
-        return feature_acts, hidden_pre, sae_out
+        return TrainingForward(feature_acts, hidden_pre, sae_out)
 
     def training_losses(
         self, sae: TrainingSAE, inputs: TrainingLossInputs

@@ -164,7 +164,12 @@ class TrainingSAE(SAE):
         (`mse_loss` plus the architecture's, e.g. `l1_loss`, `l0_loss`,
         `auxiliary_reconstruction_loss`, `ghost_grad_loss`)."""
         x = self.process_sae_in(sae_in)
-        feature_acts, hidden_pre, sae_out = self.architecture.training_forward(self, x)
+        forward = self.architecture.training_forward(self, x)
+        feature_acts, hidden_pre, sae_out = (
+            forward.feature_acts,
+            forward.hidden_pre,
+            forward.sae_out,
+        )
         per_item_mse_loss = self.mse_loss_fn(sae_out, sae_in)  # [batch, d_in]
         mse_loss = per_item_mse_loss.sum(dim=-1).mean()
         inputs = TrainingLossInputs(
@@ -176,6 +181,7 @@ class TrainingSAE(SAE):
             per_item_mse_loss=per_item_mse_loss,
             l1_coefficient=current_l1_coefficient,
             dead_neuron_mask=dead_neuron_mask,
+            intermediates=forward.intermediates,
         )
         losses: dict[str, float | torch.Tensor] = {}
         loss = mse_loss

@@ -1,0 +1,235 @@
+"""The fast training paths of the architectures compute what the 5.6.0 formulas compute:
+TopK's fused encoder (and its step-by-step fallback when a hook is attached), the
+standard sparsity penalty as one matrix-vector product, gated's shared encoder matmul, and
+JumpReLU's fused activation + L0 count."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from sae_lens.saes.base import TrainingLossInputs, hooks_active
+from sae_lens.saes.jumprelu import JumpReLU, JumpReLUWithL0, Step
+from sae_lens.saes.registry import get_architecture
+from sae_lens.training.training_sae import TrainingSAE
+
+D_IN, D_SAE, N = 5, 12, 10
+
+
+def make_sae(architecture: str, **overrides: Any) -> TrainingSAE:
+    cfg: dict[str, Any] = dict(
+        architecture=architecture,
+        d_in=D_IN,
+        d_sae=D_SAE,
+        activation_fn_str="topk" if architecture == "topk" else "relu",
+        activation_fn_kwargs={"k": 3} if architecture == "topk" else {},
+        apply_b_dec_to_input=True,
+        finetuning_scaling_factor=False,
+        context_size=8,
+        model_name="tiny",
+        hook_name="blocks.0.hook_resid_pre",
+        hook_layer=0,
+        hook_head_index=None,
+        prepend_bos=True,
+        dataset_path="data",
+        dataset_trust_remote_code=False,
+        normalize_activations="none",
+        dtype="float64",
+        device="cpu",
+        sae_lens_training_version=None,
+        l1_coefficient=0.7,
+        lp_norm=1.0,
+        use_ghost_grads=False,
+        normalize_sae_decoder=False,
+        noise_scale=0.0,
+        decoder_orthogonal_init=False,
+        mse_loss_normalization=None,
+        jumprelu_init_threshold=0.3,
+        jumprelu_bandwidth=0.5,
+        decoder_heuristic_init=False,
+        init_encoder_as_decoder_transpose=False,
+        scale_sparsity_penalty_by_decoder_norm=False,
+    )
+    cfg.update(overrides)
+    torch.manual_seed(0)
+    sae = TrainingSAE.from_dict(cfg)
+    with torch.no_grad():
+        for p in sae.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    return sae
+
+
+def batch(seed: int = 1) -> torch.Tensor:
+    return torch.randn(N, D_IN, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def loss_and_grads(sae: TrainingSAE, x: torch.Tensor) -> tuple[dict, dict[str, torch.Tensor]]:
+    sae.zero_grad()
+    out = sae.training_forward_pass(x, current_l1_coefficient=0.7)
+    out.loss.backward()
+    losses = {k: torch.as_tensor(v).detach() for k, v in out.losses.items()}
+    losses["loss"] = out.loss.detach()
+    return losses, {n: p.grad.clone() for n, p in sae.named_parameters()}
+
+
+def test_hooks_active_sees_forward_and_backward_hooks() -> None:
+    sae = make_sae("standard")
+    assert not hooks_active(sae.hook_sae_acts_pre, sae.hook_sae_acts_post)
+    sae.hook_sae_acts_post.add_hook(lambda acts, hook: acts)
+    assert hooks_active(sae.hook_sae_acts_pre, sae.hook_sae_acts_post)
+    sae.reset_hooks()
+    sae.hook_sae_acts_pre.add_hook(lambda grad, hook: None, dir="bwd")
+    assert hooks_active(sae.hook_sae_acts_pre)
+    sae.reset_hooks()
+    assert not hooks_active(sae.hook_sae_acts_pre)
+
+
+@pytest.mark.parametrize("hook_name", ["hook_sae_acts_pre", "hook_sae_acts_post"])
+def test_topk_training_honours_hooks(hook_name: str) -> None:
+    """With a hook attached, TopK training runs the step-by-step path, so the hook's edit
+    changes the output exactly as in 5.6.0."""
+    sae = make_sae("topk")
+    x = batch()
+    seen: list[torch.Tensor] = []
+
+    def double(acts: torch.Tensor, hook: Any) -> torch.Tensor:
+        seen.append(acts.detach())
+        return acts * 2
+
+    getattr(sae, hook_name).add_hook(double)
+    out = sae.training_forward_pass(x, current_l1_coefficient=0.0)
+    assert len(seen) == 1
+    with torch.no_grad():
+        pre = (x - sae.b_dec) @ sae.W_enc + sae.b_enc
+        if hook_name == "hook_sae_acts_pre":
+            pre = pre * 2
+        top = pre.topk(3, dim=-1)
+        acts = torch.zeros_like(pre).scatter(-1, top.indices, torch.relu(top.values))
+        if hook_name == "hook_sae_acts_post":
+            acts = acts * 2
+    assert_close(out.feature_acts, acts)
+    assert_close(out.sae_out, acts @ sae.W_dec + sae.b_dec)
+
+
+def test_topk_fused_and_step_by_step_paths_agree() -> None:
+    sae = make_sae("topk")
+    x = batch()
+    fused = loss_and_grads(sae, x)
+    sae.hook_sae_acts_post.add_hook(lambda acts, hook: acts)  # forces the fallback path
+    stepwise = loss_and_grads(sae, x)
+    for name in fused[0]:
+        assert_close(fused[0][name], stepwise[0][name], msg=name)
+    for name in fused[1]:
+        assert_close(fused[1][name], stepwise[1][name], msg=name)
+
+
+def _norm_penalty(sae: TrainingSAE, acts: torch.Tensor) -> torch.Tensor:
+    weighted = (
+        acts * sae.W_dec.norm(dim=1) if sae.cfg.scale_sparsity_penalty_by_decoder_norm else acts
+    )
+    return weighted.norm(p=sae.cfg.lp_norm, dim=-1)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"scale_sparsity_penalty_by_decoder_norm": True},
+        {"lp_norm": 2.0},
+        {"activation_fn_str": "tanh-relu"},
+    ],
+)
+def test_standard_sparsity_penalty_matches_the_lp_norm(overrides: dict[str, Any]) -> None:
+    """Loss and every gradient equal those of 5.6.0's `acts.norm(p=lp_norm)` penalty."""
+    sae = make_sae("standard", **overrides)
+    x = batch()
+    losses, grads = loss_and_grads(sae, x)
+
+    sae.zero_grad()
+    xin = x - sae.b_dec
+    acts = sae.activation_fn(xin @ sae.W_enc + sae.b_enc)
+    sae_out = acts @ sae.W_dec + sae.b_dec
+    mse = (sae_out - x).pow(2).sum(-1).mean()
+    l1 = (0.7 * _norm_penalty(sae, acts)).mean()
+    (mse + l1).backward()
+    assert_close(losses["l1_loss"], l1.detach())
+    assert_close(losses["loss"], (mse + l1).detach())
+    for name, p in sae.named_parameters():
+        assert_close(grads[name], p.grad, msg=name)
+
+
+def test_standard_penalty_of_hook_edited_latents_uses_the_norm() -> None:
+    """A hook may make latents negative: the penalty is then the true L1 norm."""
+    sae = make_sae("standard")
+    sae.hook_sae_acts_post.add_hook(lambda acts, hook: acts - 0.5)
+    out = sae.training_forward_pass(batch(), current_l1_coefficient=0.7)
+    assert (out.feature_acts < 0).any()
+    assert_close(out.losses["l1_loss"], (0.7 * out.feature_acts.norm(p=1, dim=-1)).mean())
+
+
+def test_gated_shared_matmul_matches_the_5_6_0_formula() -> None:
+    sae = make_sae("gated")
+    x = batch()
+    losses, grads = loss_and_grads(sae, x)
+
+    sae.zero_grad()
+    xin = x - sae.b_dec
+    gate_pre = xin @ sae.W_enc + sae.b_gate
+    magnitude = torch.relu(xin @ (sae.W_enc * sae.r_mag.exp()) + sae.b_mag)
+    acts = (gate_pre > 0).double() * magnitude
+    sae_out = acts @ sae.W_dec + sae.b_dec
+    mse = (sae_out - x).pow(2).sum(-1).mean()
+    gate_acts = torch.relu(gate_pre)
+    l1 = 0.7 * (gate_acts * sae.W_dec.norm(dim=1)).sum(-1).mean()
+    aux = (gate_acts @ sae.W_dec + sae.b_dec - x).pow(2).sum(-1).mean()
+    (mse + l1 + aux).backward()
+    assert_close(losses["l1_loss"], l1.detach())
+    assert_close(losses["auxiliary_reconstruction_loss"], aux.detach())
+    for name, p in sae.named_parameters():
+        assert_close(grads[name], p.grad, msg=name)
+
+
+def test_gated_losses_recompute_the_gate_without_intermediates() -> None:
+    """training_losses called on inputs built elsewhere (no `gate_pre` intermediate)."""
+    sae = make_sae("gated")
+    x = batch()
+    out = sae.training_forward_pass(x, current_l1_coefficient=0.7)
+    inputs = TrainingLossInputs(
+        sae_in=x,
+        x=x - sae.b_dec,
+        feature_acts=out.feature_acts,
+        hidden_pre=out.hidden_pre,
+        sae_out=out.sae_out,
+        per_item_mse_loss=(out.sae_out - x).pow(2),
+        l1_coefficient=0.7,
+        dead_neuron_mask=None,
+    )
+    recomputed = get_architecture("gated").training_losses(sae, inputs)
+    for name, value in recomputed.items():
+        assert_close(value, out.losses[name], msg=name)
+
+
+def test_jumprelu_with_l0_equals_jumprelu_plus_step() -> None:
+    g = torch.Generator().manual_seed(3)
+    x0 = torch.rand(N, D_SAE, generator=g, dtype=torch.float64)
+    threshold0 = torch.rand(D_SAE, generator=g, dtype=torch.float64) * 0.5
+    grad_acts = torch.randn(N, D_SAE, generator=g, dtype=torch.float64)
+    grad_l0 = torch.randn(N, generator=g, dtype=torch.float64)
+    bandwidth = 0.3
+
+    x, threshold = x0.clone().requires_grad_(), threshold0.clone().requires_grad_()
+    acts, l0 = JumpReLUWithL0.apply(x, threshold, bandwidth)
+    ((acts * grad_acts).sum() + (l0 * grad_l0).sum()).backward()
+
+    x_ref, threshold_ref = x0.clone().requires_grad_(), threshold0.clone().requires_grad_()
+    acts_ref = JumpReLU.apply(x_ref, threshold_ref, bandwidth)
+    l0_ref = Step.apply(x_ref, threshold_ref, bandwidth).sum(-1)
+    ((acts_ref * grad_acts).sum() + (l0_ref * grad_l0).sum()).backward()
+
+    assert_close(acts, acts_ref)
+    assert_close(l0, l0_ref)
+    assert_close(x.grad, x_ref.grad)
+    assert_close(threshold.grad, threshold_ref.grad)
