@@ -15,51 +15,17 @@ from sae_lens.saes.base import TrainingLossInputs, hooks_active
 from sae_lens.saes.jumprelu import JumpReLU, JumpReLUWithL0, Step
 from sae_lens.saes.registry import get_architecture
 from sae_lens.training.training_sae import TrainingSAE
+from tests.sae_configs import perturbed_training_sae, training_sae_cfg_dict
 
 D_IN, D_SAE, N = 5, 12, 10
 
 
 def make_sae(architecture: str, **overrides: Any) -> TrainingSAE:
-    cfg: dict[str, Any] = dict(
-        architecture=architecture,
-        d_in=D_IN,
-        d_sae=D_SAE,
-        activation_fn_str="topk" if architecture == "topk" else "relu",
-        activation_fn_kwargs={"k": 3} if architecture == "topk" else {},
-        apply_b_dec_to_input=True,
-        finetuning_scaling_factor=False,
-        context_size=8,
-        model_name="tiny",
-        hook_name="blocks.0.hook_resid_pre",
-        hook_layer=0,
-        hook_head_index=None,
-        prepend_bos=True,
-        dataset_path="data",
-        dataset_trust_remote_code=False,
-        normalize_activations="none",
-        dtype="float64",
-        device="cpu",
-        sae_lens_training_version=None,
-        l1_coefficient=0.7,
-        lp_norm=1.0,
-        use_ghost_grads=False,
-        normalize_sae_decoder=False,
-        noise_scale=0.0,
-        decoder_orthogonal_init=False,
-        mse_loss_normalization=None,
-        jumprelu_init_threshold=0.3,
-        jumprelu_bandwidth=0.5,
-        decoder_heuristic_init=False,
-        init_encoder_as_decoder_transpose=False,
-        scale_sparsity_penalty_by_decoder_norm=False,
+    base = dict(
+        dtype="float64", l1_coefficient=0.7, jumprelu_init_threshold=0.3, jumprelu_bandwidth=0.5
     )
-    cfg.update(overrides)
-    torch.manual_seed(0)
-    sae = TrainingSAE.from_dict(cfg)
-    with torch.no_grad():
-        for p in sae.parameters():
-            p.add_(torch.randn_like(p) * 0.3)
-    return sae
+    cfg = training_sae_cfg_dict(architecture, d_in=D_IN, d_sae=D_SAE, k=3, **{**base, **overrides})
+    return perturbed_training_sae(cfg)
 
 
 def batch(seed: int = 1) -> torch.Tensor:

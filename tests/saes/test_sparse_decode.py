@@ -9,6 +9,7 @@ from torch.testing import assert_close
 
 from sae_lens.saes.topk import sparse_decode
 from sae_lens.training.training_sae import TrainingSAE
+from tests.sae_configs import perturbed_training_sae, training_sae_cfg_dict
 
 
 def _random_topk_codes(
@@ -47,46 +48,8 @@ def test_sparse_decode_matches_dense_values_and_gradients(batch_shape: tuple[int
 
 
 def _topk_training_sae(**overrides: object) -> TrainingSAE:
-    cfg = dict(
-        architecture="topk",
-        d_in=6,
-        d_sae=16,
-        activation_fn_str="topk",
-        activation_fn_kwargs={"k": 3},
-        apply_b_dec_to_input=True,
-        finetuning_scaling_factor=False,
-        context_size=8,
-        model_name="tiny",
-        hook_name="blocks.0.hook_resid_pre",
-        hook_layer=0,
-        hook_head_index=None,
-        prepend_bos=True,
-        dataset_path="data",
-        dataset_trust_remote_code=False,
-        normalize_activations="none",
-        dtype="float32",
-        device="cpu",
-        sae_lens_training_version=None,
-        l1_coefficient=1.0,
-        lp_norm=1.0,
-        use_ghost_grads=False,
-        normalize_sae_decoder=False,
-        noise_scale=0.0,
-        decoder_orthogonal_init=False,
-        mse_loss_normalization=None,
-        jumprelu_init_threshold=0.001,
-        jumprelu_bandwidth=0.001,
-        decoder_heuristic_init=False,
-        init_encoder_as_decoder_transpose=False,
-        scale_sparsity_penalty_by_decoder_norm=False,
-    )
-    cfg.update(overrides)
-    torch.manual_seed(0)
-    sae = TrainingSAE.from_dict(cfg)
-    with torch.no_grad():
-        for p in sae.parameters():
-            p.add_(torch.randn_like(p) * 0.3)
-    return sae
+    cfg = training_sae_cfg_dict("topk", d_in=6, d_sae=16, k=3, **overrides)
+    return perturbed_training_sae(cfg)
 
 
 @pytest.mark.parametrize("finetuning_scaling_factor", [False, True])

@@ -21,46 +21,14 @@ from sae_lens.training.training_sae import (
     TrainingSAEConfig,
     rectangle,
 )
+from tests.sae_configs import training_sae_cfg_dict
 
 D_IN, D_SAE = 5, 8
 
 
 def training_cfg(architecture: str = "standard", **overrides: Any) -> dict[str, Any]:
-    d: dict[str, Any] = dict(
-        architecture=architecture,
-        d_in=D_IN,
-        d_sae=D_SAE,
-        activation_fn_str="topk" if architecture == "topk" else "relu",
-        activation_fn_kwargs={"k": 2} if architecture == "topk" else {},
-        apply_b_dec_to_input=True,
-        finetuning_scaling_factor=False,
-        context_size=8,
-        model_name="tiny",
-        hook_name="blocks.0.hook_resid_pre",
-        hook_layer=0,
-        hook_head_index=None,
-        prepend_bos=True,
-        dataset_path="data",
-        dataset_trust_remote_code=False,
-        normalize_activations="none",
-        dtype="float64",
-        device="cpu",
-        sae_lens_training_version=None,
-        l1_coefficient=1.0,
-        lp_norm=1.0,
-        use_ghost_grads=False,
-        normalize_sae_decoder=False,
-        noise_scale=0.0,
-        decoder_orthogonal_init=False,
-        mse_loss_normalization=None,
-        jumprelu_init_threshold=0.3,
-        jumprelu_bandwidth=0.5,
-        decoder_heuristic_init=False,
-        init_encoder_as_decoder_transpose=False,
-        scale_sparsity_penalty_by_decoder_norm=False,
-    )
-    d.update(overrides)
-    return d
+    base = dict(dtype="float64", jumprelu_init_threshold=0.3, jumprelu_bandwidth=0.5)
+    return training_sae_cfg_dict(architecture, d_in=D_IN, d_sae=D_SAE, **{**base, **overrides})
 
 
 def make_sae(architecture: str = "standard", seed: int = 0, **overrides: Any) -> TrainingSAE:
