@@ -36,24 +36,79 @@ import torch
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "activation_generation.json"
 
-GPT2_SMALL = dict(n_layers=12, d_model=768, d_head=64, n_heads=12, d_mlp=3072, n_ctx=1024,
-                  d_vocab=50257, act_fn="gelu_new", normalization_type="LN", seed=0)
+GPT2_SMALL = dict(
+    n_layers=12,
+    d_model=768,
+    d_head=64,
+    n_heads=12,
+    d_mlp=3072,
+    n_ctx=1024,
+    d_vocab=50257,
+    act_fn="gelu_new",
+    normalization_type="LN",
+    seed=0,
+)
 WORKLOADS: dict[str, dict[str, Any]] = {
     "embedded/pretokenized/blocks.0.hook_mlp_out": dict(
-        model="embedded", data="tokens", hook="blocks.0.hook_mlp_out", layer=0, d_in=128,
-        context=128, prompts=32, train_batch=4096, n_batches=40, buffer_tokens=32768),
+        model="embedded",
+        data="tokens",
+        hook="blocks.0.hook_mlp_out",
+        layer=0,
+        d_in=128,
+        context=128,
+        prompts=32,
+        train_batch=4096,
+        n_batches=40,
+        buffer_tokens=32768,
+    ),
     "embedded/text-on-the-fly/blocks.0.hook_mlp_out": dict(
-        model="embedded", data="text", hook="blocks.0.hook_mlp_out", layer=0, d_in=128,
-        context=128, prompts=32, train_batch=4096, n_batches=40, buffer_tokens=32768),
+        model="embedded",
+        data="text",
+        hook="blocks.0.hook_mlp_out",
+        layer=0,
+        d_in=128,
+        context=128,
+        prompts=32,
+        train_batch=4096,
+        n_batches=40,
+        buffer_tokens=32768,
+    ),
     "embedded/pretokenized/blocks.1.hook_resid_pre": dict(
-        model="embedded", data="tokens", hook="blocks.1.hook_resid_pre", layer=1, d_in=128,
-        context=128, prompts=32, train_batch=4096, n_batches=40, buffer_tokens=32768),
+        model="embedded",
+        data="tokens",
+        hook="blocks.1.hook_resid_pre",
+        layer=1,
+        d_in=128,
+        context=128,
+        prompts=32,
+        train_batch=4096,
+        n_batches=40,
+        buffer_tokens=32768,
+    ),
     "gpt2-small-shaped/pretokenized/blocks.5.hook_resid_post": dict(
-        model="gpt2", data="tokens", hook="blocks.5.hook_resid_post", layer=5, d_in=768,
-        context=128, prompts=8, train_batch=1024, n_batches=12, buffer_tokens=4096),
+        model="gpt2",
+        data="tokens",
+        hook="blocks.5.hook_resid_post",
+        layer=5,
+        d_in=768,
+        context=128,
+        prompts=8,
+        train_batch=1024,
+        n_batches=12,
+        buffer_tokens=4096,
+    ),
     "gpt2-small-shaped/pretokenized/blocks.5.hook_resid_pre": dict(
-        model="gpt2", data="tokens", hook="blocks.5.hook_resid_pre", layer=5, d_in=768,
-        context=128, prompts=8, train_batch=1024, n_batches=12, buffer_tokens=4096),
+        model="gpt2",
+        data="tokens",
+        hook="blocks.5.hook_resid_pre",
+        layer=5,
+        d_in=768,
+        context=128,
+        prompts=8,
+        train_batch=1024,
+        n_batches=12,
+        buffer_tokens=4096,
+    ),
 }
 
 
@@ -84,14 +139,28 @@ def prepare(work: Path) -> None:
         if len(token_rows) > 2_000_000:
             break
     flat = torch.tensor(token_rows[: (len(token_rows) // 128) * 128])
-    Dataset.from_dict({"tokens": flat.view(-1, 128).tolist()}).save_to_disk(str(work / "data_embedded_tokens"))
+    Dataset.from_dict({"tokens": flat.view(-1, 128).tolist()}).save_to_disk(
+        str(work / "data_embedded_tokens")
+    )
     gen = torch.Generator().manual_seed(0)
     gpt2_rows = torch.randint(0, GPT2_SMALL["d_vocab"], (400, 128), generator=gen)
     Dataset.from_dict({"tokens": gpt2_rows.tolist()}).save_to_disk(str(work / "data_gpt2_tokens"))
 
 
-_CONFIG_KEYS = ("n_layers", "d_model", "d_head", "n_heads", "d_mlp", "n_ctx", "d_vocab", "act_fn",
-                "normalization_type", "eps", "positional_embedding_type", "original_architecture")
+_CONFIG_KEYS = (
+    "n_layers",
+    "d_model",
+    "d_head",
+    "n_heads",
+    "d_mlp",
+    "n_ctx",
+    "d_vocab",
+    "act_fn",
+    "normalization_type",
+    "eps",
+    "positional_embedding_type",
+    "original_architecture",
+)
 
 
 def _save_model(folder: Path, cfg: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> None:
@@ -137,16 +206,28 @@ def measure(side: str, work: Path, name: str) -> dict[str, Any]:
 
     spec = WORKLOADS[name]
     folder = work / spec["model"]
-    model = HookedTransformer(HookedTransformerConfig(**json.loads((folder / "config.json").read_text()), device="cpu"))
+    model = HookedTransformer(
+        HookedTransformerConfig(**json.loads((folder / "config.json").read_text()), device="cpu")
+    )
     model.load_state_dict(torch.load(folder / "weights.pt", weights_only=True))
     model.set_tokenizer(AutoTokenizer.from_pretrained(str(work / "tokenizer")))
     model.eval()
     dataset = Dataset.load_from_disk(str(work / f"data_{spec['model']}_{spec['data']}"))
     common = dict(
-        model=model, dataset=dataset, streaming=False, hook_name=spec["hook"], hook_head_index=None,
-        context_size=spec["context"], d_in=spec["d_in"], total_training_tokens=10**9,
-        store_batch_size_prompts=spec["prompts"], train_batch_size_tokens=spec["train_batch"],
-        prepend_bos=True, normalize_activations="none", device=torch.device("cpu"), dtype="float32",
+        model=model,
+        dataset=dataset,
+        streaming=False,
+        hook_name=spec["hook"],
+        hook_head_index=None,
+        context_size=spec["context"],
+        d_in=spec["d_in"],
+        total_training_tokens=10**9,
+        store_batch_size_prompts=spec["prompts"],
+        train_batch_size_tokens=spec["train_batch"],
+        prepend_bos=True,
+        normalize_activations="none",
+        device=torch.device("cpu"),
+        dtype="float32",
     )
     if side == "ours":
         # our buffer: buffer_tokens in two halves of n_batches_in_buffer // 2 model batches
@@ -164,8 +245,14 @@ def measure(side: str, work: Path, name: str) -> dict[str, Any]:
         elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     assert batch.shape[0] == spec["train_batch"] and batch.shape[-1] == spec["d_in"]
     tokens = spec["n_batches"] * spec["train_batch"]
-    return {"tokens": tokens, "seconds": elapsed, "cpu_seconds": cpu, "tokens_per_s": tokens / elapsed,
-            "tokens_per_cpu_s": tokens / cpu, "peak_rss_increase_mb": (rss.peak - baseline) / 2**20}
+    return {
+        "tokens": tokens,
+        "seconds": elapsed,
+        "cpu_seconds": cpu,
+        "tokens_per_s": tokens / elapsed,
+        "tokens_per_cpu_s": tokens / cpu,
+        "peak_rss_increase_mb": (rss.peak - baseline) / 2**20,
+    }
 
 
 # ---------------------------------------------------------------- driver
@@ -184,7 +271,11 @@ def run_side(
         env.update(TUNED_MALLOC)
     out = subprocess.run(
         [python, __file__, "--measure", side, "--work", str(work), "--workload", name],
-        check=True, capture_output=True, text=True, cwd="/", env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd="/",
+        env=env,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -203,8 +294,11 @@ def main() -> None:
     parser.add_argument("--work")
     parser.add_argument("--workload", choices=sorted(WORKLOADS))
     parser.add_argument("--only", default="", help="run the workloads whose name contains this")
-    parser.add_argument("--tuned-malloc", action="store_true",
-                        help=f"run both sides with {TUNED_MALLOC} (results in their own section)")
+    parser.add_argument(
+        "--tuned-malloc",
+        action="store_true",
+        help=f"run both sides with {TUNED_MALLOC} (results in their own section)",
+    )
     args = parser.parse_args()
     if args.measure:
         print(json.dumps(measure(args.measure, Path(args.work), args.workload)))
@@ -218,23 +312,32 @@ def main() -> None:
             runs: dict[str, list[dict[str, Any]]] = {"ours": [], "peer": []}
             for _ in range(args.repeats):  # alternate the sides to share any machine noise
                 for side, python in (("ours", sys.executable), ("peer", args.peer_python)):
-                    runs[side].append(run_side(python, side, work, name, args.threads, args.tuned_malloc))
+                    runs[side].append(
+                        run_side(python, side, work, name, args.threads, args.tuned_malloc)
+                    )
             summary = {side: _summary(r) for side, r in runs.items()}
             results[name] = {
                 "ours": summary["ours"],
                 "sae_lens_6.54.12": summary["peer"],
-                "speedup_cpu_time": summary["ours"]["tokens_per_cpu_s"] / summary["peer"]["tokens_per_cpu_s"],
-                "speedup_wall_time": summary["ours"]["tokens_per_s"] / summary["peer"]["tokens_per_s"],
+                "speedup_cpu_time": summary["ours"]["tokens_per_cpu_s"]
+                / summary["peer"]["tokens_per_cpu_s"],
+                "speedup_wall_time": summary["ours"]["tokens_per_s"]
+                / summary["peer"]["tokens_per_s"],
                 "all_runs": runs,
             }
-            print(f"{name}: ours {summary['ours']['tokens_per_cpu_s']:.0f} tok/cpu-s, "
-                  f"SAELens 6.54.12 {summary['peer']['tokens_per_cpu_s']:.0f} tok/cpu-s, "
-                  f"x{results[name]['speedup_cpu_time']:.2f} (wall x{results[name]['speedup_wall_time']:.2f})",
-                  flush=True)
+            print(
+                f"{name}: ours {summary['ours']['tokens_per_cpu_s']:.0f} tok/cpu-s, "
+                f"SAELens 6.54.12 {summary['peer']['tokens_per_cpu_s']:.0f} tok/cpu-s, "
+                f"x{results[name]['speedup_cpu_time']:.2f} (wall x{results[name]['speedup_wall_time']:.2f})",
+                flush=True,
+            )
     RESULTS.parent.mkdir(exist_ok=True)
     saved = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    saved["machine"] = {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                        "torch": torch.__version__}
+    saved["machine"] = {
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+    }
     section = saved.setdefault("tuned_malloc" if args.tuned_malloc else "default_malloc", {})
     section["method"] = (
         f"median of {args.repeats} alternating runs per side, {args.threads} torch thread(s) each"

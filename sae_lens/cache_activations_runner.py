@@ -46,8 +46,16 @@ _SHARD_FILE = "data-00000-of-00001.arrow"
 _ROWS_PER_WRITE = 256
 # Config fields that do not change what is written: a resumed run may differ in these.
 _FIELDS_FREE_ON_RESUME = frozenset(
-    {"device", "compile_llm", "llm_compilation_mode", "new_cached_activations_path", "hf_repo_id",
-     "hf_num_shards", "hf_revision", "hf_is_private_repo"}
+    {
+        "device",
+        "compile_llm",
+        "llm_compilation_mode",
+        "new_cached_activations_path",
+        "hf_repo_id",
+        "hf_num_shards",
+        "hf_revision",
+        "hf_is_private_repo",
+    }
 )
 
 
@@ -115,8 +123,12 @@ class CacheActivationsRunner:
         tmp_dir = final_dir / TMP_DIR
         _check_output_dir(final_dir)
         first_shard = self._resume_or_start(tmp_dir)
-        for index in tqdm(range(first_shard, cfg.n_buffers), desc="Caching activations", initial=first_shard,
-                          total=cfg.n_buffers):
+        for index in tqdm(
+            range(first_shard, cfg.n_buffers),
+            desc="Caching activations",
+            initial=first_shard,
+            total=cfg.n_buffers,
+        ):
             table, exhausted = self._collect_shard()
             if table is not None:
                 self._write_shard(table, index, tmp_dir)
@@ -139,7 +151,9 @@ class CacheActivationsRunner:
         exhausted = False
         for _ in range(cfg.n_batches_in_buffer):
             try:
-                acts, token_ids = self.activations_store.get_buffer(1, raise_on_epoch_end=True, shuffle=False)
+                acts, token_ids = self.activations_store.get_buffer(
+                    1, raise_on_epoch_end=True, shuffle=False
+                )
             except EndOfEpoch:
                 exhausted = True
                 break
@@ -158,7 +172,9 @@ class CacheActivationsRunner:
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir()
         order = (
-            torch.randperm(table.num_rows, generator=torch.Generator().manual_seed(self.cfg.seed + index))
+            torch.randperm(
+                table.num_rows, generator=torch.Generator().manual_seed(self.cfg.seed + index)
+            )
             if self.cfg.shuffle
             else torch.arange(table.num_rows)
         )
@@ -167,15 +183,25 @@ class CacheActivationsRunner:
         _atomic_torch_save(self.activations_store.checkpoint_state(), tmp_dir / STORE_STATE_FILE)
         _atomic_write_text(
             tmp_dir / PROGRESS_FILE,
-            json.dumps({"config": _content_config(self.cfg), "completed_shards": index + 1}, indent=2),
+            json.dumps(
+                {"config": _content_config(self.cfg), "completed_shards": index + 1}, indent=2
+            ),
         )
 
     def _legacy_features(self) -> dict[str, Any]:
         """The features as `datasets` < 4 writes them ("Sequence", not "List"), which every
         `datasets` version reads: SAELens 5.6.0 needs datasets < 3."""
         return {
-            self.cfg.hook_name: {"shape": [self.context_size, self.cfg.d_in], "dtype": self.cfg.dtype, "_type": "Array2D"},
-            "token_ids": {"feature": {"dtype": "int32", "_type": "Value"}, "length": self.context_size, "_type": "Sequence"},
+            self.cfg.hook_name: {
+                "shape": [self.context_size, self.cfg.d_in],
+                "dtype": self.cfg.dtype,
+                "_type": "Array2D",
+            },
+            "token_ids": {
+                "feature": {"dtype": "int32", "_type": "Value"},
+                "length": self.context_size,
+                "_type": "Sequence",
+            },
         }
 
     def _resume_or_start(self, tmp_dir: Path) -> int:
@@ -210,15 +236,21 @@ class CacheActivationsRunner:
     def _consolidate(self, tmp_dir: Path, final_dir: Path) -> Dataset:
         """Move every shard's arrow file into `final_dir` and describe them all in one
         state.json, so the shards load as one dataset without being rewritten."""
-        shards = sorted(p for p in tmp_dir.iterdir() if p.is_dir() and not p.name.endswith(".partial"))
+        shards = sorted(
+            p for p in tmp_dir.iterdir() if p.is_dir() and not p.name.endswith(".partial")
+        )
         if not shards:
-            raise ValueError("no activations were cached: the dataset yielded no full batch of sequences")
+            raise ValueError(
+                "no activations were cached: the dataset yielded no full batch of sequences"
+            )
         names = [f"data-{i:05d}-of-{len(shards):05d}.arrow" for i in range(len(shards))]
         for shard, name in zip(shards, names, strict=True):
             os.replace(shard / _SHARD_FILE, final_dir / name)
         shutil.copyfile(shards[0] / "dataset_info.json", final_dir / "dataset_info.json")
         (final_dir / CONFIG_FILE).write_text(json.dumps(_json_config(self.cfg), indent=2))
-        fingerprint = hashlib.sha256(json.dumps([_json_config(self.cfg), names]).encode()).hexdigest()[:16]
+        fingerprint = hashlib.sha256(
+            json.dumps([_json_config(self.cfg), names]).encode()
+        ).hexdigest()[:16]
         _write_state(final_dir, names, fingerprint)
         shutil.rmtree(tmp_dir)
         return Dataset.load_from_disk(str(final_dir))
@@ -251,9 +283,14 @@ def _write_arrow_dataset(
     Rows are taken in chunks, so no second copy of the table is made."""
     metadata = {"huggingface": json.dumps({"info": {"features": features}})}
     schema = table.schema.with_metadata(metadata)
-    with pa.OSFile(str(folder / _SHARD_FILE), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+    with (
+        pa.OSFile(str(folder / _SHARD_FILE), "wb") as sink,
+        pa.ipc.new_stream(sink, schema) as writer,
+    ):
         for chunk in order.split(_ROWS_PER_WRITE):
-            writer.write_table(table.take(pa.array(chunk.numpy())).replace_schema_metadata(metadata))
+            writer.write_table(
+                table.take(pa.array(chunk.numpy())).replace_schema_metadata(metadata)
+            )
     info = {"citation": "", "description": "", "features": features, "homepage": "", "license": ""}
     (folder / "dataset_info.json").write_text(json.dumps(info, indent=2))
     fingerprint = hashlib.sha256(f"{folder.name}:{table.num_rows}".encode()).hexdigest()[:16]

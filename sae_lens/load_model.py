@@ -86,7 +86,9 @@ def _hooked_transformer_from_folder(
     """A HookedTransformer from a local Hugging Face folder (config.json + weights +
     tokenizer) of an architecture TransformerLens knows, weights unprocessed."""
     if not os.path.isfile(os.path.join(folder, "config.json")):
-        raise ValueError(f"model folder {folder!r} has no config.json (expected a Hugging Face folder)")
+        raise ValueError(
+            f"model folder {folder!r} has no config.json (expected a Hugging Face folder)"
+        )
     process = {key: kwargs.pop(key, value) for key, value in _NO_PROCESSING.items()}
     dtype = kwargs.pop("dtype", torch.float32)
     cfg = tl_loading.get_pretrained_model_config(
@@ -171,7 +173,9 @@ class HookedProxyLM(HookedRootModule):
         loss = lm_cross_entropy_loss(logits, tokens.to(logits.device), per_token=loss_per_token)
         return loss if return_type == "loss" else Output(logits, loss)
 
-    def _forward_until(self, tokens: torch.Tensor, stop_at_layer: int, **kwargs: Any) -> torch.Tensor:
+    def _forward_until(
+        self, tokens: torch.Tensor, stop_at_layer: int, **kwargs: Any
+    ) -> torch.Tensor:
         n_blocks = len(self.blocks)
         k = stop_at_layer + n_blocks if stop_at_layer < 0 else stop_at_layer
         if not 1 <= k <= n_blocks:

@@ -76,7 +76,9 @@ def get_special_token_from_cfg(
     if cfg_token is None or isinstance(cfg_token, int):
         return cfg_token
     if cfg_token not in ("bos", "eos", "sep"):
-        raise ValueError(f"special token must be an int, 'bos', 'eos', 'sep' or None, got {cfg_token!r}")
+        raise ValueError(
+            f"special token must be an int, 'bos', 'eos', 'sep' or None, got {cfg_token!r}"
+        )
     token_id = getattr(tokenizer, f"{cfg_token}_token_id")
     if token_id is None:
         logger.warning(f"The tokenizer has no {cfg_token} token: it will not be inserted")
@@ -93,7 +95,9 @@ def pretokenize_dataset(
     special = {
         "begin_batch_token_id": get_special_token_from_cfg(cfg.begin_batch_token, tokenizer),
         "begin_sequence_token_id": get_special_token_from_cfg(cfg.begin_sequence_token, tokenizer),
-        "sequence_separator_token_id": get_special_token_from_cfg(cfg.sequence_separator_token, tokenizer),
+        "sequence_separator_token_id": get_special_token_from_cfg(
+            cfg.sequence_separator_token, tokenizer
+        ),
     }
     column, context_size = cfg.column_name, cfg.context_size
 
@@ -153,7 +157,11 @@ def _metadata_json(cfg: PretokenizeRunnerConfig) -> str:
 
 
 def _load_tokenizer(name: str) -> PreTrainedTokenizerBase:
-    tokenizer = load_embedded_tokenizer() if is_embedded_model(name) else AutoTokenizer.from_pretrained(name)
+    tokenizer = (
+        load_embedded_tokenizer()
+        if is_embedded_model(name)
+        else AutoTokenizer.from_pretrained(name)
+    )
     tokenizer.model_max_length = sys.maxsize  # long texts are chunked, not truncated
     return tokenizer
 
@@ -168,15 +176,23 @@ class PretokenizeRunner:
         cfg = self.cfg
         if cfg.save_path is None and cfg.hf_repo_id is None:
             logger.warning("Neither save_path nor hf_repo_id is set: the result is only returned")
-        if cfg.save_path is not None and Path(cfg.save_path).exists() and any(Path(cfg.save_path).iterdir()):
-            raise ValueError(f"save_path {cfg.save_path!r} exists and is not empty: choose a new folder")
+        if (
+            cfg.save_path is not None
+            and Path(cfg.save_path).exists()
+            and any(Path(cfg.save_path).iterdir())
+        ):
+            raise ValueError(
+                f"save_path {cfg.save_path!r} exists and is not empty: choose a new folder"
+            )
         tokenizer = _load_tokenizer(cfg.tokenizer_name)
         dataset = self._load_dataset()
         tokenized = pretokenize_dataset(dataset, tokenizer, cfg)
         if cfg.save_path is not None:
             tokenized.save_to_disk(cfg.save_path)
             (Path(cfg.save_path) / PRETOKENIZE_METADATA_FILE).write_text(_metadata_json(cfg))
-            logger.info(f"Saved {len(tokenized)} rows of {cfg.context_size} tokens to {cfg.save_path}")
+            logger.info(
+                f"Saved {len(tokenized)} rows of {cfg.context_size} tokens to {cfg.save_path}"
+            )
         if cfg.hf_repo_id is not None:
             push_to_hugging_face_hub(tokenized, cfg)
         return tokenized
@@ -185,7 +201,11 @@ class PretokenizeRunner:
         cfg = self.cfg
         extra = {
             key: value
-            for key, value in (("name", cfg.dataset_name), ("data_dir", cfg.data_dir), ("data_files", cfg.data_files))
+            for key, value in (
+                ("name", cfg.dataset_name),
+                ("data_dir", cfg.data_dir),
+                ("data_files", cfg.data_files),
+            )
             if value is not None
         }
         dataset = load_any_dataset(
@@ -202,7 +222,9 @@ class PretokenizeRunner:
 
 def pretokenize_runner(cfg: PretokenizeRunnerConfig) -> Dataset:
     """Deprecated alias of `PretokenizeRunner(cfg).run()`."""
-    warnings.warn("pretokenize_runner is deprecated: use PretokenizeRunner", DeprecationWarning, stacklevel=2)
+    warnings.warn(
+        "pretokenize_runner is deprecated: use PretokenizeRunner", DeprecationWarning, stacklevel=2
+    )
     return PretokenizeRunner(cfg).run()
 
 

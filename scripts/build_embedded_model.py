@@ -142,9 +142,12 @@ def main() -> None:
 
     train_texts = list(load_embedded_dataset("train")["text"])
     test_texts = list(load_embedded_dataset("test")["text"])
-    print(f"corpus {corpus_key()}: train {len(train_texts)} docs "
-          f"{sum(map(len, train_texts)) / 1e6:.2f} MB, test {len(test_texts)} docs "
-          f"{sum(map(len, test_texts)) / 1e6:.2f} MB", flush=True)
+    print(
+        f"corpus {corpus_key()}: train {len(train_texts)} docs "
+        f"{sum(map(len, train_texts)) / 1e6:.2f} MB, test {len(test_texts)} docs "
+        f"{sum(map(len, test_texts)) / 1e6:.2f} MB",
+        flush=True,
+    )
 
     t0 = time.time()
     tok = train_tokenizer(train_texts, args.vocab_size)
@@ -156,9 +159,12 @@ def main() -> None:
     gen = torch.Generator().manual_seed(args.seed)
     eval_idx = torch.randperm(len(test_seqs), generator=gen)[: args.eval_windows].sort().values
     eval_seqs = test_seqs[eval_idx]
-    print(f"tokenizer: vocab {len(tok)}, train {train_stream.numel()} tokens "
-          f"({sum(map(len, train_texts)) / train_stream.numel():.2f} chars/token), "
-          f"test {test_stream.numel()} tokens, {time.time() - t0:.1f}s", flush=True)
+    print(
+        f"tokenizer: vocab {len(tok)}, train {train_stream.numel()} tokens "
+        f"({sum(map(len, train_texts)) / train_stream.numel():.2f} chars/token), "
+        f"test {test_stream.numel()} tokens, {time.time() - t0:.1f}s",
+        flush=True,
+    )
 
     config = GPT2Config(
         vocab_size=len(tok),
@@ -204,8 +210,11 @@ def main() -> None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         if step % 100 == 0 or step == args.steps - 1:
-            print(f"step {step:5d} loss {loss.item():.4f} lr {lr_at(step, args):.2e} "
-                  f"{time.time() - t_train:.0f}s", flush=True)
+            print(
+                f"step {step:5d} loss {loss.item():.4f} lr {lr_at(step, args):.2e} "
+                f"{time.time() - t_train:.0f}s",
+                flush=True,
+            )
     train_seconds = time.time() - t_train
     tokens_seen = args.steps * args.batch_size * args.n_ctx
 
@@ -231,13 +240,16 @@ def main() -> None:
     }
     write_outputs(args.out, model, tok, metrics)
     print(json.dumps(metrics, indent=2))
-    print(f"held-out CE {ce:.3f} nats/token vs unigram entropy "
-          f"{uni['unigram_entropy_nats']:.3f} (train-unigram CE {uni['unigram_train_ce_nats']:.3f})")
+    print(
+        f"held-out CE {ce:.3f} nats/token vs unigram entropy "
+        f"{uni['unigram_entropy_nats']:.3f} (train-unigram CE {uni['unigram_train_ce_nats']:.3f})"
+    )
     print(f"training {train_seconds:.0f}s, total run time {time.time() - t_start:.0f}s")
 
 
-def write_outputs(out: Path, model: GPT2LMHeadModel, tok: PreTrainedTokenizerFast,
-                  metrics: dict) -> None:
+def write_outputs(
+    out: Path, model: GPT2LMHeadModel, tok: PreTrainedTokenizerFast, metrics: dict
+) -> None:
     """Write the HF folder atomically (temp folder, then swap into place)."""
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)

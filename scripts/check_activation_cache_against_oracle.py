@@ -24,8 +24,19 @@ import torch
 ORACLE_PYTHON = "/work/oracle-venv/bin/python"
 HOOK = "blocks.0.hook_resid_post"
 CTX = 16
-TINY_CFG = dict(n_layers=2, d_model=16, d_head=4, n_heads=4, d_mlp=32, n_ctx=32, d_vocab=50,
-                act_fn="gelu", normalization_type="LN", seed=0, device="cpu")
+TINY_CFG = dict(
+    n_layers=2,
+    d_model=16,
+    d_head=4,
+    n_heads=4,
+    d_mlp=32,
+    n_ctx=32,
+    d_vocab=50,
+    act_fn="gelu",
+    normalization_type="LN",
+    seed=0,
+    device="cpu",
+)
 
 
 def ours_write(work: Path) -> None:
@@ -36,10 +47,18 @@ def ours_write(work: Path) -> None:
     (work / "texts").mkdir()
     (work / "texts" / "t.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     cfg = CacheActivationsRunnerConfig(
-        dataset_path=str(work / "texts"), model_name="tiny-pydoc-gpt2", model_batch_size=2,
-        hook_name=HOOK, hook_layer=0, d_in=128, training_tokens=320, context_size=CTX,
-        new_cached_activations_path=str(work / "ours"), buffer_size_gb=2 * 2 * CTX * 512 / 1e9,
-        device="cpu", shuffle=True,
+        dataset_path=str(work / "texts"),
+        model_name="tiny-pydoc-gpt2",
+        model_batch_size=2,
+        hook_name=HOOK,
+        hook_layer=0,
+        d_in=128,
+        training_tokens=320,
+        context_size=CTX,
+        new_cached_activations_path=str(work / "ours"),
+        buffer_size_gb=2 * 2 * CTX * 512 / 1e9,
+        device="cpu",
+        shuffle=True,
     )
     dataset = CacheActivationsRunner(cfg).run().with_format("numpy")[:]
     np.savez(work / "ours_expected.npz", acts=dataset[HOOK], tokens=dataset["token_ids"])
@@ -52,16 +71,27 @@ def oracle_read(work: Path) -> None:
     from sae_lens.training.activations_store import ActivationsStore
 
     cfg = CacheActivationsRunnerConfig(
-        dataset_path=str(work / "texts"), model_name="unused", model_batch_size=2, hook_name=HOOK,
-        hook_layer=0, d_in=128, training_tokens=320, context_size=CTX,
-        new_cached_activations_path=str(work / "ours"), device="cpu",
+        dataset_path=str(work / "texts"),
+        model_name="unused",
+        model_batch_size=2,
+        hook_name=HOOK,
+        hook_layer=0,
+        d_in=128,
+        training_tokens=320,
+        context_size=CTX,
+        new_cached_activations_path=str(work / "ours"),
+        device="cpu",
     )
     model = HookedTransformer(HookedTransformerConfig(**TINY_CFG))
     store = ActivationsStore.from_cache_activations(model, cfg)
     acts, tokens = store.get_buffer(10, shuffle=False)
     expected = np.load(work / "ours_expected.npz")
-    assert np.array_equal(acts[:, 0].numpy(), expected["acts"].reshape(-1, 128)), "activations differ"
-    assert np.array_equal(tokens.numpy().astype(np.int64), expected["tokens"].reshape(-1)), "token ids differ"
+    assert np.array_equal(acts[:, 0].numpy(), expected["acts"].reshape(-1, 128)), (
+        "activations differ"
+    )
+    assert np.array_equal(tokens.numpy().astype(np.int64), expected["tokens"].reshape(-1)), (
+        "token ids differ"
+    )
     print(f"5.6.0 read our cache: {acts.shape[0]} activations identical")
 
 
@@ -78,11 +108,23 @@ def oracle_write(work: Path) -> None:
     tokens = torch.randint(0, 50, (24, CTX), generator=torch.Generator().manual_seed(0))
     np.save(work / "tokens.npy", tokens.numpy())
     cfg = CacheActivationsRunnerConfig(
-        dataset_path="unused", model_name="tiny", model_batch_size=4, hook_name=HOOK, hook_layer=0,
-        d_in=16, training_tokens=24 * CTX, context_size=CTX, new_cached_activations_path=str(work / "oracle"),
-        device="cpu", shuffle=False, buffer_size_gb=4 * CTX * 16 * 4 * 2 / 1e9, prepend_bos=False,
+        dataset_path="unused",
+        model_name="tiny",
+        model_batch_size=4,
+        hook_name=HOOK,
+        hook_layer=0,
+        d_in=16,
+        training_tokens=24 * CTX,
+        context_size=CTX,
+        new_cached_activations_path=str(work / "oracle"),
+        device="cpu",
+        shuffle=False,
+        buffer_size_gb=4 * CTX * 16 * 4 * 2 / 1e9,
+        prepend_bos=False,
     )
-    runner_module.CacheActivationsRunner(cfg, override_dataset=Dataset.from_dict({"tokens": tokens.tolist()})).run()
+    runner_module.CacheActivationsRunner(
+        cfg, override_dataset=Dataset.from_dict({"tokens": tokens.tolist()})
+    ).run()
     print("5.6.0 wrote its cache")
 
 
@@ -96,11 +138,23 @@ def ours_read_oracle_cache(work: Path) -> None:
     model.load_state_dict(torch.load(work / "tiny.pt", weights_only=True))
     tokens = torch.from_numpy(np.load(work / "tokens.npy")).long()
     store = ActivationsStore(
-        model=model, dataset=Dataset.from_dict({"tokens": tokens.tolist()}), streaming=False,
-        hook_name=HOOK, hook_layer=0, hook_head_index=None, context_size=CTX, d_in=16,
-        n_batches_in_buffer=2, total_training_tokens=10**4, store_batch_size_prompts=4,
-        train_batch_size_tokens=16, prepend_bos=False, normalize_activations="none", device="cpu",
-        dtype="float32", cached_activations_path=str(work / "oracle"),
+        model=model,
+        dataset=Dataset.from_dict({"tokens": tokens.tolist()}),
+        streaming=False,
+        hook_name=HOOK,
+        hook_layer=0,
+        hook_head_index=None,
+        context_size=CTX,
+        d_in=16,
+        n_batches_in_buffer=2,
+        total_training_tokens=10**4,
+        store_batch_size_prompts=4,
+        train_batch_size_tokens=16,
+        prepend_bos=False,
+        normalize_activations="none",
+        device="cpu",
+        dtype="float32",
+        cached_activations_path=str(work / "oracle"),
     )
     acts, token_ids = store.get_buffer(6, shuffle=False)
     _, cache = model.run_with_cache(tokens, names_filter=HOOK)

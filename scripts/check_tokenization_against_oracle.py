@@ -38,8 +38,9 @@ def main() -> int:
             for _ in range(rng.randrange(0, 8))
         ]
         for ctx, bb, bs, sep in itertools.product([2, 3, 5, 8], special, special, special):
-            kwargs = dict(begin_batch_token_id=bb, begin_sequence_token_id=bs,
-                          sequence_separator_token_id=sep)
+            kwargs = dict(
+                begin_batch_token_id=bb, begin_sequence_token_id=bs, sequence_separator_token_id=sep
+            )
             expected = list(oracle_concat(iter(seqs), ctx, **kwargs))
             got = list(ours(iter(seqs), ctx, **kwargs))
             if len(expected) != len(got) or any(

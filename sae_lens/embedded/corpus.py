@@ -148,7 +148,9 @@ def load_embedded_dataset(
     ``datasets.Dataset`` with a ``text`` column (an ``IterableDataset`` if ``streaming``)."""
     if split not in SPLIT_ALIASES:
         allowed = ", ".join(repr(s) for s in SPLIT_ALIASES)
-        raise ValueError(f"unknown split {split!r} for {EMBEDDED_DATASET_NAME}; use one of {allowed}")
+        raise ValueError(
+            f"unknown split {split!r} for {EMBEDDED_DATASET_NAME}; use one of {allowed}"
+        )
     ds = datasets.load_from_disk(str(ensure_corpus() / SPLIT_ALIASES[split]))
     assert isinstance(ds, datasets.Dataset)
     return ds.to_iterable_dataset() if streaming else ds

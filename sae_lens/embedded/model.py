@@ -24,12 +24,23 @@ T = TypeVar("T", bound=HookedTransformer)
 
 # from_pretrained kwargs that HF-style callers pass and that change nothing here.
 _IGNORED_KWARGS = frozenset(
-    {"trust_remote_code", "cache_dir", "local_files_only", "revision", "token",
-     "low_cpu_mem_usage", "n_devices"}
+    {
+        "trust_remote_code",
+        "cache_dir",
+        "local_files_only",
+        "revision",
+        "token",
+        "low_cpu_mem_usage",
+        "n_devices",
+    }
 )
 _DTYPES = {
-    "float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
-    "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
     "float64": torch.float64,
 }
 
@@ -139,7 +150,9 @@ def load_embedded_hooked_transformer(
     trained_ctx = _hf_config()["n_positions"]
     n_ctx = kw.pop("n_ctx", None) or trained_ctx
     if n_ctx > trained_ctx:
-        raise ValueError(f"n_ctx {n_ctx} exceeds {EMBEDDED_MODEL_NAME}'s trained context {trained_ctx}")
+        raise ValueError(
+            f"n_ctx {n_ctx} exceeds {EMBEDDED_MODEL_NAME}'s trained context {trained_ctx}"
+        )
     overrides: dict[str, Any] = {"n_ctx": n_ctx, "dtype": dtype, "init_weights": False}
     if device is not None:
         overrides["device"] = str(device)

@@ -422,7 +422,10 @@ class ActivationsStore:
         return self.d_in**0.5 / (total / n_batches_for_norm_estimate)
 
     def _check_scaling_ready(self) -> None:
-        if self.normalize_activations == _NORMALIZE_WITH_FACTOR and self.estimated_norm_scaling_factor is None:
+        if (
+            self.normalize_activations == _NORMALIZE_WITH_FACTOR
+            and self.estimated_norm_scaling_factor is None
+        ):
             raise ValueError(
                 "estimated_norm_scaling_factor is not set: call set_norm_scaling_factor_if_needed() first"
             )

@@ -33,9 +33,18 @@ def texts_file(tmp_path: Path) -> str:
 
 def cache_config(texts_file: str, path: Path, **overrides: Any) -> CacheActivationsRunnerConfig:
     kwargs: dict[str, Any] = dict(
-        dataset_path=texts_file, model_name="tiny-pydoc-gpt2", model_batch_size=2, hook_name=HOOK,
-        hook_layer=0, d_in=128, training_tokens=5 * 64, context_size=CTX,
-        new_cached_activations_path=str(path), buffer_size_gb=SHARD_GB, device="cpu", shuffle=False,
+        dataset_path=texts_file,
+        model_name="tiny-pydoc-gpt2",
+        model_batch_size=2,
+        hook_name=HOOK,
+        hook_layer=0,
+        d_in=128,
+        training_tokens=5 * 64,
+        context_size=CTX,
+        new_cached_activations_path=str(path),
+        buffer_size_gb=SHARD_GB,
+        device="cpu",
+        shuffle=False,
     )
     kwargs.update(overrides)
     return CacheActivationsRunnerConfig(**kwargs)
@@ -43,10 +52,23 @@ def cache_config(texts_file: str, path: Path, **overrides: Any) -> CacheActivati
 
 def streaming_store(model: Any, texts_file: str, **overrides: Any) -> ActivationsStore:
     kwargs: dict[str, Any] = dict(
-        model=model, dataset=texts_file, streaming=True, hook_name=HOOK, hook_layer=0,
-        hook_head_index=None, context_size=CTX, d_in=128, n_batches_in_buffer=4,
-        total_training_tokens=10**4, store_batch_size_prompts=2, train_batch_size_tokens=16,
-        prepend_bos=True, normalize_activations="none", device="cpu", dtype="float32", seed=7,
+        model=model,
+        dataset=texts_file,
+        streaming=True,
+        hook_name=HOOK,
+        hook_layer=0,
+        hook_head_index=None,
+        context_size=CTX,
+        d_in=128,
+        n_batches_in_buffer=4,
+        total_training_tokens=10**4,
+        store_batch_size_prompts=2,
+        train_batch_size_tokens=16,
+        prepend_bos=True,
+        normalize_activations="none",
+        device="cpu",
+        dtype="float32",
+        seed=7,
     )
     kwargs.update(overrides)
     return ActivationsStore(**kwargs)
@@ -76,10 +98,19 @@ def test_cache_holds_the_streaming_activations_and_trains_the_same(
     assert torch.equal(reread.get_buffer(10, shuffle=False)[0], acts)
 
     train_cfg = LanguageModelSAERunnerConfig(
-        hook_name=HOOK, hook_layer=0, d_in=128, context_size=CTX, store_batch_size_prompts=2,
-        n_batches_in_buffer=4, train_batch_size_tokens=16, seed=7, use_cached_activations=True,
-        cached_activations_path=str(tmp_path / "cache"), dataset_path=texts_file,
-        log_to_wandb=False, verbose=False,
+        hook_name=HOOK,
+        hook_layer=0,
+        d_in=128,
+        context_size=CTX,
+        store_batch_size_prompts=2,
+        n_batches_in_buffer=4,
+        train_batch_size_tokens=16,
+        seed=7,
+        use_cached_activations=True,
+        cached_activations_path=str(tmp_path / "cache"),
+        dataset_path=texts_file,
+        log_to_wandb=False,
+        verbose=False,
     )
     from_cache = ActivationsStore.from_config(runner.model, train_cfg)
     live = streaming_store(runner.model, texts_file)
@@ -87,9 +118,13 @@ def test_cache_holds_the_streaming_activations_and_trains_the_same(
         assert torch.equal(from_cache.next_batch(), live.next_batch())
 
 
-def test_shuffled_cache_holds_the_same_rows_in_another_order(texts_file: str, tmp_path: Path) -> None:
+def test_shuffled_cache_holds_the_same_rows_in_another_order(
+    texts_file: str, tmp_path: Path
+) -> None:
     plain = CacheActivationsRunner(cache_config(texts_file, tmp_path / "plain")).run()
-    shuffled = CacheActivationsRunner(cache_config(texts_file, tmp_path / "shuf", shuffle=True)).run()
+    shuffled = CacheActivationsRunner(
+        cache_config(texts_file, tmp_path / "shuf", shuffle=True)
+    ).run()
     plain_acts, plain_tokens = columns(plain)
     shuf_acts, shuf_tokens = columns(shuffled)
     assert not torch.equal(plain_tokens, shuf_tokens)
@@ -108,7 +143,9 @@ def test_a_killed_run_resumes_from_its_complete_shards(
     cfg = cache_config(texts_file, tmp_path / "cache")
     original_write = CacheActivationsRunner._write_shard
 
-    def write_then_die_on_third(self: CacheActivationsRunner, table: Any, index: int, tmp_dir: Path) -> None:
+    def write_then_die_on_third(
+        self: CacheActivationsRunner, table: Any, index: int, tmp_dir: Path
+    ) -> None:
         if index == 2:  # killed half way through writing the shard
             (tmp_dir / "shard_00002.partial").mkdir()
             (tmp_dir / "shard_00002.partial" / "data-00000-of-00001.arrow").write_bytes(b"trunc")
@@ -120,7 +157,9 @@ def test_a_killed_run_resumes_from_its_complete_shards(
         CacheActivationsRunner(cfg).run()
     tmp_dir = tmp_path / "cache" / ".tmp_shards"
     assert sorted(p.name for p in tmp_dir.iterdir() if p.name.startswith("shard")) == [
-        "shard_00000", "shard_00001", "shard_00002.partial",
+        "shard_00000",
+        "shard_00001",
+        "shard_00002.partial",
     ]
     monkeypatch.setattr(CacheActivationsRunner, "_write_shard", original_write)
 
@@ -168,14 +207,23 @@ def test_push_to_hub_uploads_the_cache_and_its_config(
 ) -> None:
     pushed: list[dict[str, Any]] = []
     uploaded: list[dict[str, Any]] = []
-    monkeypatch.setattr(Dataset, "push_to_hub", lambda self, **kw: pushed.append({"rows": len(self), **kw}))
     monkeypatch.setattr(
-        HfApi, "upload_file",
-        lambda self, **kw: uploaded.append({**kw, "content": kw["path_or_fileobj"].read().decode()}),
+        Dataset, "push_to_hub", lambda self, **kw: pushed.append({"rows": len(self), **kw})
     )
-    cfg = cache_config(texts_file, tmp_path / "cache", training_tokens=64, hf_repo_id="me/acts", hf_num_shards=2)
+    monkeypatch.setattr(
+        HfApi,
+        "upload_file",
+        lambda self, **kw: uploaded.append(
+            {**kw, "content": kw["path_or_fileobj"].read().decode()}
+        ),
+    )
+    cfg = cache_config(
+        texts_file, tmp_path / "cache", training_tokens=64, hf_repo_id="me/acts", hf_num_shards=2
+    )
     CacheActivationsRunner(cfg).run()
-    assert pushed == [{"rows": 4, "repo_id": "me/acts", "num_shards": 2, "private": False, "revision": "main"}]
+    assert pushed == [
+        {"rows": 4, "repo_id": "me/acts", "num_shards": 2, "private": False, "revision": "main"}
+    ]
     assert [u["path_in_repo"] for u in uploaded] == ["cache_activations_runner_cfg.json"]
     assert json.loads(uploaded[0]["content"])["hook_name"] == HOOK
 

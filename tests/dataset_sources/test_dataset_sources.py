@@ -58,7 +58,9 @@ def test_saved_dataset_dict_picks_the_split(tmp_path: Path) -> None:
         {"train": Dataset.from_dict({"text": ["tr"]}), "test": Dataset.from_dict({"text": ["te"]})}
     ).save_to_disk(str(tmp_path / "dd"))
     assert texts_of(load_any_dataset(str(tmp_path / "dd"), split="test", streaming=False)) == ["te"]
-    with pytest.raises(ValueError, match=r"has splits \['train', 'test'\], not the requested 'dev'"):
+    with pytest.raises(
+        ValueError, match=r"has splits \['train', 'test'\], not the requested 'dev'"
+    ):
         load_any_dataset(str(tmp_path / "dd"), split="dev")
 
 

@@ -23,8 +23,13 @@ from sae_lens.embedded import (
 )
 
 SPECIAL = "<|endoftext|>"
-FILES = ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-         "metrics.json"]
+FILES = [
+    "config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "metrics.json",
+]
 
 
 @pytest.fixture(scope="module")
@@ -91,9 +96,11 @@ def test_hooked_transformer_prepends_bos_and_context(tl_model: HookedTransformer
     assert toks[0, 0].item() == tl_model.tokenizer.bos_token_id == 0
     assert (toks[0, 1:] != 0).all()  # exactly one BOS
     assert tl_model.cfg.default_prepend_bos
-    assert tl_model.cfg.n_ctx == json.loads((embedded_model_dir() / "config.json").read_text())[
-        "n_positions"
-    ] == 256
+    assert (
+        tl_model.cfg.n_ctx
+        == json.loads((embedded_model_dir() / "config.json").read_text())["n_positions"]
+        == 256
+    )
     assert tl_model.cfg.n_layers >= 2 and tl_model.cfg.model_name == EMBEDDED_MODEL_NAME
 
 
@@ -102,16 +109,17 @@ def test_tl_logits_match_hf(
 ) -> None:
     toks = _windows(test_texts, 2, 128)
     raw = load_embedded_hooked_transformer(
-        device="cpu", fold_ln=False, center_writing_weights=False, center_unembed=False,
+        device="cpu",
+        fold_ln=False,
+        center_writing_weights=False,
+        center_unembed=False,
         fold_value_biases=False,
     )
     with torch.no_grad():
         hf_logits = hf_model(toks).logits
         assert torch.allclose(raw(toks), hf_logits, atol=1e-4)
         # processed weights shift logits by a per-position constant: compare log-probs
-        assert torch.allclose(
-            tl_model(toks).log_softmax(-1), hf_logits.log_softmax(-1), atol=1e-4
-        )
+        assert torch.allclose(tl_model(toks).log_softmax(-1), hf_logits.log_softmax(-1), atol=1e-4)
 
 
 def test_heldout_loss_beats_unigram(
@@ -132,8 +140,9 @@ def test_subclass_dtype_and_kwargs() -> None:
     class Sub(HookedTransformer):
         pass
 
-    model = load_embedded_hooked_transformer(Sub, device="cpu", dtype="bfloat16",
-                                             first_n_layers=1, n_ctx=128)
+    model = load_embedded_hooked_transformer(
+        Sub, device="cpu", dtype="bfloat16", first_n_layers=1, n_ctx=128
+    )
     assert isinstance(model, Sub) and model.W_E.dtype == torch.bfloat16
     assert model.cfg.n_layers == 1 and model.cfg.n_ctx == 128
     with pytest.raises(ValueError, match="trained context 256"):

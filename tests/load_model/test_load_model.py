@@ -40,9 +40,13 @@ def test_proxy_hooks_equal_the_hf_models_hidden_states(
 ) -> None:
     with torch.no_grad():
         hidden = hf_model(tokens, output_hidden_states=True).hidden_states
-        logits, cache = proxy.run_with_cache(tokens, names_filter=["transformer.h.0", "transformer.ln_f"])
+        logits, cache = proxy.run_with_cache(
+            tokens, names_filter=["transformer.h.0", "transformer.ln_f"]
+        )
     torch.testing.assert_close(cache["transformer.h.0"], hidden[1])
-    torch.testing.assert_close(cache["transformer.ln_f"], hidden[2])  # HF applies ln_f to the last one
+    torch.testing.assert_close(
+        cache["transformer.ln_f"], hidden[2]
+    )  # HF applies ln_f to the last one
     torch.testing.assert_close(logits, hf_model(tokens).logits)
 
 
@@ -50,17 +54,23 @@ def test_stop_at_layer_returns_the_block_output_and_skips_later_blocks(
     proxy: HookedProxyLM, hf_model: GPT2LMHeadModel, tokens: torch.Tensor
 ) -> None:
     later_block_calls: list[int] = []
-    handle = proxy.model.transformer.h[1].register_forward_hook(lambda *_: later_block_calls.append(1))
+    handle = proxy.model.transformer.h[1].register_forward_hook(
+        lambda *_: later_block_calls.append(1)
+    )
     try:
         with torch.no_grad():
-            out, cache = proxy.run_with_cache(tokens, names_filter="transformer.h.0", stop_at_layer=1)
+            out, cache = proxy.run_with_cache(
+                tokens, names_filter="transformer.h.0", stop_at_layer=1
+            )
             hidden = hf_model(tokens, output_hidden_states=True).hidden_states
     finally:
         handle.remove()
     assert later_block_calls == []
     torch.testing.assert_close(out, hidden[1])
     torch.testing.assert_close(cache["transformer.h.0"], hidden[1])
-    with pytest.raises(ValueError, match="stop_at_layer 3 is out of range for a model with 2 blocks"):
+    with pytest.raises(
+        ValueError, match="stop_at_layer 3 is out of range for a model with 2 blocks"
+    ):
         proxy(tokens, stop_at_layer=3)
 
 
@@ -70,7 +80,9 @@ def test_proxy_hooks_can_replace_activations(proxy: HookedProxyLM, tokens: torch
 
     with torch.no_grad():
         patched = proxy.run_with_hooks(tokens, fwd_hooks=[("transformer.h.1", zero)])
-        expected = proxy.model.lm_head(proxy.model.transformer.ln_f(torch.zeros(*tokens.shape, 128)))
+        expected = proxy.model.lm_head(
+            proxy.model.transformer.ln_f(torch.zeros(*tokens.shape, 128))
+        )
     torch.testing.assert_close(patched, expected)
 
 
@@ -151,12 +163,27 @@ def test_get_hook_fn_hooks_the_first_element_of_tuple_outputs() -> None:
 def test_activations_store_reads_a_proxy_model(
     proxy: HookedProxyLM, hf_model: GPT2LMHeadModel
 ) -> None:
-    texts = ["import sys\nprint(sys.argv)", "class A:\n    pass", "for i in range(3):\n    x += i"] * 4
+    texts = [
+        "import sys\nprint(sys.argv)",
+        "class A:\n    pass",
+        "for i in range(3):\n    x += i",
+    ] * 4
     store = ActivationsStore(
-        model=proxy, dataset=Dataset.from_dict({"text": texts}), streaming=False,
-        hook_name="transformer.h.0", hook_layer=0, hook_head_index=None, context_size=16,
-        d_in=128, n_batches_in_buffer=2, total_training_tokens=1000, store_batch_size_prompts=2,
-        train_batch_size_tokens=16, prepend_bos=True, normalize_activations="none", device="cpu",
+        model=proxy,
+        dataset=Dataset.from_dict({"text": texts}),
+        streaming=False,
+        hook_name="transformer.h.0",
+        hook_layer=0,
+        hook_head_index=None,
+        context_size=16,
+        d_in=128,
+        n_batches_in_buffer=2,
+        total_training_tokens=1000,
+        store_batch_size_prompts=2,
+        train_batch_size_tokens=16,
+        prepend_bos=True,
+        normalize_activations="none",
+        device="cpu",
         dtype="float32",
     )
     batch_tokens = store.get_batch_tokens()

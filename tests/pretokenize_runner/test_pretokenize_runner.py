@@ -46,7 +46,10 @@ def rows_of(dataset: Dataset) -> torch.Tensor:
 
 def config(**overrides: Any) -> PretokenizeRunnerConfig:
     kwargs: dict[str, Any] = dict(
-        tokenizer_name="tiny-pydoc-gpt2", context_size=16, num_proc=1, shuffle=False,
+        tokenizer_name="tiny-pydoc-gpt2",
+        context_size=16,
+        num_proc=1,
+        shuffle=False,
         pretokenize_batch_size=None,
     )
     kwargs.update(overrides)
@@ -73,12 +76,16 @@ def test_shuffle_is_a_seeded_permutation_of_the_rows(tokenizer: PreTrainedTokeni
     assert sorted(map(tuple, shuffled.tolist())) == sorted(map(tuple, plain.tolist()))
 
 
-def test_streaming_gives_the_same_rows_and_needs_one_process(tokenizer: PreTrainedTokenizerFast) -> None:
+def test_streaming_gives_the_same_rows_and_needs_one_process(
+    tokenizer: PreTrainedTokenizerFast,
+) -> None:
     data = Dataset.from_dict({"text": TEXTS})
     streamed = pretokenize_dataset(data.to_iterable_dataset(), tokenizer, config(streaming=True))
     assert torch.equal(rows_of(streamed), rows_of(pretokenize_dataset(data, tokenizer, config())))
     with pytest.raises(ValueError, match="num_proc must be 1 when streaming"):
-        pretokenize_dataset(data.to_iterable_dataset(), tokenizer, config(streaming=True, num_proc=2))
+        pretokenize_dataset(
+            data.to_iterable_dataset(), tokenizer, config(streaming=True, num_proc=2)
+        )
 
 
 def test_special_token_names_resolve_through_the_tokenizer(
@@ -93,7 +100,9 @@ def test_special_token_names_resolve_through_the_tokenizer(
         get_special_token_from_cfg("cls", tokenizer)  # type: ignore[arg-type]
 
 
-def test_runner_saves_rows_and_metadata_that_the_store_reads(tmp_path: Path, embedded_model: Any) -> None:
+def test_runner_saves_rows_and_metadata_that_the_store_reads(
+    tmp_path: Path, embedded_model: Any
+) -> None:
     source = tmp_path / "texts.jsonl"
     source.write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS))
     save_path = tmp_path / "tokenized"
@@ -106,10 +115,22 @@ def test_runner_saves_rows_and_metadata_that_the_store_reads(tmp_path: Path, emb
     assert metadata["tokenizer_name"] == "tiny-pydoc-gpt2" and metadata["seed"] == 3
 
     store = ActivationsStore(
-        model=embedded_model, dataset=str(save_path), streaming=True, hook_name="blocks.0.hook_resid_post",
-        hook_layer=0, hook_head_index=None, context_size=16, d_in=128, n_batches_in_buffer=2,
-        total_training_tokens=1000, store_batch_size_prompts=2, train_batch_size_tokens=8,
-        prepend_bos=True, normalize_activations="none", device="cpu", dtype="float32",
+        model=embedded_model,
+        dataset=str(save_path),
+        streaming=True,
+        hook_name="blocks.0.hook_resid_post",
+        hook_layer=0,
+        hook_head_index=None,
+        context_size=16,
+        d_in=128,
+        n_batches_in_buffer=2,
+        total_training_tokens=1000,
+        store_batch_size_prompts=2,
+        train_batch_size_tokens=8,
+        prepend_bos=True,
+        normalize_activations="none",
+        device="cpu",
+        dtype="float32",
     )
     assert store.tokens_column == "input_ids"
     assert torch.equal(store.get_batch_tokens(), rows_of(returned)[:2])
@@ -120,7 +141,9 @@ def test_runner_saves_rows_and_metadata_that_the_store_reads(tmp_path: Path, emb
 def test_push_to_hub_uploads_the_dataset_and_its_metadata(monkeypatch: pytest.MonkeyPatch) -> None:
     pushed: list[dict[str, Any]] = []
     uploaded: list[dict[str, Any]] = []
-    monkeypatch.setattr(Dataset, "push_to_hub", lambda self, **kw: pushed.append({"rows": len(self), **kw}))
+    monkeypatch.setattr(
+        Dataset, "push_to_hub", lambda self, **kw: pushed.append({"rows": len(self), **kw})
+    )
 
     def fake_upload(self: HfApi, **kw: Any) -> None:
         uploaded.append({**kw, "content": kw["path_or_fileobj"].read().decode()})
@@ -128,11 +151,16 @@ def test_push_to_hub_uploads_the_dataset_and_its_metadata(monkeypatch: pytest.Mo
     monkeypatch.setattr(HfApi, "upload_file", fake_upload)
     cfg = config(hf_repo_id="me/tokens", hf_num_shards=3, hf_is_private_repo=True, hf_revision="v1")
     push_to_hugging_face_hub(Dataset.from_dict({"input_ids": [[1, 2]] * 5}), cfg)
-    assert pushed == [{"rows": 5, "repo_id": "me/tokens", "num_shards": 3, "private": True, "revision": "v1"}]
+    assert pushed == [
+        {"rows": 5, "repo_id": "me/tokens", "num_shards": 3, "private": True, "revision": "v1"}
+    ]
     assert len(uploaded) == 1
     upload = uploaded[0]
     assert (upload["path_in_repo"], upload["repo_id"], upload["repo_type"], upload["revision"]) == (
-        "sae_lens.json", "me/tokens", "dataset", "v1",
+        "sae_lens.json",
+        "me/tokens",
+        "dataset",
+        "v1",
     )
     assert json.loads(upload["content"])["tokenizer_name"] == "tiny-pydoc-gpt2"
 
@@ -144,10 +172,22 @@ def test_command_line_runs_the_runner(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "--begin_sequence_token" in capsys.readouterr().out
     source = tmp_path / "t.txt"
     source.write_text("\n".join(TEXTS) + "\n")
-    main([
-        "--tokenizer_name", "tiny-pydoc-gpt2", "--dataset_path", str(source), "--context_size", "8",
-        "--num_proc", "1", "--save_path", str(tmp_path / "out"), "--seed", "0",
-    ])
+    main(
+        [
+            "--tokenizer_name",
+            "tiny-pydoc-gpt2",
+            "--dataset_path",
+            str(source),
+            "--context_size",
+            "8",
+            "--num_proc",
+            "1",
+            "--save_path",
+            str(tmp_path / "out"),
+            "--seed",
+            "0",
+        ]
+    )
     rows = rows_of(load_from_disk(str(tmp_path / "out"))).tolist()
     assert len(rows) > 10 and all(len(r) == 8 and r[0] == 0 for r in rows)
 

@@ -65,8 +65,13 @@ def test_context_one_with_begin_batch_token_is_refused() -> None:
 
 def test_concatenator_state_resumes_mid_sequence_exactly() -> None:
     gen = torch.Generator().manual_seed(0)
-    seqs = [torch.randint(1, 20, (int(n),), generator=gen) for n in torch.randint(0, 9, (30,), generator=gen)]
-    kwargs = dict(begin_batch_token_id=0, begin_sequence_token_id=21, sequence_separator_token_id=22)
+    seqs = [
+        torch.randint(1, 20, (int(n),), generator=gen)
+        for n in torch.randint(0, 9, (30,), generator=gen)
+    ]
+    kwargs = dict(
+        begin_batch_token_id=0, begin_sequence_token_id=21, sequence_separator_token_id=22
+    )
     expected = list(concat_and_batch_sequences(iter(seqs), 5, **kwargs))
 
     first = SequenceConcatenator(5, **kwargs)

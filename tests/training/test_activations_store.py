@@ -435,17 +435,37 @@ def test_checkpoint_of_another_configuration_is_refused(model: HookedTransformer
 # ---------------------------------------------------------------- other constructors and options
 
 
-def test_from_sae_reads_hook_context_and_dataset_from_the_sae_config(model: HookedTransformer) -> None:
+def test_from_sae_reads_hook_context_and_dataset_from_the_sae_config(
+    model: HookedTransformer,
+) -> None:
     from sae_lens.sae import SAE
 
-    sae = SAE.from_dict(dict(
-        architecture="standard", d_in=4, d_sae=8, activation_fn_str="relu", apply_b_dec_to_input=True,
-        finetuning_scaling_factor=False, context_size=CTX, model_name="tiny", hook_name="blocks.0.attn.hook_z",
-        hook_layer=0, hook_head_index=1, prepend_bos=False, dataset_path="unused", dataset_trust_remote_code=False,
-        normalize_activations="none", dtype="float32", device="cpu", sae_lens_training_version=None,
-        seqpos_slice=(2, None),
-    ))
-    store = ActivationsStore.from_sae(model, sae, dataset=token_dataset(8), store_batch_size_prompts=2)
+    sae = SAE.from_dict(
+        dict(
+            architecture="standard",
+            d_in=4,
+            d_sae=8,
+            activation_fn_str="relu",
+            apply_b_dec_to_input=True,
+            finetuning_scaling_factor=False,
+            context_size=CTX,
+            model_name="tiny",
+            hook_name="blocks.0.attn.hook_z",
+            hook_layer=0,
+            hook_head_index=1,
+            prepend_bos=False,
+            dataset_path="unused",
+            dataset_trust_remote_code=False,
+            normalize_activations="none",
+            dtype="float32",
+            device="cpu",
+            sae_lens_training_version=None,
+            seqpos_slice=(2, None),
+        )
+    )
+    store = ActivationsStore.from_sae(
+        model, sae, dataset=token_dataset(8), store_batch_size_prompts=2
+    )
     tokens = store.get_batch_tokens()
     assert tokens.shape == (2, CTX)
     z = direct_activations(model, tokens, "blocks.0.attn.hook_z")
