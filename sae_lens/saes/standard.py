@@ -3,13 +3,14 @@ with MSE plus an Lp sparsity penalty, optionally with ghost grads for dead laten
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from sae_lens.saes.activations import is_nonnegative
 from sae_lens.saes.base import (
     Architecture,
+    TrainingForward,
     TrainingLossInputs,
     affine,
     hooks_active,
@@ -41,11 +42,25 @@ class StandardArchitecture(Architecture):
         hidden_pre = sae.add_training_noise(sae.hook_sae_acts_pre(affine(x, sae.W_enc, sae.b_enc)))
         return sae.hook_sae_acts_post(sae.activation_fn(hidden_pre)), hidden_pre
 
+    def training_forward(self, sae: TrainingSAE, x: torch.Tensor) -> TrainingForward:
+        if not _can_fuse(sae, x):
+            return super().training_forward(sae, x)
+        # ReLU, decoder matmul and L1 penalty in one autograd function whose backward
+        # builds the latents' gradient in a single [batch, d_sae] buffer.
+        hidden_pre = sae.add_training_noise(sae.hook_sae_acts_pre(affine(x, sae.W_enc, sae.b_enc)))
+        acts, latent_sum, sparsity = _ReLUDecode.apply(
+            hidden_pre, sae.W_dec, _penalty_weights(sae, hidden_pre)
+        )
+        sae_out = sae.finish_decode(latent_sum)
+        return TrainingForward(acts, hidden_pre, sae_out, {"sparsity": sparsity})
+
     def training_losses(
         self, sae: TrainingSAE, inputs: TrainingLossInputs
     ) -> dict[str, torch.Tensor]:
         losses: dict[str, torch.Tensor] = {}
-        sparsity = sparsity_penalty(sae, inputs.feature_acts)  # [batch]
+        sparsity = inputs.intermediates.get("sparsity")  # [batch]
+        if sparsity is None:
+            sparsity = sparsity_penalty(sae, inputs.feature_acts)
         losses["l1_loss"] = (inputs.l1_coefficient * sparsity).mean()
         if sae.cfg.use_ghost_grads and sae.training and inputs.dead_neuron_mask is not None:
             losses["ghost_grad_loss"] = ghost_grad_loss(
@@ -64,17 +79,83 @@ def sparsity_penalty(sae: TrainingSAE, feature_acts: torch.Tensor) -> torch.Tens
     its decoder row's norm when `scale_sparsity_penalty_by_decoder_norm`. For p = 1 and
     latents that cannot be negative this is one matrix-vector product, whose backward adds
     to the latents' gradient without the two extra [batch, d_sae] passes of a norm."""
-    weights = sae.W_dec.norm(dim=1) if sae.cfg.scale_sparsity_penalty_by_decoder_norm else None
     if sae.cfg.lp_norm == 1 and _latents_nonnegative(sae):
-        if weights is None:
-            weights = feature_acts.new_ones(feature_acts.shape[-1])
-        return feature_acts @ weights
-    weighted_acts = feature_acts if weights is None else feature_acts * weights
+        return feature_acts @ _penalty_weights(sae, feature_acts)
+    weighted_acts = feature_acts
+    if sae.cfg.scale_sparsity_penalty_by_decoder_norm:
+        weighted_acts = feature_acts * sae.W_dec.norm(dim=1)
     return weighted_acts.norm(p=sae.cfg.lp_norm, dim=-1)
+
+
+def _penalty_weights(sae: TrainingSAE, like: torch.Tensor) -> torch.Tensor:
+    """[d_sae]: each latent's weight in the L1 penalty."""
+    if sae.cfg.scale_sparsity_penalty_by_decoder_norm:
+        return sae.W_dec.norm(dim=1)
+    return like.new_ones(sae.cfg.d_sae)
 
 
 def _latents_nonnegative(sae: TrainingSAE) -> bool:
     return is_nonnegative(sae.activation_fn) and not hooks_active(sae.hook_sae_acts_post)
+
+
+def _can_fuse(sae: TrainingSAE, x: torch.Tensor) -> bool:
+    """Whether `_ReLUDecode` computes exactly what the step-by-step path would: a ReLU, the
+    L1 penalty, a [batch, d_in] input, no fine-tuning scale, no autocast, and no hook on the
+    latents (the fused path does not call it)."""
+    return (
+        isinstance(sae.activation_fn, torch.nn.ReLU)
+        and sae.cfg.lp_norm == 1
+        and x.dim() == 2
+        and not sae.cfg.finetuning_scaling_factor
+        and not torch.is_autocast_enabled(x.device.type)
+        and not hooks_active(sae.hook_sae_acts_post)
+    )
+
+
+class _ReLUDecode(torch.autograd.Function):
+    """(acts, acts @ W_dec, acts @ weights) for acts = relu(hidden_pre): the latents
+    [batch, d_sae], their decoder sum [batch, d_in] and their weighted sum [batch] (the L1
+    penalty). The backward adds the three gradients into one [batch, d_sae] buffer and
+    masks it in place, where autograd would allocate three."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        hidden_pre: torch.Tensor, W_dec: torch.Tensor, weights: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        acts = hidden_pre.relu()
+        return acts, acts @ W_dec, acts @ weights
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
+        _, W_dec, weights = inputs
+        ctx.save_for_backward(output[0], W_dec, weights)
+        ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: Any,
+        grad_acts: torch.Tensor | None,
+        grad_sum: torch.Tensor | None,
+        grad_penalty: torch.Tensor | None,
+    ) -> tuple[torch.Tensor | None, ...]:
+        acts, W_dec, weights = ctx.saved_tensors
+        grad: torch.Tensor | None = None  # [batch, d_sae], owned here once set
+        if grad_sum is not None:
+            grad = grad_sum @ W_dec.t()
+        if grad_penalty is not None:
+            if grad is None:
+                grad = torch.outer(grad_penalty, weights)
+            else:
+                grad.addr_(grad_penalty, weights)
+        if grad_acts is not None:
+            grad = grad_acts.clone() if grad is None else grad.add_(grad_acts)
+        grad_pre = None if grad is None else grad.masked_fill_(acts <= 0, 0.0)  # ReLU
+        need_W, need_weights = ctx.needs_input_grad[1:3]
+        grad_W = acts.t() @ grad_sum if need_W and grad_sum is not None else None
+        grad_weights = None
+        if need_weights and grad_penalty is not None:
+            grad_weights = acts.t() @ grad_penalty
+        return grad_pre, grad_W, grad_weights
 
 
 def ghost_grad_loss(

@@ -199,3 +199,21 @@ def test_jumprelu_with_l0_equals_jumprelu_plus_step() -> None:
     assert_close(l0, l0_ref)
     assert_close(x.grad, x_ref.grad)
     assert_close(threshold.grad, threshold_ref.grad)
+
+
+def test_standard_latents_stay_differentiable() -> None:
+    """A caller's own loss on the returned latents adds its gradient to the fused one."""
+    sae = make_sae("standard", scale_sparsity_penalty_by_decoder_norm=True)
+    x = batch()
+    sae.zero_grad()
+    out = sae.training_forward_pass(x, current_l1_coefficient=0.7)
+    (out.loss + out.feature_acts.pow(2).sum()).backward()
+    grads = {n: p.grad.clone() for n, p in sae.named_parameters()}
+
+    sae.zero_grad()
+    acts = torch.relu((x - sae.b_dec) @ sae.W_enc + sae.b_enc)
+    sae_out = acts @ sae.W_dec + sae.b_dec
+    l1 = (0.7 * (acts * sae.W_dec.norm(dim=1)).sum(-1)).mean()
+    ((sae_out - x).pow(2).sum(-1).mean() + l1 + acts.pow(2).sum()).backward()
+    for name, p in sae.named_parameters():
+        assert_close(grads[name], p.grad, msg=name)
