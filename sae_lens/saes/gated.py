@@ -5,7 +5,7 @@ and an auxiliary loss reconstructing the input from the gate path alone."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -14,6 +14,7 @@ from sae_lens.saes.base import (
     TrainingForward,
     TrainingLossInputs,
     affine,
+    hooks_active,
     new_param,
 )
 
@@ -53,9 +54,18 @@ class GatedArchitecture(Architecture):
             raise ValueError("use_error_term=True is not supported by gated TrainingSAEs")
 
     def training_forward(self, sae: TrainingSAE, x: torch.Tensor) -> TrainingForward:
-        # The gate and magnitude paths share one matmul (x @ (W_enc * exp(r_mag)) equals
-        # (x @ W_enc) * exp(r_mag)), and the losses reuse the gate pre-activations.
+        # The gate and magnitude paths share one matmul: x @ (W_enc * exp(r_mag)) equals
+        # (x @ W_enc) * exp(r_mag).
         x_enc = x @ sae.W_enc  # [batch, d_sae]
+        if _can_fuse(sae, x):
+            decoder_norms = sae.W_dec.norm(dim=1)
+            acts, magnitude_pre, latent_sum, gate_sum, gate_penalty, _, _ = _GatedLatents.apply(
+                x_enc, sae.b_gate, sae.r_mag, sae.b_mag, sae.W_dec, decoder_norms
+            )
+            intermediates = {"gate_penalty": gate_penalty, "via_gate": gate_sum + sae.b_dec}
+            return TrainingForward(
+                acts, magnitude_pre, sae.finish_decode(latent_sum), intermediates
+            )
         gate_pre = x_enc + sae.b_gate
         magnitude_pre = sae.hook_sae_acts_pre(torch.addcmul(sae.b_mag, x_enc, sae.r_mag.exp()))
         feature_acts = sae.hook_sae_acts_post(sae.activation_fn(magnitude_pre) * (gate_pre > 0))
@@ -66,12 +76,131 @@ class GatedArchitecture(Architecture):
     def training_losses(
         self, sae: TrainingSAE, inputs: TrainingLossInputs
     ) -> dict[str, torch.Tensor]:
-        gate_pre = inputs.intermediates.get("gate_pre")
-        if gate_pre is None:
-            gate_pre = affine(inputs.x, sae.W_enc, sae.b_gate)
-        gate_acts = torch.relu(gate_pre)  # [batch, d_sae]
-        decoder_norms = sae.W_dec.norm(dim=1)  # [d_sae]
-        l1_loss = inputs.l1_coefficient * (gate_acts @ decoder_norms).mean()
-        via_gate = affine(gate_acts, sae.W_dec, sae.b_dec)  # [batch, d_in]
+        gate_penalty = inputs.intermediates.get("gate_penalty")  # [batch]
+        via_gate = inputs.intermediates.get("via_gate")  # [batch, d_in]
+        if gate_penalty is None or via_gate is None:
+            gate_pre = inputs.intermediates.get("gate_pre")
+            if gate_pre is None:
+                gate_pre = affine(inputs.x, sae.W_enc, sae.b_gate)
+            gate_acts = torch.relu(gate_pre)  # [batch, d_sae]
+            gate_penalty = gate_acts @ sae.W_dec.norm(dim=1)
+            via_gate = affine(gate_acts, sae.W_dec, sae.b_dec)
+        l1_loss = inputs.l1_coefficient * gate_penalty.mean()
         aux_loss = (via_gate - inputs.sae_in).pow(2).sum(dim=-1).mean()
         return {"auxiliary_reconstruction_loss": aux_loss, "l1_loss": l1_loss}
+
+
+def _can_fuse(sae: TrainingSAE, x: torch.Tensor) -> bool:
+    """Whether `_GatedLatents` computes exactly what the step-by-step path would: a ReLU
+    magnitude, a [batch, d_in] input, no fine-tuning scale, no autocast, and no hook on the
+    pre- or post-activations (the fused path does not call them)."""
+    return (
+        isinstance(sae.activation_fn, torch.nn.ReLU)
+        and x.dim() == 2
+        and not sae.cfg.finetuning_scaling_factor
+        and not torch.is_autocast_enabled(x.device.type)
+        and not hooks_active(sae.hook_sae_acts_pre, sae.hook_sae_acts_post)
+    )
+
+
+class _GatedLatents(torch.autograd.Function):
+    """Everything a gated training step computes from x_enc = x @ W_enc [batch, d_sae]:
+    (feature_acts, magnitude_pre, feature_acts @ W_dec, gate_acts @ W_dec,
+    gate_acts @ decoder_norms, gate_acts, active) with gate_acts = relu(x_enc + b_gate),
+    active = gate_acts > 0 (as floats), magnitude_pre = x_enc * exp(r_mag) + b_mag and
+    feature_acts = active * relu(magnitude_pre); the last two are not differentiable.
+    The backward builds the gradients of both paths in two [batch, d_sae] buffers, in
+    place, where autograd would allocate about ten."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        x_enc: torch.Tensor,
+        b_gate: torch.Tensor,
+        r_mag: torch.Tensor,
+        b_mag: torch.Tensor,
+        W_dec: torch.Tensor,
+        decoder_norms: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
+        magnitude_pre = torch.addcmul(b_mag, x_enc, r_mag.exp())
+        gate_acts = (x_enc + b_gate).relu_()
+        active = (gate_acts > 0).to(x_enc.dtype)  # relu(gate_pre) > 0 iff gate_pre > 0
+        feature_acts = magnitude_pre.relu().mul_(active)
+        return (
+            feature_acts,
+            magnitude_pre,
+            feature_acts @ W_dec,
+            gate_acts @ W_dec,
+            gate_acts @ decoder_norms,
+            gate_acts,
+            active,
+        )
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
+        x_enc, _, r_mag, _, W_dec, decoder_norms = inputs
+        feature_acts, magnitude_pre, _, _, _, gate_acts, active = output
+        ctx.mark_non_differentiable(gate_acts, active)
+        ctx.save_for_backward(
+            x_enc, r_mag, W_dec, decoder_norms, feature_acts, magnitude_pre, gate_acts, active
+        )
+        ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: Any,
+        grad_acts: torch.Tensor | None,
+        grad_magnitude_pre: torch.Tensor | None,
+        grad_latent_sum: torch.Tensor | None,
+        grad_gate_sum: torch.Tensor | None,
+        grad_penalty: torch.Tensor | None,
+        *_: None,
+    ) -> tuple[torch.Tensor | None, ...]:
+        saved = ctx.saved_tensors
+        x_enc, r_mag, W_dec, decoder_norms, feature_acts, magnitude_pre, gate_acts, active = saved
+        scale = r_mag.exp()
+        # Magnitude path: d loss / d magnitude_pre, in one buffer.
+        grad_mag = _sum_into(
+            None if grad_latent_sum is None else grad_latent_sum @ W_dec.t(), grad_acts
+        )
+        if grad_mag is not None:
+            grad_mag.mul_(active).masked_fill_(magnitude_pre <= 0, 0.0)
+        grad_mag = _sum_into(grad_mag, grad_magnitude_pre)
+        # Gate path: d loss / d gate_pre, in a second buffer.
+        grad_gate = None if grad_gate_sum is None else grad_gate_sum @ W_dec.t()
+        if grad_penalty is not None:
+            if grad_gate is None:
+                grad_gate = torch.outer(grad_penalty, decoder_norms)
+            else:
+                grad_gate.addr_(grad_penalty, decoder_norms)
+        if grad_gate is not None:
+            grad_gate.masked_fill_(gate_acts <= 0, 0.0)
+        grad_W_dec = None
+        if ctx.needs_input_grad[4]:
+            if grad_latent_sum is not None:
+                grad_W_dec = feature_acts.t() @ grad_latent_sum
+            if grad_gate_sum is not None:
+                gate_part = gate_acts.t() @ grad_gate_sum
+                grad_W_dec = gate_part if grad_W_dec is None else grad_W_dec.add_(gate_part)
+        grad_norms = None
+        if ctx.needs_input_grad[5] and grad_penalty is not None:
+            grad_norms = gate_acts.t() @ grad_penalty
+        grad_b_gate = None if grad_gate is None else grad_gate.sum(0)
+        grad_b_mag = grad_r_mag = grad_x_enc = None
+        if grad_mag is not None:
+            grad_b_mag = grad_mag.sum(0)
+            # x_enc's gradient collects in the gate buffer; grad_mag is then free for r_mag's.
+            if grad_gate is None:
+                grad_x_enc = grad_mag * scale
+            else:
+                grad_x_enc = grad_gate.addcmul_(grad_mag, scale)
+            grad_r_mag = scale * grad_mag.mul_(x_enc).sum(0)
+        else:
+            grad_x_enc = grad_gate
+        return grad_x_enc, grad_b_gate, grad_r_mag, grad_b_mag, grad_W_dec, grad_norms
+
+
+def _sum_into(owned: torch.Tensor | None, other: torch.Tensor | None) -> torch.Tensor | None:
+    """owned + other, adding into `owned` (a buffer of the caller's) when it exists."""
+    if other is None:
+        return owned
+    return other.clone() if owned is None else owned.add_(other)

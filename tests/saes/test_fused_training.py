@@ -80,8 +80,11 @@ def test_topk_training_honours_hooks(hook_name: str) -> None:
     assert_close(out.sae_out, acts @ sae.W_dec + sae.b_dec)
 
 
-def test_topk_fused_and_step_by_step_paths_agree() -> None:
-    sae = make_sae("topk")
+@pytest.mark.parametrize("architecture", ["standard", "gated", "topk"])
+def test_fused_and_step_by_step_paths_agree(architecture: str) -> None:
+    """An identity hook on the latents makes training take the step-by-step path: losses
+    and gradients must not change."""
+    sae = make_sae(architecture)
     x = batch()
     fused = loss_and_grads(sae, x)
     sae.hook_sae_acts_post.add_hook(lambda acts, hook: acts)  # forces the fallback path
