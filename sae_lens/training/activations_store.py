@@ -38,6 +38,7 @@ from sae_lens.config import (
 )
 from sae_lens.dataset_sources import find_tokens_column, load_any_dataset
 from sae_lens.embedded import is_embedded_dataset, is_embedded_model, load_embedded_tokenizer
+from sae_lens.fused_forward import FusedHookReader
 from sae_lens.load_model import tokenizer_prepends_bos
 from sae_lens.tokenization_and_batching import SequenceConcatenator
 
@@ -260,8 +261,19 @@ class ActivationsStore:
         self._mixer: _MixingBuffer | None = None
         self._dataloader = None
         self._hook_width_checked = False
+        self._fused_reader = self._make_fused_reader()
 
     # ------------------------------------------------------------------ setup helpers
+
+    def _make_fused_reader(self) -> FusedHookReader | None:
+        """The fused forward for HookedTransformers it reproduces (see
+        sae_lens.fused_forward); None means the model's own forward is used."""
+        if self.model_kwargs:
+            return None  # forward kwargs only the model's own forward understands
+        reader = FusedHookReader.for_model(self.model, self.hook_name)
+        if reader is None or reader.layer > self.hook_layer:
+            return None  # the model's forward reports a wrong hook_layer clearly
+        return reader
 
     def _validate_sizes(self) -> None:
         for name in ("context_size", "d_in", "store_batch_size_prompts"):
@@ -516,28 +528,34 @@ class ActivationsStore:
         return acts
 
     def _run_model_to_hook(self, tokens: torch.Tensor) -> torch.Tensor:
-        captured: list[torch.Tensor] = []
-
-        def capture(activation: torch.Tensor, hook: Any) -> None:  # noqa: ARG001
-            captured.append(activation)
-            raise _StopForward
-
         autocast = (
             torch.autocast(device_type=tokens.device.type, dtype=torch.bfloat16)
             if self.autocast_lm
             else contextlib.nullcontext()
         )
         with torch.inference_mode(), autocast:
-            try:
-                self.model.run_with_hooks(
-                    tokens,
-                    fwd_hooks=[(self.hook_name, capture)],
-                    stop_at_layer=self.hook_layer + 1,
-                    prepend_bos=False,
-                    **self.model_kwargs,
-                )
-            except _StopForward:
-                pass
+            if self._fused_reader is not None and self._fused_reader.can_run():
+                return self._fused_reader(tokens)
+            return self._run_hooked_forward(tokens)
+
+    def _run_hooked_forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The model's own forward with a hook that captures the activation and stops."""
+        captured: list[torch.Tensor] = []
+
+        def capture(activation: torch.Tensor, hook: Any) -> None:  # noqa: ARG001
+            captured.append(activation)
+            raise _StopForward
+
+        try:
+            self.model.run_with_hooks(
+                tokens,
+                fwd_hooks=[(self.hook_name, capture)],
+                stop_at_layer=self.hook_layer + 1,
+                prepend_bos=False,
+                **self.model_kwargs,
+            )
+        except _StopForward:
+            pass
         if not captured:
             raise ValueError(
                 f"hook {self.hook_name!r} did not run before layer {self.hook_layer + 1}: "

@@ -1,0 +1,321 @@
+"""A fused, inference-only forward pass that reads one hook's activations from a
+TransformerLens `HookedTransformer`.
+
+TransformerLens materialises every attention pattern and calls a HookPoint for each
+intermediate; an SAE needs the tensor at one hook only. For the common decoder
+architectures (GPT-2, GPT-J/GPT-NeoX, LLaMA/Mistral/Qwen2 and models built from a plain
+config) `FusedHookReader` computes that tensor with fused kernels (scaled-dot-product
+attention, `layer_norm`/`rms_norm`, `addmm`) and stops right after the hook. It reads the
+model's own weights at every call, so edits to the weights are seen.
+
+`FusedHookReader.for_model` returns None for anything it does not reproduce (another
+architecture or option, a hook it does not serve); `can_run` is False while a
+TransformerLens hook is attached to any hook point or an SAE is spliced in. Callers then use
+the model's own forward, so the two paths always give the same activations (up to float
+rounding: tests compare them hook by hook).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformer_lens import HookedTransformer
+from transformer_lens.components import (
+    Attention,
+    Embed,
+    GatedMLP,
+    GroupedQueryAttention,
+    LayerNorm,
+    LayerNormPre,
+    PosEmbed,
+    RMSNorm,
+    RMSNormPre,
+    TransformerBlock,
+)
+from transformer_lens.components.mlps.mlp import MLP
+from transformer_lens.hook_points import HookPoint
+
+_ARCHITECTURES = {
+    None,
+    "GPT2LMHeadModel",
+    "GPTJForCausalLM",
+    "GPTNeoXForCausalLM",
+    "LlamaForCausalLM",
+    "MistralForCausalLM",
+    "Qwen2ForCausalLM",
+}
+# Config options that change the forward pass; each must have its plain value here.
+_PLAIN_OPTIONS: dict[str, Any] = {
+    "use_attn_result": False,
+    "use_split_qkv_input": False,
+    "use_attn_in": False,
+    "use_hook_mlp_in": False,
+    "use_local_attn": False,
+    "attn_types": None,
+    "post_embedding_ln": False,
+    "use_normalization_before_and_after": False,
+    "use_qk_norm": False,
+    "clip_qkv": None,
+    "use_logn_attn": False,
+    "use_attention_sinks": False,
+    "load_in_4bit": False,
+    "num_experts": None,
+    "attention_dir": "causal",
+    "n_devices": 1,
+}
+_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "relu": F.relu,
+    "gelu": F.gelu,
+    "silu": F.silu,
+    # gelu_new, gelu_fast and gelu_pytorch_tanh are all the tanh approximation of GELU
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_fast": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "relu2": lambda x: F.relu(x).square(),
+}
+_ATTENTION_ONLY_POINTS = {
+    "hook_embed",
+    "hook_pos_embed",
+    "hook_resid_pre",
+    "attn.hook_z",
+    "hook_attn_out",
+    "hook_resid_post",
+}
+_NORMS = (LayerNorm, LayerNormPre, RMSNorm, RMSNormPre)
+_BLOCK_HOOK = re.compile(
+    r"blocks\.(\d+)\.(hook_resid_pre|hook_attn_out|hook_resid_mid|hook_mlp_out|hook_resid_post"
+    r"|attn\.hook_z|mlp\.hook_pre|mlp\.hook_post)"
+)
+
+
+@dataclass(frozen=True)
+class _Target:
+    layer: int  # -1 for the embedding hooks
+    point: str  # e.g. "hook_resid_post", "attn.hook_z", "hook_embed"
+
+
+class FusedHookReader:
+    """Computes the activations at one hook of a HookedTransformer with a fused
+    inference-only forward pass (see the module docstring)."""
+
+    def __init__(self, model: HookedTransformer, hook_name: str, target: _Target):
+        self.model = model
+        self.hook_name = hook_name
+        self._target = target
+        self._hook_points = dict(model.hook_dict)
+        self._activation = _ACTIVATIONS.get(model.cfg.act_fn or "")
+
+    @classmethod
+    def for_model(cls, model: Any, hook_name: str) -> FusedHookReader | None:
+        """A reader for `hook_name`, or None when the fused pass would not reproduce the
+        model's own forward for it (`unsupported_reason` says why)."""
+        if unsupported_reason(model, hook_name) is not None:
+            return None
+        target = _parse_hook(hook_name)
+        assert target is not None
+        return cls(model, hook_name, target)
+
+    @property
+    def layer(self) -> int:
+        """The block whose hook is read (-1 for the embedding hooks)."""
+        return self._target.layer
+
+    def can_run(self) -> bool:
+        """False while any TransformerLens hook is attached or an SAE replaces a hook
+        point: only the model's own forward honours those."""
+        hook_dict = self.model.hook_dict
+        if len(hook_dict) != len(self._hook_points):
+            return False
+        return all(
+            hook_dict.get(name) is point and type(point) is HookPoint and not point.fwd_hooks
+            for name, point in self._hook_points.items()
+        )
+
+    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Activations at the hook for tokens [batch, pos], shaped as the hook sees them.
+        Run it under `torch.inference_mode()`; the result may be a view."""
+        model, target = self.model, self._target
+        tokens = tokens.to(model.embed.W_E.device)
+        n_pos = tokens.shape[1]
+        embed = model.embed.W_E[tokens]
+        if target.point == "hook_embed":
+            return embed
+        if model.cfg.positional_embedding_type == "standard":
+            pos_embed = model.pos_embed.W_pos[:n_pos]
+            if target.point == "hook_pos_embed":
+                return pos_embed.expand(tokens.shape[0], -1, -1)
+            resid = embed + pos_embed
+        else:
+            resid = embed
+        for layer in range(target.layer + 1):
+            point = target.point if layer == target.layer else None
+            resid, hooked = self._block(model.blocks[layer], resid, point)
+            if hooked is not None:
+                return hooked
+        raise AssertionError(f"hook {self.hook_name!r} was not reached")  # pragma: no cover
+
+    def _block(
+        self, block: TransformerBlock, resid_pre: torch.Tensor, point: str | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The block's resid_post, or the tensor at `point` when the block has that hook."""
+        cfg = self.model.cfg
+        if point == "hook_resid_pre":
+            return resid_pre, resid_pre
+        z = _attention(block.attn, _norm(block.ln1, resid_pre))
+        if point == "attn.hook_z":
+            return resid_pre, z
+        attn_out = _linear(z.flatten(-2), block.attn.W_O.flatten(0, 1), block.attn.b_O)
+        if point == "hook_attn_out":
+            return resid_pre, attn_out
+        if cfg.attn_only:
+            resid_post = resid_pre + attn_out
+        else:
+            mlp_in = resid_pre if cfg.parallel_attn_mlp else resid_pre + attn_out
+            if point == "hook_resid_mid":
+                return mlp_in, mlp_in
+            mlp_out, hooked = self._mlp(block.mlp, _norm(block.ln2, mlp_in), point)
+            if hooked is not None:
+                return resid_pre, hooked
+            if point == "hook_mlp_out":
+                return resid_pre, mlp_out
+            if cfg.parallel_attn_mlp:
+                resid_post = resid_pre + attn_out + mlp_out
+            else:
+                resid_post = mlp_in + mlp_out
+        return resid_post, resid_post if point == "hook_resid_post" else None
+
+    def _mlp(
+        self, mlp: MLP | GatedMLP, x: torch.Tensor, point: str | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        assert self._activation is not None
+        if isinstance(mlp, GatedMLP):
+            pre = _linear(x, mlp.W_gate)
+            if point == "mlp.hook_pre":
+                return pre, pre
+            post = self._activation(pre) * _linear(x, mlp.W_in) + mlp.b_in
+        else:
+            pre = _linear(x, mlp.W_in, mlp.b_in)
+            if point == "mlp.hook_pre":
+                return pre, pre
+            post = self._activation(pre)
+        if point == "mlp.hook_post":
+            return post, post
+        return _linear(post, mlp.W_out, mlp.b_out), None
+
+
+def unsupported_reason(model: Any, hook_name: str) -> str | None:
+    """Why `FusedHookReader` cannot serve `hook_name` of `model`, or None if it can."""
+    if not isinstance(model, HookedTransformer):
+        return f"the model is a {type(model).__name__}, not a HookedTransformer"
+    cfg = model.cfg
+    if cfg.original_architecture not in _ARCHITECTURES:
+        return f"architecture {cfg.original_architecture} is not covered"
+    for option, plain in _PLAIN_OPTIONS.items():
+        value = getattr(cfg, option, plain)
+        if value != plain:
+            return f"config option {option}={value!r}"
+    if cfg.positional_embedding_type not in ("standard", "rotary"):
+        return f"positional_embedding_type {cfg.positional_embedding_type!r}"
+    soft_cap = getattr(cfg, "attn_scores_soft_cap", None)
+    if soft_cap is not None and soft_cap > 0:
+        return "attention score soft-capping"
+    if not cfg.attn_only and (cfg.act_fn or "") not in _ACTIVATIONS:
+        return f"activation function {cfg.act_fn!r}"
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is not None and getattr(tokenizer, "padding_side", "right") == "left":
+        return "a left-padding tokenizer (the model's forward builds an attention mask)"
+    if hook_name not in model.hook_dict:
+        return f"the model has no hook {hook_name!r}"
+    target = _parse_hook(hook_name)
+    if target is None:
+        return f"hook {hook_name!r} is not one the fused pass computes"
+    if cfg.attn_only and target.point not in _ATTENTION_ONLY_POINTS:
+        return f"hook {hook_name!r} never runs in an attention-only model"
+    return _structure_problem(model)
+
+
+def _structure_problem(model: HookedTransformer) -> str | None:
+    """A reason if any module is not the plain TransformerLens component the fused pass
+    reimplements (a subclass may override its forward)."""
+    modules: list[tuple[str, Any, tuple[type, ...]]] = [("embed", model.embed, (Embed,))]
+    if model.cfg.positional_embedding_type == "standard":
+        modules.append(("pos_embed", model.pos_embed, (PosEmbed,)))
+    for i, block in enumerate(model.blocks):
+        modules += [
+            (f"blocks.{i}", block, (TransformerBlock,)),
+            (f"blocks.{i}.ln1", block.ln1, (*_NORMS, torch.nn.Identity)),
+            (f"blocks.{i}.attn", block.attn, (Attention, GroupedQueryAttention)),
+        ]
+        if not model.cfg.attn_only:
+            modules += [
+                (f"blocks.{i}.ln2", block.ln2, (*_NORMS, torch.nn.Identity)),
+                (f"blocks.{i}.mlp", block.mlp, (MLP, GatedMLP)),
+            ]
+    for name, module, allowed in modules:
+        if type(module) not in allowed:
+            return f"{name} is a {type(module).__name__}"
+    return None
+
+
+def _parse_hook(hook_name: str) -> _Target | None:
+    if hook_name in ("hook_embed", "hook_pos_embed"):
+        return _Target(-1, hook_name)
+    match = _BLOCK_HOOK.fullmatch(hook_name)
+    if match is None:
+        return None
+    return _Target(int(match.group(1)), match.group(2))
+
+
+def _linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """x [..., d_in] @ weight [d_in, d_out] (+ bias) as one matmul over all positions."""
+    flat = x.reshape(-1, x.shape[-1])
+    out = flat @ weight if bias is None else torch.addmm(bias, flat, weight)
+    return out.view(*x.shape[:-1], weight.shape[-1])
+
+
+def _norm(norm: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The block's LayerNorm/RMSNorm (with or without weights) in one kernel, normalising
+    in float32 for half-precision models as TransformerLens does."""
+    if isinstance(norm, torch.nn.Identity):
+        return x
+    dtype = x.dtype
+    shape = (x.shape[-1],)
+    x32 = x if dtype in (torch.float32, torch.float64) else x.float()
+    if isinstance(norm, (LayerNorm, LayerNormPre)):
+        normalized = F.layer_norm(x32, shape, eps=norm.eps).to(dtype)
+    else:
+        normalized = F.rms_norm(x32, shape, eps=norm.eps).to(dtype)
+    if isinstance(norm, LayerNorm):
+        return normalized * norm.w + norm.b
+    if isinstance(norm, RMSNorm):
+        return normalized * norm.w
+    return normalized
+
+
+def _attention(attn: Attention | GroupedQueryAttention, x: torch.Tensor) -> torch.Tensor:
+    """hook_z [batch, pos, head, d_head] of causal multi-head attention over x."""
+    n_heads, d_head = attn.b_Q.shape
+    weights = torch.cat(
+        [w.permute(1, 0, 2).flatten(1) for w in (attn.W_Q, attn.W_K, attn.W_V)], dim=1
+    )
+    bias = torch.cat([attn.b_Q.flatten(), attn.b_K.flatten(), attn.b_V.flatten()])
+    qkv = _linear(x, weights, bias).unflatten(-1, (3, n_heads, d_head))
+    q, k, v = qkv.unbind(dim=2)  # each [batch, pos, head, d_head]
+    if attn.cfg.positional_embedding_type == "rotary":
+        q = attn.apply_rotary(q)
+        k = attn.apply_rotary(k)
+    z = F.scaled_dot_product_attention(
+        q.transpose(1, 2),
+        k.transpose(1, 2),
+        v.transpose(1, 2),
+        is_causal=True,
+        scale=1.0 / float(attn.attn_scale),
+    )
+    return z.transpose(1, 2)

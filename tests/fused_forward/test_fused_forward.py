@@ -1,0 +1,188 @@
+"""The fused inference forward must give what TransformerLens's own forward gives, at every
+hook it serves, for each supported architecture; everything else must be refused."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformer_lens import HookedTransformer
+
+from sae_lens.fused_forward import FusedHookReader, unsupported_reason
+from tests.conftest import build_tiny_tl_model
+
+ARCHITECTURES: dict[str, dict[str, object]] = {
+    "gpt2-like (LN, learned positions)": dict(normalization_type="LN", act_fn="gelu_new"),
+    "folded LN (LNPre), relu": dict(normalization_type="LNPre", act_fn="relu"),
+    "neox-like (rotary, partial rotary_dim, parallel attn+mlp)": dict(
+        positional_embedding_type="rotary",
+        rotary_dim=2,
+        rotary_adjacent_pairs=False,
+        parallel_attn_mlp=True,
+        act_fn="gelu",
+    ),
+    "gptj-like (rotary adjacent pairs)": dict(
+        positional_embedding_type="rotary", rotary_dim=4, rotary_adjacent_pairs=True
+    ),
+    "llama-like (RMS, gated silu MLP, grouped-query attention)": dict(
+        normalization_type="RMS",
+        positional_embedding_type="rotary",
+        rotary_dim=4,
+        gated_mlp=True,
+        act_fn="silu",
+        n_key_value_heads=2,
+    ),
+    "attention only, RMSPre, no normalisation scale": dict(
+        attn_only=True, normalization_type="RMSPre", d_mlp=None
+    ),
+    "no normalisation, attention scaled by layer": dict(
+        normalization_type=None, scale_attn_by_inverse_layer_idx=True
+    ),
+}
+
+
+def _randomised(model: HookedTransformer) -> HookedTransformer:
+    """Give every bias and norm weight a random value so that none is left at 0 or 1."""
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            last = name.split(".")[-1]
+            if last in ("b", "w") or last.lstrip("_").startswith("b_"):
+                noise = torch.randn(param.shape, generator=generator) * 0.3
+                param.copy_(noise + (1.0 if last == "w" else 0.0))
+    return model
+
+
+def _served_hooks(model: HookedTransformer) -> list[str]:
+    return [name for name in model.hook_dict if unsupported_reason(model, name) is None]
+
+
+@pytest.mark.parametrize("overrides", ARCHITECTURES.values(), ids=ARCHITECTURES.keys())
+def test_every_served_hook_matches_run_with_cache(overrides: dict[str, object]) -> None:
+    model = _randomised(build_tiny_tl_model(**overrides))
+    tokens = torch.randint(
+        0, model.cfg.d_vocab, (3, 11), generator=torch.Generator().manual_seed(0)
+    )
+    with torch.inference_mode():
+        _, cache = model.run_with_cache(tokens)
+    served = _served_hooks(model)
+    per_layer = ["hook_resid_pre", "hook_attn_out", "hook_resid_post", "attn.hook_z"]
+    for layer in range(model.cfg.n_layers):
+        assert {f"blocks.{layer}.{p}" for p in per_layer} <= set(served)
+    if not model.cfg.attn_only:
+        assert {"blocks.1.hook_mlp_out", "blocks.1.mlp.hook_pre", "blocks.1.mlp.hook_post"} <= set(
+            served
+        )
+    for hook_name in served:
+        reader = FusedHookReader.for_model(model, hook_name)
+        assert reader is not None and reader.can_run()
+        with torch.inference_mode():
+            fused = reader(tokens)
+        expected = cache[hook_name]
+        assert fused.shape == expected.shape, hook_name
+        torch.testing.assert_close(fused, expected, atol=1e-5, rtol=1e-5, msg=hook_name)
+
+
+def test_matches_the_embedded_model_with_documents_joined_by_bos(
+    embedded_model: HookedTransformer,
+) -> None:
+    bos = embedded_model.tokenizer.bos_token_id
+    tokens = torch.randint(
+        0, embedded_model.cfg.d_vocab, (2, 64), generator=torch.Generator().manual_seed(2)
+    )
+    tokens[:, 0] = bos
+    tokens[:, 30] = bos  # a document boundary inside the context, as in concatenated rows
+    for hook_name in ["blocks.0.hook_mlp_out", "blocks.1.hook_resid_post", "blocks.1.attn.hook_z"]:
+        reader = FusedHookReader.for_model(embedded_model, hook_name)
+        assert reader is not None
+        with torch.inference_mode():
+            _, cache = embedded_model.run_with_cache(tokens, names_filter=hook_name)
+            torch.testing.assert_close(reader(tokens), cache[hook_name], atol=2e-5, rtol=1e-5)
+
+
+def test_bfloat16_autocast_stays_close_to_the_model_under_autocast() -> None:
+    model = _randomised(build_tiny_tl_model())
+    tokens = torch.randint(
+        0, model.cfg.d_vocab, (2, 16), generator=torch.Generator().manual_seed(0)
+    )
+    reader = FusedHookReader.for_model(model, "blocks.1.hook_resid_post")
+    assert reader is not None
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        _, cache = model.run_with_cache(tokens, names_filter="blocks.1.hook_resid_post")
+        fused = reader(tokens)
+    expected = cache["blocks.1.hook_resid_post"].float()
+    assert (fused.float() - expected).abs().max() < 0.05 * expected.abs().max()
+
+
+def test_an_attached_hook_stops_the_fused_pass_until_it_is_removed() -> None:
+    model = build_tiny_tl_model()
+    reader = FusedHookReader.for_model(model, "blocks.1.hook_resid_post")
+    assert reader is not None and reader.can_run()
+    model.add_hook("blocks.0.hook_mlp_out", lambda act, hook: act * 0)
+    assert not reader.can_run()
+    model.reset_hooks()
+    assert reader.can_run()
+
+
+def test_a_spliced_sae_stops_the_fused_pass_until_it_is_removed() -> None:
+    from sae_lens import HookedSAETransformer
+    from tests.analysis.test_hooked_sae_transformer import make_sae
+
+    model = HookedSAETransformer(build_tiny_tl_model().cfg)
+    reader = FusedHookReader.for_model(model, "blocks.1.hook_resid_post")
+    assert reader is not None and reader.can_run()
+    model.add_sae(make_sae("blocks.0.hook_mlp_out"))
+    assert not reader.can_run()
+    model.reset_saes()
+    assert reader.can_run()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "hook_name", "reason"),
+    [
+        (
+            dict(positional_embedding_type="shortformer"),
+            "blocks.0.hook_resid_post",
+            "positional_embedding_type 'shortformer'",
+        ),
+        (dict(act_fn="solu_ln"), "blocks.0.hook_resid_post", "activation function 'solu_ln'"),
+        (
+            dict(use_attn_result=True),
+            "blocks.0.hook_resid_post",
+            "config option use_attn_result=True",
+        ),
+        (
+            dict(attn_scores_soft_cap=30.0),
+            "blocks.0.hook_resid_post",
+            "attention score soft-capping",
+        ),
+        (
+            {},
+            "blocks.0.attn.hook_pattern",
+            "hook 'blocks.0.attn.hook_pattern' is not one the fused pass computes",
+        ),
+        ({}, "blocks.0.ln1.hook_normalized", "is not one the fused pass computes"),
+        ({}, "blocks.7.hook_resid_post", "the model has no hook 'blocks.7.hook_resid_post'"),
+    ],
+)
+def test_what_it_cannot_reproduce_is_refused_with_a_reason(
+    overrides: dict[str, object], hook_name: str, reason: str
+) -> None:
+    model = build_tiny_tl_model(**overrides)
+    found = unsupported_reason(model, hook_name)
+    assert found is not None and reason in found
+    assert FusedHookReader.for_model(model, hook_name) is None
+
+
+def test_a_subclassed_component_is_refused() -> None:
+    model = build_tiny_tl_model()
+
+    class DoubledMLP(type(model.blocks[0].mlp)):  # type: ignore[misc]
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return 2 * super().forward(x)
+
+    model.blocks[0].mlp.__class__ = DoubledMLP
+    assert unsupported_reason(model, "blocks.1.hook_resid_post") == "blocks.0.mlp is a DoubledMLP"
+
+
+def test_a_model_that_is_not_a_hooked_transformer_is_refused() -> None:
+    assert "not a HookedTransformer" in (unsupported_reason(torch.nn.Linear(2, 2), "x") or "")
