@@ -303,7 +303,8 @@ def run_our_job(job: dict[str, Any]) -> None:
     if job["training_tokens"] > 0:
         result.update(_train_ours(job, runner, clock))
         result["rss_before_mb"] = rss_before
-    result.update(_time_our_steps(job, cfg, model, runner.activations_store))
+    if job["step_bench_steps"] > 0:
+        result.update(_time_our_steps(job, cfg, model, runner.activations_store))
     wl.write_json(Path(job["out_dir"]) / "result.json", result)
 
 

@@ -28,6 +28,7 @@ import torch
 import yaml
 
 from sae_lens import logger
+from sae_lens.allocator import reuse_freed_memory
 from sae_lens.config import HfDataset, LanguageModelSAERunnerConfig
 from sae_lens.training import checkpoints
 from sae_lens.training.metrics_log import (
@@ -85,6 +86,8 @@ class SAETrainingRunner:
 
         _check_schedules(cfg)
         self.cfg = cfg
+        if torch.device(cfg.device).type == "cpu":
+            reuse_freed_memory()
         self._resume_state: dict[str, Any] | None = None
         self._finished_sae_folder: Path | None = None
         if cfg.resume:

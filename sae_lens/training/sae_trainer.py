@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     from sae_lens.training.activations_store import ActivationsStore
     from sae_lens.training.training_sae import TrainingSAE, TrainStepOutput
 
+# Rows per chunk when counting latent firings: small enough to stay in cache.
+_FIRING_COUNT_CHUNK_ROWS = 256
+
 # Parameters left trainable once fine-tuning starts, per `finetuning_method` (5.6.0).
 FINETUNING_PARAMETERS = {
     "scale": ["scaling_factor"],
@@ -285,10 +288,14 @@ class SAETrainer:
 
     @torch.no_grad()
     def _update_feature_stats(self, feature_acts: torch.Tensor) -> None:
-        fired = (feature_acts > 0).any(dim=0)  # [d_sae]
+        # Counted in row chunks so no [batch, d_sae] temporary is allocated. Latents are
+        # non-negative for every architecture, so "fired" (> 0) is "non-zero".
+        counts = torch.zeros(feature_acts.shape[1], dtype=torch.long, device=feature_acts.device)
+        for chunk in feature_acts.split(_FIRING_COUNT_CHUNK_ROWS):
+            counts += torch.count_nonzero(chunk, dim=0)
         self.n_forward_passes_since_fired += 1
-        self.n_forward_passes_since_fired[fired] = 0
-        self.act_freq_scores += (feature_acts.abs() > 0).float().sum(0)
+        self.n_forward_passes_since_fired.masked_fill_(counts > 0, 0)
+        self.act_freq_scores += counts
         self.n_frac_active_tokens += feature_acts.shape[0]
 
     def _close_sparsity_window_if_due(self, step: int) -> None:

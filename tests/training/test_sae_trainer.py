@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 import torch
 
+from sae_lens.training import sae_trainer
 from sae_lens.training.metrics_log import read_metrics
 from sae_lens.training.sae_trainer import SAETrainer, TrainingDivergedError
 from tests.training.trainer_fakes import FakeActivationStore, RecordingSave, make_cfg, make_trainer
@@ -25,7 +26,11 @@ def _record_feature_acts(trainer: SAETrainer) -> list[torch.Tensor]:
     return seen
 
 
-def test_feature_statistics_match_a_hand_computation(tmp_path: Path) -> None:
+@pytest.mark.parametrize("chunk_rows", [5, 256])  # several row chunks per batch, or one
+def test_feature_statistics_match_a_hand_computation(
+    tmp_path: Path, chunk_rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sae_trainer, "_FIRING_COUNT_CHUNK_ROWS", chunk_rows)
     window, dead_window, steps = 7, 5, 20
     cfg = make_cfg(
         tmp_path,
