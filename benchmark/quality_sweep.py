@@ -30,6 +30,12 @@ import workload as wl  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--architecture", required=True, choices=bench.ARCHITECTURES)
+    parser.add_argument(
+        "--library",
+        default="ours",
+        choices=["ours", "saelens6"],
+        help="saelens6: each option set is {'sae_options': {...}, 'runner_options': {...}}",
+    )
     parser.add_argument("--options", nargs="+", required=True, help="JSON objects")
     parser.add_argument("--tokens", type=int, default=bench.DEFAULT_TOKENS)
     parser.add_argument("--work", type=Path, default=Path("/tmp/sae_lens_train_bench"))
@@ -44,17 +50,35 @@ def main() -> None:
     downstream = bench.Downstream(model, eval_tokens)
     log = args.work / "quality_sweep.jsonl"
     for i, text in enumerate(args.options):
-        options = {"lr": bench.LR, **bench.OURS[args.architecture], **json.loads(text)}
         job = dict(
             paths,
             training_tokens=args.tokens,
             step_bench_steps=0,
-            name=f"sweep/{args.architecture}/{i}",
+            name=f"sweep/{args.library}/{args.architecture}/{i}",
             architecture=args.architecture,
-            options=options,
-            out_dir=str(args.work / "jobs" / f"sweep_{args.architecture}_{i}"),
+            out_dir=str(args.work / "jobs" / f"sweep_{args.library}_{args.architecture}_{i}"),
         )
-        result = bench.run_job(sys.executable, HERE / "train_throughput.py", job, 1800, False)
+        if args.library == "ours":
+            options = {
+                "lr": bench.LR[args.architecture],
+                **bench.OURS[args.architecture],
+                **json.loads(text),
+            }
+            job["options"] = options
+            script = HERE / "train_throughput.py"
+        else:
+            defaults = bench.SAELENS6[args.architecture]
+            given = json.loads(text)
+            options = {
+                "sae_options": {**defaults["sae_options"], **given.get("sae_options", {})},
+                "runner_options": {
+                    "lr": bench.LR[args.architecture],
+                    **given.get("runner_options", {}),
+                },
+            }
+            job.update(options)
+            script = HERE / "peers" / "saelens6_driver.py"
+        result = bench.run_job(bench.PYTHONS[args.library], script, job, 1800, False)
         scores = bench.evaluate(
             args.architecture, Path(job["out_dir"]) / "weights.safetensors", eval_acts, downstream
         )

@@ -148,6 +148,7 @@ class LanguageModelSAERunnerConfig:
     decoder_orthogonal_init: bool = False
     decoder_heuristic_init: bool = False
     init_encoder_as_decoder_transpose: bool = False
+    decoder_init_norm: float | None = None
 
     # Activation store
     n_batches_in_buffer: int = 20
@@ -296,6 +297,18 @@ class LanguageModelSAERunnerConfig:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
         if self.n_restart_cycles < 1:
             raise ValueError(f"n_restart_cycles must be >= 1, got {self.n_restart_cycles!r}")
+        if self.decoder_init_norm is not None:
+            if self.decoder_init_norm <= 0:
+                raise ValueError(f"decoder_init_norm must be > 0, got {self.decoder_init_norm!r}")
+            for other in (
+                "normalize_sae_decoder",
+                "decoder_heuristic_init",
+                "decoder_orthogonal_init",
+            ):
+                if getattr(self, other):
+                    raise ValueError(
+                        f"decoder_init_norm needs {other}=False (both set the decoder's norms)"
+                    )
         if self.normalize_sae_decoder and self.decoder_heuristic_init:
             raise ValueError(
                 "normalize_sae_decoder and decoder_heuristic_init cannot both be True: "
@@ -403,6 +416,7 @@ class LanguageModelSAERunnerConfig:
             "mse_loss_normalization": self.mse_loss_normalization,
             "decoder_heuristic_init": self.decoder_heuristic_init,
             "init_encoder_as_decoder_transpose": self.init_encoder_as_decoder_transpose,
+            "decoder_init_norm": self.decoder_init_norm,
             "jumprelu_init_threshold": self.jumprelu_init_threshold,
             "jumprelu_bandwidth": self.jumprelu_bandwidth,
             "scale_sparsity_penalty_by_decoder_norm": self.scale_sparsity_penalty_by_decoder_norm,

@@ -154,7 +154,8 @@ def main() -> None:
     result: dict[str, Any] = {"library": f"SAELens {sae_lens.__version__}"}
     if job["training_tokens"] > 0:
         result.update(train(job, model, dataset))
-    result.update(step_benchmark(job, wl.fixed_activation_batch(job["acts"])))
+    if job["step_bench_steps"] > 0:
+        result.update(step_benchmark(job, wl.fixed_activation_batch(job["acts"])))
     wl.write_json(Path(job["out_dir"]) / "result.json", result)
 
 

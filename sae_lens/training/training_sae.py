@@ -58,6 +58,7 @@ class TrainingSAEConfig(SAEConfig):
     decoder_heuristic_init: bool
     init_encoder_as_decoder_transpose: bool
     scale_sparsity_penalty_by_decoder_norm: bool
+    decoder_init_norm: float | None = None
 
     @classmethod
     def from_sae_runner_config(cls, cfg: LanguageModelSAERunnerConfig) -> TrainingSAEConfig:
@@ -241,7 +242,10 @@ class TrainingSAE(SAE):
         elif self.cfg.decoder_heuristic_init:
             self.W_dec.data = torch.rand_like(self.W_dec.data)
             self.initialize_decoder_norm_constant_norm()
-        if self.cfg.init_encoder_as_decoder_transpose:
+        elif self.cfg.decoder_init_norm is not None:
+            # SAELens 6's initialisation: kaiming rows scaled to one norm, tied encoder
+            self.initialize_decoder_norm_constant_norm(self.cfg.decoder_init_norm)
+        if self.cfg.init_encoder_as_decoder_transpose or self.cfg.decoder_init_norm is not None:
             self.W_enc.data = self.W_dec.data.T.clone().contiguous()
         else:
             self.W_enc.data = nn.init.kaiming_uniform_(torch.empty_like(self.W_enc.data))
