@@ -75,6 +75,7 @@ GROUPS: list[tuple[str, dict[str, str]]] = [
             "decoder_orthogonal_init": "Initialise the decoder rows orthogonally.",
             "decoder_heuristic_init": "Initialise decoder rows with small random norms (needs `normalize_sae_decoder=False`).",
             "init_encoder_as_decoder_transpose": "Initialise `W_enc` as the transpose of `W_dec`.",
+            "decoder_init_norm": "SAELens 6's initialisation: decoder rows (kaiming-uniform) scaled to this norm and `W_enc = W_dec.T` (needs `normalize_sae_decoder=False`). Not in 5.6.0; `None` keeps 5.6.0's initialisation.",
             "noise_scale": "Standard deviation of Gaussian noise added to the pre-activations during training.",
             "from_pretrained_path": "Folder of a saved SAE to continue training from instead of a fresh initialisation.",
             "jumprelu_init_threshold": "Initial threshold of every JumpReLU latent.",

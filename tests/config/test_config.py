@@ -79,6 +79,11 @@ def test_topk_gets_default_k_and_fresh_runs_get_their_own_checkpoint_folder() ->
         ({"seqpos_slice": (200, None)}, r"seqpos_slice \(200, None\) selects no positions"),
         ({"seqpos_slice": (0, 10, 0)}, r"step must be at least 1"),
         ({"decoder_heuristic_init": True}, r"normalize_sae_decoder and decoder_heuristic_init"),
+        ({"decoder_init_norm": 0.1}, r"decoder_init_norm needs normalize_sae_decoder=False"),
+        (
+            {"decoder_init_norm": 0.0, "normalize_sae_decoder": False},
+            r"decoder_init_norm must be > 0, got 0.0",
+        ),
         ({"scale_sparsity_penalty_by_decoder_norm": True}, r"needs normalize_sae_decoder=False"),
         ({"finetuning_method": "decoder"}, r"needs apply_b_dec_to_input=False"),
         ({"exclude_special_tokens": [1, "a"]}, r"exclude_special_tokens must be a bool or a list"),

@@ -281,6 +281,15 @@ def test_decoder_heuristic_init_and_encoder_as_transpose() -> None:
     assert torch.equal(sae.W_enc, sae.W_dec.T)
 
 
+@pytest.mark.parametrize("architecture", ["standard", "gated", "jumprelu", "topk"])
+def test_decoder_init_norm_gives_saelens_6_initialisation(architecture: str) -> None:
+    sae = make_sae(architecture, normalize_sae_decoder=False, decoder_init_norm=0.3)
+    assert_close(sae.W_dec.norm(dim=1), torch.full((D_SAE,), 0.3, dtype=torch.float64))
+    assert torch.equal(sae.W_enc, sae.W_dec.T)
+    # rows keep kaiming-uniform's signs and directions (not all-positive like the heuristic)
+    assert (sae.W_dec < 0).float().mean() > 0.3
+
+
 def test_b_dec_initialisers() -> None:
     sae = make_sae()
     acts = batch(50)
