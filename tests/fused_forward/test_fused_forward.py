@@ -186,3 +186,22 @@ def test_a_subclassed_component_is_refused() -> None:
 
 def test_a_model_that_is_not_a_hooked_transformer_is_refused() -> None:
     assert "not a HookedTransformer" in (unsupported_reason(torch.nn.Linear(2, 2), "x") or "")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_models_agree_to_their_rounding(dtype: torch.dtype) -> None:
+    model = build_tiny_tl_model(dtype=dtype, **ARCHITECTURES[next(iter(ARCHITECTURES))])
+    tokens = torch.randint(
+        0, model.cfg.d_vocab, (2, 16), generator=torch.Generator().manual_seed(0)
+    )
+    relative_tolerance = 0.005 if dtype == torch.float16 else 0.03  # a few ulps of the dtype
+    for hook_name in ["blocks.1.hook_resid_post", "blocks.1.attn.hook_z", "blocks.0.hook_mlp_out"]:
+        reader = FusedHookReader.for_model(model, hook_name)
+        assert reader is not None
+        with torch.inference_mode():
+            _, cache = model.run_with_cache(tokens, names_filter=hook_name)
+            fused = reader(tokens)
+        expected = cache[hook_name]
+        assert fused.dtype == expected.dtype == dtype
+        error = (fused.float() - expected.float()).abs().max()
+        assert error <= relative_tolerance * expected.float().abs().max(), hook_name
