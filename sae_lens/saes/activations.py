@@ -12,6 +12,12 @@ from torch import nn
 ACTIVATION_FN_NAMES = ("relu", "tanh-relu", "topk")
 
 
+def keep_where_positive_(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Zero `grad` in place where `x <= 0` (a ReLU's backward) and return it: one fused
+    pass, several times faster on CPU than `masked_fill_` with a boolean mask."""
+    return torch.ops.aten.threshold_backward.grad_input(grad, x, 0.0, grad_input=grad)
+
+
 class TopK(nn.Module):
     """Keep the `k` largest entries of the last dimension (after `postact_fn`), zero the rest."""
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from sae_lens.saes.activations import keep_where_positive_
 from sae_lens.saes.base import (
     Architecture,
     TrainingForward,
@@ -140,9 +141,7 @@ class _GatedLatents(torch.autograd.Function):
         x_enc, _, r_mag, _, W_dec, decoder_norms = inputs
         feature_acts, magnitude_pre, _, _, _, gate_acts, active = output
         ctx.mark_non_differentiable(gate_acts, active)
-        ctx.save_for_backward(
-            x_enc, r_mag, W_dec, decoder_norms, feature_acts, magnitude_pre, gate_acts, active
-        )
+        ctx.save_for_backward(x_enc, r_mag, W_dec, decoder_norms, feature_acts, gate_acts)
         ctx.set_materialize_grads(False)
 
     @staticmethod
@@ -156,14 +155,15 @@ class _GatedLatents(torch.autograd.Function):
         *_: None,
     ) -> tuple[torch.Tensor | None, ...]:
         saved = ctx.saved_tensors
-        x_enc, r_mag, W_dec, decoder_norms, feature_acts, magnitude_pre, gate_acts, active = saved
+        x_enc, r_mag, W_dec, decoder_norms, feature_acts, gate_acts = saved
         scale = r_mag.exp()
         # Magnitude path: d loss / d magnitude_pre, in one buffer.
         grad_mag = _sum_into(
             None if grad_latent_sum is None else grad_latent_sum @ W_dec.t(), grad_acts
         )
         if grad_mag is not None:
-            grad_mag.mul_(active).masked_fill_(magnitude_pre <= 0, 0.0)
+            # feature_acts = relu(magnitude_pre) * active is > 0 exactly where both pass
+            keep_where_positive_(grad_mag, feature_acts)
         grad_mag = _sum_into(grad_mag, grad_magnitude_pre)
         # Gate path: d loss / d gate_pre, in a second buffer.
         grad_gate = None if grad_gate_sum is None else grad_gate_sum @ W_dec.t()
@@ -173,7 +173,7 @@ class _GatedLatents(torch.autograd.Function):
             else:
                 grad_gate.addr_(grad_penalty, decoder_norms)
         if grad_gate is not None:
-            grad_gate.masked_fill_(gate_acts <= 0, 0.0)
+            keep_where_positive_(grad_gate, gate_acts)
         grad_W_dec = None
         if ctx.needs_input_grad[4]:
             if grad_latent_sum is not None:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from sae_lens.saes.activations import is_nonnegative
+from sae_lens.saes.activations import is_nonnegative, keep_where_positive_
 from sae_lens.saes.base import (
     Architecture,
     TrainingForward,
@@ -149,7 +149,7 @@ class _ReLUDecode(torch.autograd.Function):
                 grad.addr_(grad_penalty, weights)
         if grad_acts is not None:
             grad = grad_acts.clone() if grad is None else grad.add_(grad_acts)
-        grad_pre = None if grad is None else grad.masked_fill_(acts <= 0, 0.0)  # ReLU
+        grad_pre = None if grad is None else keep_where_positive_(grad, acts)  # ReLU
         need_W, need_weights = ctx.needs_input_grad[1:3]
         grad_W = acts.t() @ grad_sum if need_W and grad_sum is not None else None
         grad_weights = None
