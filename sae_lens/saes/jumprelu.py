@@ -109,7 +109,7 @@ class JumpReLUWithL0(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
         x, threshold, bandwidth = inputs
-        ctx.save_for_backward(x, threshold)
+        ctx.save_for_backward(x, threshold, output[0])
         ctx.bandwidth = bandwidth
         ctx.set_materialize_grads(False)
 
@@ -117,7 +117,7 @@ class JumpReLUWithL0(torch.autograd.Function):
     def backward(  # type: ignore[override]
         ctx: Any, grad_acts: torch.Tensor | None, grad_l0: torch.Tensor | None
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
-        x, threshold = ctx.saved_tensors  # [batch, d_sae], [d_sae]
+        x, threshold, feature_acts = ctx.saved_tensors  # [batch, d_sae], [d_sae], [batch, d_sae]
         bandwidth = ctx.bandwidth
         kernel = _window(x, threshold, bandwidth)  # [batch, d_sae]
         # threshold grad = -(1/bandwidth) * sum over the batch of kernel * (threshold *
@@ -127,7 +127,8 @@ class JumpReLUWithL0(torch.autograd.Function):
             threshold_grad += grad_l0.reshape(-1) @ kernel.reshape(-1, threshold.shape[-1])
         x_grad = None
         if grad_acts is not None:
-            x_grad = torch.where(x > threshold, grad_acts, 0.0)
+            # feature_acts > 0 exactly where x > threshold (threshold >= 0): one fused pass
+            x_grad = torch.ops.aten.threshold_backward(grad_acts, feature_acts, 0.0)
             threshold_grad += threshold * _batch_sum(kernel.mul_(grad_acts), threshold.shape[-1])
         return x_grad, threshold_grad.mul_(-1.0 / bandwidth), None
 
