@@ -60,7 +60,7 @@ class GatedArchitecture(Architecture):
         x_enc = x @ sae.W_enc  # [batch, d_sae]
         if _can_fuse(sae, x):
             decoder_norms = sae.W_dec.norm(dim=1)
-            acts, magnitude_pre, latent_sum, gate_sum, gate_penalty, _, _ = _GatedLatents.apply(
+            acts, magnitude_pre, latent_sum, gate_sum, gate_penalty, _ = _GatedLatents.apply(
                 x_enc, sae.b_gate, sae.r_mag, sae.b_mag, sae.W_dec, decoder_norms
             )
             intermediates = {"gate_penalty": gate_penalty, "via_gate": gate_sum + sae.b_dec}
@@ -107,9 +107,9 @@ def _can_fuse(sae: TrainingSAE, x: torch.Tensor) -> bool:
 class _GatedLatents(torch.autograd.Function):
     """Everything a gated training step computes from x_enc = x @ W_enc [batch, d_sae]:
     (feature_acts, magnitude_pre, feature_acts @ W_dec, gate_acts @ W_dec,
-    gate_acts @ decoder_norms, gate_acts, active) with gate_acts = relu(x_enc + b_gate),
-    active = gate_acts > 0 (as floats), magnitude_pre = x_enc * exp(r_mag) + b_mag and
-    feature_acts = active * relu(magnitude_pre); the last two are not differentiable.
+    gate_acts @ decoder_norms, gate_acts) with gate_acts = relu(x_enc + b_gate),
+    magnitude_pre = x_enc * exp(r_mag) + b_mag and feature_acts = (gate_acts > 0) *
+    relu(magnitude_pre); gate_acts is not differentiable.
     The backward builds the gradients of both paths in two [batch, d_sae] buffers, in
     place, where autograd would allocate about ten."""
 
@@ -124,8 +124,8 @@ class _GatedLatents(torch.autograd.Function):
     ) -> tuple[torch.Tensor, ...]:
         magnitude_pre = torch.addcmul(b_mag, x_enc, r_mag.exp())
         gate_acts = (x_enc + b_gate).relu_()
-        active = (gate_acts > 0).to(x_enc.dtype)  # relu(gate_pre) > 0 iff gate_pre > 0
-        feature_acts = magnitude_pre.relu().mul_(active)
+        # relu(gate_pre) > 0 iff gate_pre > 0
+        feature_acts = magnitude_pre.relu().mul_(gate_acts > 0)
         return (
             feature_acts,
             magnitude_pre,
@@ -133,14 +133,13 @@ class _GatedLatents(torch.autograd.Function):
             gate_acts @ W_dec,
             gate_acts @ decoder_norms,
             gate_acts,
-            active,
         )
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
         x_enc, _, r_mag, _, W_dec, decoder_norms = inputs
-        feature_acts, magnitude_pre, _, _, _, gate_acts, active = output
-        ctx.mark_non_differentiable(gate_acts, active)
+        feature_acts, _, _, _, _, gate_acts = output
+        ctx.mark_non_differentiable(gate_acts)
         ctx.save_for_backward(x_enc, r_mag, W_dec, decoder_norms, feature_acts, gate_acts)
         ctx.set_materialize_grads(False)
 
@@ -162,7 +161,7 @@ class _GatedLatents(torch.autograd.Function):
             None if grad_latent_sum is None else grad_latent_sum @ W_dec.t(), grad_acts
         )
         if grad_mag is not None:
-            # feature_acts = relu(magnitude_pre) * active is > 0 exactly where both pass
+            # feature_acts > 0 exactly where both the gate and relu(magnitude_pre) pass
             keep_where_positive_(grad_mag, feature_acts)
         grad_mag = _sum_into(grad_mag, grad_magnitude_pre)
         # Gate path: d loss / d gate_pre, in a second buffer.
