@@ -83,6 +83,7 @@ def main() -> None:
             args.architecture, Path(job["out_dir"]) / "weights.safetensors", eval_acts, downstream
         )
         row = {
+            "library": args.library,
             "architecture": args.architecture,
             "options": options,
             **scores,

@@ -7,8 +7,8 @@ zeroed pages back in: 10-40% of a CPU step on the benchmark machine. Raising the
 trim thresholds keeps freed blocks in the heap for reuse. The cost is that memory freed
 during the run is not given back to the OS until the process ends or trims.
 
-`SAETrainingRunner` and `CacheActivationsRunner` call `reuse_freed_memory` when they run
-on CPU; set the environment variable SAE_LENS_KEEP_MALLOC_DEFAULTS=1 to leave glibc's
+`SAETrainingRunner` and `CacheActivationsRunner` call `reuse_freed_memory_on_cpu` with
+their device; set the environment variable SAE_LENS_KEEP_MALLOC_DEFAULTS=1 to leave glibc's
 defaults alone.
 """
 
@@ -19,6 +19,8 @@ import ctypes.util
 import os
 import sys
 from collections.abc import Callable
+
+import torch
 
 from sae_lens import logger
 
@@ -54,6 +56,12 @@ def reuse_freed_memory() -> bool:
         )
     _applied = ok
     return ok
+
+
+def reuse_freed_memory_on_cpu(device: str | torch.device) -> bool:
+    """`reuse_freed_memory()` when `device` is the CPU (on a GPU the big tensors are not
+    glibc's); False otherwise."""
+    return torch.device(device).type == "cpu" and reuse_freed_memory()
 
 
 def _glibc_mallopt() -> Callable[[int, int], int] | None:

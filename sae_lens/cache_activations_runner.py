@@ -34,7 +34,7 @@ from tqdm import tqdm
 from transformer_lens import HookedRootModule
 
 from sae_lens import logger
-from sae_lens.allocator import reuse_freed_memory
+from sae_lens.allocator import reuse_freed_memory_on_cpu
 from sae_lens.config import CacheActivationsRunnerConfig
 from sae_lens.load_model import load_model
 from sae_lens.training.activations_store import ActivationsStore, EndOfEpoch
@@ -66,8 +66,7 @@ class CacheActivationsRunner:
 
     def __init__(self, cfg: CacheActivationsRunnerConfig, override_dataset: Dataset | None = None):
         self.cfg = cfg
-        if torch.device(cfg.device).type == "cpu":
-            reuse_freed_memory()
+        reuse_freed_memory_on_cpu(cfg.device)
         self.model: HookedRootModule = load_model(
             model_class_name=cfg.model_class_name,
             model_name=cfg.model_name,

@@ -28,7 +28,7 @@ import torch
 import yaml
 
 from sae_lens import logger
-from sae_lens.allocator import reuse_freed_memory
+from sae_lens.allocator import reuse_freed_memory_on_cpu
 from sae_lens.config import HfDataset, LanguageModelSAERunnerConfig
 from sae_lens.training import checkpoints
 from sae_lens.training.metrics_log import (
@@ -86,8 +86,7 @@ class SAETrainingRunner:
 
         _check_schedules(cfg)
         self.cfg = cfg
-        if torch.device(cfg.device).type == "cpu":
-            reuse_freed_memory()
+        reuse_freed_memory_on_cpu(cfg.device)
         self._resume_state: dict[str, Any] | None = None
         self._finished_sae_folder: Path | None = None
         if cfg.resume:

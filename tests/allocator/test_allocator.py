@@ -30,6 +30,13 @@ def test_sets_the_mmap_and_trim_thresholds_once(fake_mallopt: list[tuple[int, in
     assert len(fake_mallopt) == 2
 
 
+def test_only_cpu_runs_change_the_allocator(fake_mallopt: list[tuple[int, int]]) -> None:
+    assert not allocator.reuse_freed_memory_on_cpu("meta")
+    assert fake_mallopt == []
+    assert allocator.reuse_freed_memory_on_cpu("cpu")
+    assert len(fake_mallopt) == 2
+
+
 def test_the_environment_variable_keeps_the_defaults(
     fake_mallopt: list[tuple[int, int]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
