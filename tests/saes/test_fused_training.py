@@ -183,15 +183,16 @@ def test_gated_losses_recompute_the_gate_without_intermediates() -> None:
 
 def test_jumprelu_with_l0_equals_jumprelu_plus_step() -> None:
     g = torch.Generator().manual_seed(3)
-    x0 = torch.rand(N, D_SAE, generator=g, dtype=torch.float64)
+    x0 = torch.randn(N, D_SAE, generator=g, dtype=torch.float64)  # some below 0
     threshold0 = torch.rand(D_SAE, generator=g, dtype=torch.float64) * 0.5
+    threshold0[0] = 0.0
     grad_acts = torch.randn(N, D_SAE, generator=g, dtype=torch.float64)
     grad_l0 = torch.randn(N, generator=g, dtype=torch.float64)
     bandwidth = 0.3
 
     x, threshold = x0.clone().requires_grad_(), threshold0.clone().requires_grad_()
-    acts, l0 = JumpReLUWithL0.apply(x, threshold, bandwidth)
-    ((acts * grad_acts).sum() + (l0 * grad_l0).sum()).backward()
+    acts, l0, _ = JumpReLUWithL0.apply(x, threshold, bandwidth)
+    ((acts * grad_acts).sum() + (l0 * grad_l0).sum()).backward(retain_graph=True)
 
     x_ref, threshold_ref = x0.clone().requires_grad_(), threshold0.clone().requires_grad_()
     acts_ref = JumpReLU.apply(x_ref, threshold_ref, bandwidth)
@@ -202,6 +203,10 @@ def test_jumprelu_with_l0_equals_jumprelu_plus_step() -> None:
     assert_close(l0, l0_ref)
     assert_close(x.grad, x_ref.grad)
     assert_close(threshold.grad, threshold_ref.grad)
+    assert 0 < l0.min() and l0.max() < D_SAE  # both firing and silent latents were tested
+    # The backward consumes a saved buffer: a second one fails loudly, not wrongly.
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        ((acts * grad_acts).sum() + (l0 * grad_l0).sum()).backward()
 
 
 def test_standard_latents_stay_differentiable() -> None:
