@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from sae_lens.saes import cpu_kernels
 from sae_lens.saes.activations import keep_where_positive_
 from sae_lens.saes.base import (
     Architecture,
@@ -110,8 +111,9 @@ class _GatedLatents(torch.autograd.Function):
     gate_acts @ decoder_norms, gate_acts) with gate_acts = relu(x_enc + b_gate),
     magnitude_pre = x_enc * exp(r_mag) + b_mag and feature_acts = (gate_acts > 0) *
     relu(magnitude_pre); gate_acts is not differentiable.
-    The backward builds the gradients of both paths in two [batch, d_sae] buffers, in
-    place, where autograd would allocate about ten."""
+    On CPU the elementwise work of each direction is one fused kernel (`cpu_kernels`);
+    elsewhere the torch backward builds the gradients of both paths in two [batch, d_sae]
+    buffers, in place, where autograd would allocate about ten."""
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -122,16 +124,23 @@ class _GatedLatents(torch.autograd.Function):
         W_dec: torch.Tensor,
         decoder_norms: torch.Tensor,
     ) -> tuple[torch.Tensor, ...]:
-        magnitude_pre = torch.addcmul(b_mag, x_enc, r_mag.exp())
-        gate_acts = (x_enc + b_gate).relu_()
-        # relu(gate_pre) > 0 iff gate_pre > 0; a fused mask (a boolean one costs 3 passes)
-        feature_acts = keep_where_positive_(magnitude_pre.relu(), gate_acts)
+        scale = r_mag.exp()
+        if cpu_kernels.serves(x_enc, b_gate, scale, b_mag, decoder_norms):
+            magnitude_pre, gate_acts, feature_acts, penalty = cpu_kernels.gated_forward(
+                x_enc, b_gate, b_mag, scale, decoder_norms
+            )
+        else:
+            magnitude_pre = torch.addcmul(b_mag, x_enc, scale)
+            gate_acts = (x_enc + b_gate).relu_()
+            # relu(gate_pre) > 0 iff gate_pre > 0; a fused mask (a boolean one costs 3 passes)
+            feature_acts = keep_where_positive_(magnitude_pre.relu(), gate_acts)
+            penalty = gate_acts @ decoder_norms
         return (
             feature_acts,
             magnitude_pre,
             feature_acts @ W_dec,
             gate_acts @ W_dec,
-            gate_acts @ decoder_norms,
+            penalty,
             gate_acts,
         )
 
@@ -153,26 +162,31 @@ class _GatedLatents(torch.autograd.Function):
         grad_penalty: torch.Tensor | None,
         *_: None,
     ) -> tuple[torch.Tensor | None, ...]:
-        saved = ctx.saved_tensors
-        x_enc, r_mag, W_dec, decoder_norms, feature_acts, gate_acts = saved
+        x_enc, r_mag, W_dec, decoder_norms, feature_acts, gate_acts = ctx.saved_tensors
         scale = r_mag.exp()
-        # Magnitude path: d loss / d magnitude_pre, in one buffer.
-        grad_mag = _sum_into(
-            None if grad_latent_sum is None else grad_latent_sum @ W_dec.t(), grad_acts
-        )
-        if grad_mag is not None:
-            # feature_acts > 0 exactly where both the gate and relu(magnitude_pre) pass
-            keep_where_positive_(grad_mag, feature_acts)
-        grad_mag = _sum_into(grad_mag, grad_magnitude_pre)
-        # Gate path: d loss / d gate_pre, in a second buffer.
-        grad_gate = None if grad_gate_sum is None else grad_gate_sum @ W_dec.t()
+        # d loss / d feature_acts and d loss / d gate_acts through the decoder
+        from_latents = None if grad_latent_sum is None else grad_latent_sum @ W_dec.t()
+        from_gate = None if grad_gate_sum is None else grad_gate_sum @ W_dec.t()
         if grad_penalty is not None:
-            if grad_gate is None:
-                grad_gate = torch.outer(grad_penalty, decoder_norms)
-            else:
-                grad_gate.addr_(grad_penalty, decoder_norms)
-        if grad_gate is not None:
-            keep_where_positive_(grad_gate, gate_acts)
+            grad_penalty = grad_penalty.contiguous()  # a loss's mean gives a broadcast
+        if (
+            grad_acts is None
+            and grad_magnitude_pre is None
+            and from_latents is not None
+            and from_gate is not None
+            and grad_penalty is not None
+            and cpu_kernels.serves(from_latents, from_gate, x_enc, grad_penalty, scale)
+        ):
+            grads = cpu_kernels.gated_backward(
+                from_latents, from_gate, feature_acts, gate_acts, x_enc, grad_penalty,
+                decoder_norms, scale,
+            )  # fmt: skip
+        else:
+            grads = _latent_grads(
+                from_latents, from_gate, grad_acts, grad_magnitude_pre, grad_penalty,
+                x_enc, scale, decoder_norms, feature_acts, gate_acts,
+            )  # fmt: skip
+        grad_x_enc, grad_b_gate, grad_b_mag, grad_r_mag = grads
         grad_W_dec = None
         if ctx.needs_input_grad[4]:
             if grad_latent_sum is not None:
@@ -183,19 +197,49 @@ class _GatedLatents(torch.autograd.Function):
         grad_norms = None
         if ctx.needs_input_grad[5] and grad_penalty is not None:
             grad_norms = gate_acts.t() @ grad_penalty
-        grad_b_gate = None if grad_gate is None else grad_gate.sum(0)
-        grad_b_mag = grad_r_mag = grad_x_enc = None
-        if grad_mag is not None:
-            grad_b_mag = grad_mag.sum(0)
-            # x_enc's gradient collects in the gate buffer; grad_mag is then free for r_mag's.
-            if grad_gate is None:
-                grad_x_enc = grad_mag * scale
-            else:
-                grad_x_enc = grad_gate.addcmul_(grad_mag, scale)
-            grad_r_mag = scale * grad_mag.mul_(x_enc).sum(0)
-        else:
-            grad_x_enc = grad_gate
         return grad_x_enc, grad_b_gate, grad_r_mag, grad_b_mag, grad_W_dec, grad_norms
+
+
+def _latent_grads(
+    from_latents: torch.Tensor | None,
+    from_gate: torch.Tensor | None,
+    grad_acts: torch.Tensor | None,
+    grad_magnitude_pre: torch.Tensor | None,
+    grad_penalty: torch.Tensor | None,
+    x_enc: torch.Tensor,
+    scale: torch.Tensor,
+    decoder_norms: torch.Tensor,
+    feature_acts: torch.Tensor,
+    gate_acts: torch.Tensor,
+) -> tuple[torch.Tensor | None, ...]:
+    """(d x_enc, d b_gate, d b_mag, d r_mag) with torch ops, any incoming gradient possibly
+    None; `from_latents` and `from_gate` are the caller's buffers and are overwritten."""
+    # Magnitude path: d loss / d magnitude_pre, in one buffer.
+    grad_mag = _sum_into(from_latents, grad_acts)
+    if grad_mag is not None:
+        # feature_acts > 0 exactly where both the gate and relu(magnitude_pre) pass
+        keep_where_positive_(grad_mag, feature_acts)
+    grad_mag = _sum_into(grad_mag, grad_magnitude_pre)
+    # Gate path: d loss / d gate_pre, in a second buffer.
+    grad_gate = from_gate
+    if grad_penalty is not None:
+        if grad_gate is None:
+            grad_gate = torch.outer(grad_penalty, decoder_norms)
+        else:
+            grad_gate.addr_(grad_penalty, decoder_norms)
+    if grad_gate is not None:
+        keep_where_positive_(grad_gate, gate_acts)
+    grad_b_gate = None if grad_gate is None else grad_gate.sum(0)
+    if grad_mag is None:
+        return grad_gate, grad_b_gate, None, None
+    grad_b_mag = grad_mag.sum(0)
+    # x_enc's gradient collects in the gate buffer; grad_mag is then free for r_mag's.
+    if grad_gate is None:
+        grad_x_enc = grad_mag * scale
+    else:
+        grad_x_enc = grad_gate.addcmul_(grad_mag, scale)
+    grad_r_mag = scale * grad_mag.mul_(x_enc).sum(0)
+    return grad_x_enc, grad_b_gate, grad_b_mag, grad_r_mag
 
 
 def _sum_into(owned: torch.Tensor | None, other: torch.Tensor | None) -> torch.Tensor | None:

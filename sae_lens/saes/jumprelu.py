@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from sae_lens.saes import cpu_kernels
 from sae_lens.saes.base import (
     Architecture,
     TrainingForward,
@@ -93,45 +94,48 @@ class JumpReLU(torch.autograd.Function):
 
 class JumpReLUWithL0(torch.autograd.Function):
     """`JumpReLU` and the per-token count of firing latents (`Step` summed over d_sae) in one
-    pass, for a non-negative threshold: (feature_acts [batch, d_sae], l0 [batch], and
-    x - threshold, an internal buffer the backward consumes). The gradients are those of the
-    two functions, with the rectangle kernel computed once, in place, and no [batch, d_sae]
-    boolean or step-valued tensor (each of those costs a slow extra pass on CPU)."""
+    pass, for a non-negative threshold: (feature_acts [batch, d_sae], l0 [batch]). The
+    gradients are those of the two functions, with the rectangle kernel computed once. On
+    CPU each direction is one fused kernel (`cpu_kernels`); elsewhere the torch ops avoid
+    boolean [batch, d_sae] temporaries (each costs slow extra passes)."""
 
     @staticmethod
     def forward(  # type: ignore[override]
         x: torch.Tensor, threshold: torch.Tensor, bandwidth: float
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if cpu_kernels.serves(x, threshold):
+            return cpu_kernels.jumprelu_forward(x, threshold)
         shifted = x - threshold  # > 0 exactly where x > threshold
         feature_acts = torch.ops.aten.threshold_backward(x, shifted, 0.0)
-        # With threshold >= 0 (it is exp(log_threshold)) a latent fires exactly where its
-        # activation is positive, so the sign of the activations counts the firing ones.
-        return feature_acts, torch.sign(feature_acts).sum(dim=-1), shifted
+        return feature_acts, shifted.gt_(0.0).sum(dim=-1)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
-        _, threshold, bandwidth = inputs
-        feature_acts, _, shifted = output
-        ctx.mark_non_differentiable(shifted)
-        ctx.save_for_backward(threshold, feature_acts, shifted)
+        x, threshold, bandwidth = inputs
+        ctx.save_for_backward(x, threshold, output[0])
         ctx.bandwidth = bandwidth
         ctx.set_materialize_grads(False)
 
     @staticmethod
     def backward(  # type: ignore[override]
-        ctx: Any, grad_acts: torch.Tensor | None, grad_l0: torch.Tensor | None, _: None
+        ctx: Any, grad_acts: torch.Tensor | None, grad_l0: torch.Tensor | None
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
-        # Unpacking the saved tensors a second time (retain_graph) raises, since `shifted`
-        # is overwritten here by the kernel.
-        threshold, feature_acts, shifted = ctx.saved_tensors
+        x, threshold, feature_acts = ctx.saved_tensors  # [batch, d_sae], [d_sae], [batch, d_sae]
         bandwidth = ctx.bandwidth
         d_sae = threshold.shape[-1]
-        kernel = shifted.div_(bandwidth).abs_().lt_(0.5)  # rectangle, in shifted's memory
+        if grad_l0 is not None:
+            grad_l0 = grad_l0.reshape(-1).contiguous()  # a loss's mean gives a broadcast
+        if grad_acts is not None and grad_l0 is not None and cpu_kernels.serves(grad_acts, x):
+            x_grad, threshold_grad = cpu_kernels.jumprelu_backward(
+                grad_acts, grad_l0, x, threshold, bandwidth
+            )
+            return x_grad, threshold_grad, None
+        kernel = _window(x, threshold, bandwidth).reshape(-1, d_sae)
         # threshold grad = -(1/bandwidth) * sum over the batch of kernel * (threshold *
         # grad_acts + grad_l0): the Step term is a matrix-vector product.
         threshold_grad = torch.zeros_like(threshold)
         if grad_l0 is not None:
-            threshold_grad += grad_l0.reshape(-1) @ kernel.reshape(-1, d_sae)
+            threshold_grad += grad_l0 @ kernel
         x_grad = None
         if grad_acts is not None:
             # feature_acts > 0 exactly where x > threshold (threshold >= 0): one fused pass
@@ -172,7 +176,7 @@ class JumpReLUArchitecture(Architecture):
     def training_forward(self, sae: TrainingSAE, x: torch.Tensor) -> TrainingForward:
         # The L0 penalty's step function shares the JumpReLU's pass over the latents.
         hidden_pre = sae.add_training_noise(sae.hook_sae_acts_pre(affine(x, sae.W_enc, sae.b_enc)))
-        feature_acts, l0, _ = JumpReLUWithL0.apply(
+        feature_acts, l0 = JumpReLUWithL0.apply(
             hidden_pre, sae.threshold, sae.cfg.jumprelu_bandwidth
         )
         feature_acts = sae.hook_sae_acts_post(feature_acts)

@@ -1,0 +1,222 @@
+"""One-pass elementwise kernels for the gated and JumpReLU training steps on CPU (numba).
+
+Besides its matmuls, a dense training step does several elementwise passes over
+[batch, d_sae] tensors: masks, the gate and magnitude paths, the rectangle kernel, sums over
+the batch. With torch ops each is a separate pass that streams tens of MiB through memory;
+on CPU these passes cost as much as a third of the step. Each kernel here does one
+direction (forward or backward) of an architecture's latents in a single pass.
+
+They serve float32 and float64 tensors on the CPU (`serves`); the architectures' autograd
+functions use torch ops everywhere else (GPU, half precision), with the same results up to
+summation order. Each kernel compiles on its first call for a dtype (about a second) and
+is cached on disk by numba.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import torch
+
+# Row blocks per thread in the kernels that sum over the batch: each block adds its rows
+# into its own row of partial sums, which are added up at the end.
+_BLOCKS_PER_THREAD = 4
+
+
+def serves(*tensors: torch.Tensor) -> bool:
+    """Whether the kernels handle these tensors: all on the CPU, contiguous, one dtype,
+    float32 or float64."""
+    dtype = tensors[0].dtype
+    return dtype in (torch.float32, torch.float64) and all(
+        t.device.type == "cpu" and t.dtype == dtype and t.is_contiguous() for t in tensors
+    )
+
+
+def _arrays(*tensors: torch.Tensor) -> list[np.ndarray]:
+    return [t.detach().numpy() for t in tensors]
+
+
+def _blocks() -> int:
+    """Sets numba's thread count to torch's and returns the number of row blocks."""
+    threads = min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)
+    numba.set_num_threads(threads)
+    return threads * _BLOCKS_PER_THREAD
+
+
+# ------------------------------------------------------------------------------ gated
+
+
+def gated_forward(
+    x_enc: torch.Tensor,
+    b_gate: torch.Tensor,
+    b_mag: torch.Tensor,
+    scale: torch.Tensor,
+    decoder_norms: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """From x_enc = x @ W_enc [batch, d_sae]: magnitude_pre = x_enc * scale + b_mag,
+    gate_acts = relu(x_enc + b_gate), feature_acts = relu(magnitude_pre) where
+    gate_acts > 0 (else 0), and the penalty gate_acts @ decoder_norms [batch]."""
+    magnitude_pre, gate_acts, feature_acts = (torch.empty_like(x_enc) for _ in range(3))
+    penalty = x_enc.new_empty(x_enc.shape[0])
+    _blocks()
+    _gated_forward(
+        *_arrays(
+            x_enc, b_gate, b_mag, scale, decoder_norms, magnitude_pre, gate_acts, feature_acts
+        ),
+        penalty.numpy(),
+    )
+    return magnitude_pre, gate_acts, feature_acts, penalty
+
+
+@numba.njit(parallel=True, cache=True, fastmath={"reassoc", "nsz"})
+def _gated_forward(x_enc, b_gate, b_mag, scale, norms, magnitude_pre, gate_acts, acts, penalty):
+    n, m = x_enc.shape
+    zero = x_enc.dtype.type(0)
+    for i in numba.prange(n):
+        row_penalty = zero
+        for j in range(m):
+            value = x_enc[i, j]
+            magnitude = value * scale[j] + b_mag[j]
+            gate = max(value + b_gate[j], zero)
+            magnitude_pre[i, j] = magnitude
+            gate_acts[i, j] = gate
+            acts[i, j] = magnitude if gate > zero and magnitude > zero else zero
+            row_penalty += gate * norms[j]
+        penalty[i] = row_penalty
+
+
+def gated_backward(
+    grad_latents: torch.Tensor,
+    grad_gate: torch.Tensor,
+    feature_acts: torch.Tensor,
+    gate_acts: torch.Tensor,
+    x_enc: torch.Tensor,
+    grad_penalty: torch.Tensor,
+    decoder_norms: torch.Tensor,
+    scale: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The gated latents' backward, given grad_latents = d loss / d feature_acts and
+    grad_gate = d loss / d gate_acts from the decoder (both [batch, d_sae]), and the
+    penalty's gradient [batch]. Returns (d x_enc, d b_gate, d b_mag, d r_mag); d x_enc is
+    written into `grad_gate`, which must be the caller's own buffer."""
+    d_sae = x_enc.shape[1]
+    grad_b_gate, grad_b_mag, grad_r_mag = (x_enc.new_empty(d_sae) for _ in range(3))
+    blocks = _blocks()
+    _gated_backward(
+        *_arrays(grad_latents, grad_gate, feature_acts, gate_acts, x_enc, grad_penalty),
+        *_arrays(decoder_norms, scale, grad_b_gate, grad_b_mag, grad_r_mag),
+        blocks,
+    )
+    return grad_gate, grad_b_gate, grad_b_mag, grad_r_mag
+
+
+@numba.njit(parallel=True, cache=True)
+def _gated_backward(
+    grad_latents,
+    grad_gate,
+    acts,
+    gate_acts,
+    x_enc,
+    grad_penalty,
+    norms,
+    scale,
+    grad_b_gate,
+    grad_b_mag,
+    grad_r_mag,
+    blocks,
+):
+    n, m = x_enc.shape
+    zero = x_enc.dtype.type(0)
+    rows = (n + blocks - 1) // blocks
+    part_gate = np.zeros((blocks, m), x_enc.dtype)
+    part_mag = np.zeros((blocks, m), x_enc.dtype)
+    part_r = np.zeros((blocks, m), x_enc.dtype)
+    for b in numba.prange(blocks):
+        for i in range(b * rows, min(n, (b + 1) * rows)):
+            penalty_i = grad_penalty[i]
+            for j in range(m):
+                gate = grad_gate[i, j] + penalty_i * norms[j] if gate_acts[i, j] > zero else zero
+                magnitude = grad_latents[i, j] if acts[i, j] > zero else zero
+                part_gate[b, j] += gate
+                part_mag[b, j] += magnitude
+                part_r[b, j] += magnitude * x_enc[i, j]
+                grad_gate[i, j] = gate + magnitude * scale[j]
+    # Scalar loops: numba turns `parts[:, j].sum()` in a parallel function into a parallel
+    # reduction that slows the whole kernel several times.
+    for j in range(m):
+        sum_gate, sum_mag, sum_r = zero, zero, zero
+        for b in range(blocks):
+            sum_gate += part_gate[b, j]
+            sum_mag += part_mag[b, j]
+            sum_r += part_r[b, j]
+        grad_b_gate[j], grad_b_mag[j], grad_r_mag[j] = sum_gate, sum_mag, sum_r * scale[j]
+
+
+# ---------------------------------------------------------------------------- jumprelu
+
+
+def jumprelu_forward(x: torch.Tensor, threshold: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x where x > threshold else 0, and the number of such latents per row [batch])."""
+    feature_acts = torch.empty_like(x)
+    l0 = x.new_empty(x.shape[0])
+    _blocks()
+    _jumprelu_forward(*_arrays(x, threshold, feature_acts, l0))
+    return feature_acts, l0
+
+
+@numba.njit(parallel=True, cache=True, fastmath={"reassoc", "nsz"})
+def _jumprelu_forward(x, threshold, acts, l0):
+    n, m = x.shape
+    zero = x.dtype.type(0)
+    one = x.dtype.type(1)
+    for i in numba.prange(n):
+        count = zero
+        for j in range(m):
+            fires = x[i, j] > threshold[j]
+            acts[i, j] = x[i, j] if fires else zero
+            count += one if fires else zero
+        l0[i] = count
+
+
+def jumprelu_backward(
+    grad_acts: torch.Tensor,
+    grad_l0: torch.Tensor,
+    x: torch.Tensor,
+    threshold: torch.Tensor,
+    bandwidth: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The JumpReLU-with-L0 backward: d x = grad_acts where x > threshold, and
+    d threshold = -(1/bandwidth) * sum over the batch of rectangle((x - threshold) /
+    bandwidth) * (threshold * grad_acts + grad_l0)."""
+    grad_x = torch.empty_like(x)
+    grad_threshold = threshold.new_empty(threshold.shape)
+    blocks = _blocks()
+    bandwidth_typed = np.array(bandwidth, dtype=x.detach().numpy().dtype)[()]
+    _jumprelu_backward(
+        *_arrays(grad_acts, grad_l0, x, threshold, grad_x, grad_threshold),
+        bandwidth_typed,
+        blocks,
+    )
+    return grad_x, grad_threshold
+
+
+@numba.njit(parallel=True, cache=True)
+def _jumprelu_backward(grad_acts, grad_l0, x, threshold, grad_x, grad_threshold, bandwidth, blocks):
+    n, m = x.shape
+    zero = x.dtype.type(0)
+    half = x.dtype.type(0.5)
+    rows = (n + blocks - 1) // blocks
+    parts = np.zeros((blocks, m), x.dtype)
+    for b in numba.prange(blocks):
+        for i in range(b * rows, min(n, (b + 1) * rows)):
+            grad_l0_i = grad_l0[i]
+            for j in range(m):
+                value, grad = x[i, j], grad_acts[i, j]
+                grad_x[i, j] = grad if value > threshold[j] else zero
+                in_window = abs((value - threshold[j]) / bandwidth) < half
+                parts[b, j] += threshold[j] * grad + grad_l0_i if in_window else zero
+    for j in range(m):
+        total = zero
+        for b in range(blocks):
+            total += parts[b, j]
+        grad_threshold[j] = -total / bandwidth

@@ -1,0 +1,139 @@
+"""The numba kernels of the gated and JumpReLU training steps equal the torch formulas they
+replace, in float32 and float64, on shapes that do not divide into the kernels' row
+blocks, and the training steps on CPU actually use them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from sae_lens.saes import cpu_kernels
+from tests.sae_configs import perturbed_training_sae, training_sae_cfg_dict
+
+N, D_SAE = 37, 53
+DTYPES = [torch.float32, torch.float64]
+
+
+def rand(*shape: int, dtype: torch.dtype, seed: int) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gated_forward_matches_torch(dtype: torch.dtype) -> None:
+    x_enc, b_gate, b_mag = (
+        rand(N, D_SAE, dtype=dtype, seed=0),
+        *(rand(D_SAE, dtype=dtype, seed=s) for s in (1, 2)),
+    )
+    scale, norms = rand(D_SAE, dtype=dtype, seed=3).exp(), rand(D_SAE, dtype=dtype, seed=4).abs()
+    magnitude_pre, gate_acts, acts, penalty = cpu_kernels.gated_forward(
+        x_enc, b_gate, b_mag, scale, norms
+    )
+    expected_magnitude = x_enc * scale + b_mag
+    expected_gate = torch.relu(x_enc + b_gate)
+    expected_acts = torch.relu(expected_magnitude) * (expected_gate > 0)
+    assert_close(magnitude_pre, expected_magnitude)
+    assert torch.equal(gate_acts, expected_gate)
+    assert_close(acts, expected_acts)
+    assert_close(penalty, expected_gate @ norms)
+    # gate and magnitude disagree somewhere, so the combined mask is exercised
+    assert ((expected_gate > 0) & (expected_magnitude <= 0)).any()
+    assert ((expected_gate <= 0) & (expected_magnitude > 0)).any()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gated_backward_matches_torch(dtype: torch.dtype) -> None:
+    grad_latents, grad_gate, x_enc = (rand(N, D_SAE, dtype=dtype, seed=s) for s in (0, 1, 2))
+    acts = torch.relu(rand(N, D_SAE, dtype=dtype, seed=3))
+    gate_acts = torch.relu(rand(N, D_SAE, dtype=dtype, seed=4))
+    grad_penalty = rand(N, dtype=dtype, seed=5)
+    norms, scale = rand(D_SAE, dtype=dtype, seed=6).abs(), rand(D_SAE, dtype=dtype, seed=7).exp()
+
+    through_gate = (grad_gate + torch.outer(grad_penalty, norms)) * (gate_acts > 0)
+    through_magnitude = grad_latents * (acts > 0)
+    expected = (
+        through_gate + through_magnitude * scale,
+        through_gate.sum(0),
+        through_magnitude.sum(0),
+        scale * (through_magnitude * x_enc).sum(0),
+    )
+    buffer = grad_gate.clone()
+    result = cpu_kernels.gated_backward(
+        grad_latents, buffer, acts, gate_acts, x_enc, grad_penalty, norms, scale
+    )
+    assert result[0] is buffer  # d x_enc is written into the caller's buffer
+    for name, got, want in zip(
+        ["x_enc", "b_gate", "b_mag", "r_mag"], result, expected, strict=True
+    ):
+        assert_close(got, want, msg=name)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_jumprelu_kernels_match_torch(dtype: torch.dtype) -> None:
+    x = rand(N, D_SAE, dtype=dtype, seed=0)
+    threshold = rand(D_SAE, dtype=dtype, seed=1).abs()
+    x[0, :5] = threshold[:5]  # exactly at the threshold: not firing
+    grad_acts, grad_l0 = rand(N, D_SAE, dtype=dtype, seed=2), rand(N, dtype=dtype, seed=3)
+    bandwidth = 0.4
+
+    acts, l0 = cpu_kernels.jumprelu_forward(x, threshold)
+    fires = x > threshold
+    assert torch.equal(acts, x * fires)
+    assert torch.equal(l0, fires.sum(-1).to(dtype))
+
+    grad_x, grad_threshold = cpu_kernels.jumprelu_backward(
+        grad_acts, grad_l0, x, threshold, bandwidth
+    )
+    window = (((x - threshold) / bandwidth).abs() < 0.5).to(dtype)
+    assert torch.equal(grad_x, grad_acts * fires)
+    expected = -(window * (threshold * grad_acts + grad_l0[:, None])).sum(0) / bandwidth
+    assert_close(grad_threshold, expected)
+    assert 0 < window.mean() < 1
+
+
+@pytest.mark.parametrize(
+    "tensors, expected",
+    [
+        ([torch.zeros(3, 4), torch.zeros(4)], True),
+        ([torch.zeros(3, 4, dtype=torch.float64)], True),
+        ([torch.zeros(3, 4, dtype=torch.float16)], False),
+        ([torch.zeros(3, 4, dtype=torch.bfloat16)], False),
+        ([torch.zeros(3, 4), torch.zeros(4, dtype=torch.float64)], False),
+        ([torch.zeros(4, 3).t()], False),
+        ([torch.zeros(4).expand(3, 4)], False),
+        ([torch.zeros(3, 4, device="meta")], False),
+    ],
+)
+def test_serves_only_contiguous_cpu_float_tensors_of_one_dtype(
+    tensors: list[torch.Tensor], expected: bool
+) -> None:
+    assert cpu_kernels.serves(*tensors) is expected
+
+
+def _count_calls(monkeypatch: pytest.MonkeyPatch, name: str) -> list[int]:
+    calls: list[int] = []
+    kernel: Callable[..., Any] = getattr(cpu_kernels, name)
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return kernel(*args, **kwargs)
+
+    monkeypatch.setattr(cpu_kernels, name, counted)
+    return calls
+
+
+@pytest.mark.parametrize("architecture", ["gated", "jumprelu"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_training_step_on_cpu_uses_the_kernels(
+    architecture: str, dtype: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    forward = _count_calls(monkeypatch, f"{architecture}_forward")
+    backward = _count_calls(monkeypatch, f"{architecture}_backward")
+    cfg = training_sae_cfg_dict(architecture, d_in=6, d_sae=24, dtype=dtype)
+    sae = perturbed_training_sae(cfg)
+    x = torch.randn(9, 6, dtype=getattr(torch, dtype))
+    sae.training_forward_pass(x, current_l1_coefficient=0.5).loss.backward()
+    assert (len(forward), len(backward)) == (1, 1)
