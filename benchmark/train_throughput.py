@@ -350,15 +350,14 @@ def _time_our_steps(job: dict[str, Any], cfg: Any, model: Any, store: Any) -> di
     """The SAE step alone (forward, backward, decoder-norm upkeep, clipping, Adam), then
     the trainer's own step (which adds the feature-firing statistics and the schedules),
     each with a freshly initialised SAE on the fixed batch."""
+    from sae_lens.training.optim import make_adam
     from sae_lens.training.sae_trainer import SAETrainer
     from sae_lens.training.training_sae import TrainingSAE
 
     batch = wl.fixed_activation_batch(job["acts"])
     torch.manual_seed(wl.SAE_SEED)
     sae = TrainingSAE.from_dict(cfg.get_training_sae_cfg_dict())
-    optimizer = torch.optim.Adam(
-        sae.parameters(), lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2)
-    )
+    optimizer = make_adam(sae, cfg.lr, (cfg.adam_beta1, cfg.adam_beta2))  # as the trainer
     no_dead = torch.zeros(wl.D_SAE, dtype=torch.bool)
 
     def sae_step() -> None:

@@ -1,4 +1,4 @@
-"""Learning-rate and L1-coefficient schedules for SAE training.
+"""The optimizer, and the learning-rate and L1-coefficient schedules, of SAE training.
 
 The learning rate follows three phases, as in SAELens 5.6.0: an optional linear warm-up
 from `lr / warm_up_steps` to `lr`, a main phase (constant, cosine annealing to `lr_end`,
@@ -13,10 +13,21 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from torch import optim
+from torch import nn, optim
 from torch.optim import lr_scheduler
 
 LR_SCHEDULER_NAMES = ("constant", "cosineannealing", "cosineannealingwarmrestarts")
+# devices with torch's fused Adam (one kernel updates every parameter)
+_FUSED_ADAM_DEVICES = ("cpu", "cuda")
+
+
+def make_adam(module: nn.Module, lr: float, betas: tuple[float, float]) -> optim.Adam:
+    """Adam over `module`'s parameters, as SAELens trains with; torch's fused implementation
+    when every parameter is on a device that has it (about 3x faster on CPU than the
+    per-parameter loop, equal up to rounding)."""
+    params = list(module.parameters())
+    fused = bool(params) and all(p.device.type in _FUSED_ADAM_DEVICES for p in params)
+    return optim.Adam(params, lr=lr, betas=betas, fused=fused or None)
 
 
 @dataclass

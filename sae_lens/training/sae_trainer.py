@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from sae_lens import __version__, logger
 from sae_lens.config import LanguageModelSAERunnerConfig
 from sae_lens.training.metrics_log import METRICS_FILENAME, MetricsLog
-from sae_lens.training.optim import L1Scheduler, get_lr_scheduler
+from sae_lens.training.optim import L1Scheduler, get_lr_scheduler, make_adam
 
 if TYPE_CHECKING:
     from transformer_lens.hook_points import HookedRootModule
@@ -138,9 +138,7 @@ class SAETrainer:
             if "scaling_factor" in name:  # trained only during fine-tuning
                 param.requires_grad = False
 
-        self.optimizer = torch.optim.Adam(
-            sae.parameters(), lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2)
-        )
+        self.optimizer = make_adam(sae, cfg.lr, (cfg.adam_beta1, cfg.adam_beta2))
         self.lr_scheduler = get_lr_scheduler(
             cfg.lr_scheduler_name,
             optimizer=self.optimizer,

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from sae_lens.training.optim import L1Scheduler, get_lr_scheduler
+from sae_lens.training.optim import L1Scheduler, get_lr_scheduler, make_adam
 
 
 def _lrs(
@@ -156,3 +156,28 @@ def test_l1_state_round_trip() -> None:
 def test_l1_rejects_non_numeric_coefficient() -> None:
     with pytest.raises(TypeError, match="final_l1_coefficient must be a float or int, got str"):
         L1Scheduler(l1_warm_up_steps=0, total_steps=1, final_l1_coefficient="1")  # type: ignore[arg-type]
+
+
+def test_make_adam_is_fused_on_cpu_and_steps_like_plain_adam() -> None:
+    torch.manual_seed(0)
+    fused_model, plain_model = torch.nn.Linear(6, 4), torch.nn.Linear(6, 4)
+    plain_model.load_state_dict(fused_model.state_dict())
+    initial = fused_model.weight.detach().clone()
+    fused = make_adam(fused_model, lr=1e-2, betas=(0.9, 0.99))
+    plain = torch.optim.Adam(plain_model.parameters(), lr=1e-2, betas=(0.9, 0.99))
+    assert fused.defaults["fused"] is True
+    for step in range(5):
+        x = torch.randn(8, 6, generator=torch.Generator().manual_seed(step))
+        for model, optimizer in ((fused_model, fused), (plain_model, plain)):
+            optimizer.zero_grad()
+            model(x).pow(2).sum().backward()
+            optimizer.step()
+    for got, want in zip(fused_model.parameters(), plain_model.parameters(), strict=True):
+        torch.testing.assert_close(got, want)
+    assert (fused_model.weight - initial).abs().min() > 0  # every weight moved
+
+
+def test_make_adam_falls_back_to_the_loop_where_torch_has_no_fused_kernel() -> None:
+    assert make_adam(torch.nn.Linear(2, 2, device="meta"), 1e-3, (0.9, 0.999)).defaults[
+        "fused"
+    ] in (None, False)
