@@ -155,25 +155,31 @@ def _gated_backward(
 # ---------------------------------------------------------------------------- jumprelu
 
 
-def jumprelu_forward(x: torch.Tensor, threshold: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x where x > threshold else 0, and the number of such latents per row [batch])."""
-    feature_acts = torch.empty_like(x)
-    l0 = x.new_empty(x.shape[0])
+def jumprelu_forward_(
+    x_enc: torch.Tensor, b_enc: torch.Tensor, threshold: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Turns x_enc = x @ W_enc [batch, d_sae] into hidden_pre = x_enc + b_enc in place, and
+    returns feature_acts = hidden_pre where hidden_pre > threshold (else 0) and the number
+    of firing latents per row [batch]."""
+    feature_acts = torch.empty_like(x_enc)
+    l0 = x_enc.new_empty(x_enc.shape[0])
     _blocks()
-    _jumprelu_forward(*_arrays(x, threshold, feature_acts, l0))
+    _jumprelu_forward(*_arrays(x_enc, b_enc, threshold, x_enc, feature_acts, l0))
     return feature_acts, l0
 
 
 @numba.njit(parallel=True, cache=True, fastmath={"reassoc", "nsz"})
-def _jumprelu_forward(x, threshold, acts, l0):
-    n, m = x.shape
-    zero = x.dtype.type(0)
-    one = x.dtype.type(1)
+def _jumprelu_forward(x_enc, b_enc, threshold, hidden_pre, acts, l0):
+    n, m = x_enc.shape
+    zero = x_enc.dtype.type(0)
+    one = x_enc.dtype.type(1)
     for i in numba.prange(n):
         count = zero
         for j in range(m):
-            fires = x[i, j] > threshold[j]
-            acts[i, j] = x[i, j] if fires else zero
+            value = x_enc[i, j] + b_enc[j]
+            fires = value > threshold[j]
+            hidden_pre[i, j] = value
+            acts[i, j] = value if fires else zero
             count += one if fires else zero
         l0[i] = count
 
@@ -181,42 +187,51 @@ def _jumprelu_forward(x, threshold, acts, l0):
 def jumprelu_backward(
     grad_acts: torch.Tensor,
     grad_l0: torch.Tensor,
-    x: torch.Tensor,
+    hidden_pre: torch.Tensor,
     threshold: torch.Tensor,
     bandwidth: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The JumpReLU-with-L0 backward: d x = grad_acts where x > threshold, and
-    d threshold = -(1/bandwidth) * sum over the batch of rectangle((x - threshold) /
-    bandwidth) * (threshold * grad_acts + grad_l0)."""
-    grad_x = torch.empty_like(x)
-    grad_threshold = threshold.new_empty(threshold.shape)
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The JumpReLU-with-L0 backward: d hidden_pre = grad_acts where hidden_pre > threshold,
+    d threshold = -(1/bandwidth) * sum over the batch of rectangle((hidden_pre - threshold)
+    / bandwidth) * (threshold * grad_acts + grad_l0), and d b_enc, the batch sum of
+    d hidden_pre."""
+    grad_pre = torch.empty_like(hidden_pre)
+    grad_threshold, grad_bias = threshold.new_empty(threshold.shape), torch.empty_like(threshold)
     blocks = _blocks()
-    bandwidth_typed = np.array(bandwidth, dtype=x.detach().numpy().dtype)[()]
+    bandwidth_typed = np.array(bandwidth, dtype=hidden_pre.detach().numpy().dtype)[()]
     _jumprelu_backward(
-        *_arrays(grad_acts, grad_l0, x, threshold, grad_x, grad_threshold),
+        *_arrays(grad_acts, grad_l0, hidden_pre, threshold, grad_pre, grad_threshold, grad_bias),
         bandwidth_typed,
         blocks,
     )
-    return grad_x, grad_threshold
+    return grad_pre, grad_threshold, grad_bias
 
 
 @numba.njit(parallel=True, cache=True)
-def _jumprelu_backward(grad_acts, grad_l0, x, threshold, grad_x, grad_threshold, bandwidth, blocks):
-    n, m = x.shape
-    zero = x.dtype.type(0)
-    half = x.dtype.type(0.5)
+def _jumprelu_backward(
+    grad_acts, grad_l0, hidden_pre, threshold, grad_pre, grad_threshold, grad_bias, bandwidth,
+    blocks,
+):  # fmt: skip
+    n, m = hidden_pre.shape
+    zero = hidden_pre.dtype.type(0)
+    half = hidden_pre.dtype.type(0.5)
     rows = (n + blocks - 1) // blocks
-    parts = np.zeros((blocks, m), x.dtype)
+    part_threshold = np.zeros((blocks, m), hidden_pre.dtype)
+    part_bias = np.zeros((blocks, m), hidden_pre.dtype)
     for b in numba.prange(blocks):
         for i in range(b * rows, min(n, (b + 1) * rows)):
             grad_l0_i = grad_l0[i]
             for j in range(m):
-                value, grad = x[i, j], grad_acts[i, j]
-                grad_x[i, j] = grad if value > threshold[j] else zero
+                value, grad = hidden_pre[i, j], grad_acts[i, j]
+                passed = grad if value > threshold[j] else zero
+                grad_pre[i, j] = passed
+                part_bias[b, j] += passed
                 in_window = abs((value - threshold[j]) / bandwidth) < half
-                parts[b, j] += threshold[j] * grad + grad_l0_i if in_window else zero
+                part_threshold[b, j] += threshold[j] * grad + grad_l0_i if in_window else zero
     for j in range(m):
-        total = zero
+        total_threshold, total_bias = zero, zero
         for b in range(blocks):
-            total += parts[b, j]
-        grad_threshold[j] = -total / bandwidth
+            total_threshold += part_threshold[b, j]
+            total_bias += part_bias[b, j]
+        grad_threshold[j] = -total_threshold / bandwidth
+        grad_bias[j] = total_bias

@@ -17,6 +17,7 @@ from sae_lens.saes.base import (
     TrainingForward,
     TrainingLossInputs,
     affine,
+    hooks_active,
     init_linear_params,
     new_param,
 )
@@ -93,55 +94,105 @@ class JumpReLU(torch.autograd.Function):
 
 
 class JumpReLUWithL0(torch.autograd.Function):
-    """`JumpReLU` and the per-token count of firing latents (`Step` summed over d_sae) in one
-    pass, for a non-negative threshold: (feature_acts [batch, d_sae], l0 [batch]). The
-    gradients are those of the two functions, with the rectangle kernel computed once. On
-    CPU each direction is one fused kernel (`cpu_kernels`); elsewhere the torch ops avoid
-    boolean [batch, d_sae] temporaries (each costs slow extra passes)."""
+    """The encoder's bias, `JumpReLU` and the per-token count of firing latents (`Step`
+    summed over d_sae) in one pass, for a non-negative threshold. From x_enc = x @ W_enc,
+    which it overwrites: (hidden_pre = x_enc + b_enc, in x_enc's memory, feature_acts
+    [batch, d_sae], l0 [batch]). The gradients
+    are those of the three functions, with the rectangle kernel computed once. On CPU each
+    direction is one fused kernel (`cpu_kernels`); elsewhere torch ops that avoid boolean
+    [batch, d_sae] temporaries (each costs slow extra passes)."""
 
     @staticmethod
     def forward(  # type: ignore[override]
-        x: torch.Tensor, threshold: torch.Tensor, bandwidth: float
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        if cpu_kernels.serves(x, threshold):
-            return cpu_kernels.jumprelu_forward(x, threshold)
-        shifted = x - threshold  # > 0 exactly where x > threshold
-        feature_acts = torch.ops.aten.threshold_backward(x, shifted, 0.0)
-        return feature_acts, shifted.gt_(0.0).sum(dim=-1)
+        x_enc: torch.Tensor, b_enc: torch.Tensor, threshold: torch.Tensor, bandwidth: float
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # hidden_pre is built in x_enc's memory (x_enc is the caller's matmul output).
+        if cpu_kernels.serves(x_enc, b_enc, threshold):
+            return x_enc, *cpu_kernels.jumprelu_forward_(x_enc, b_enc, threshold)
+        hidden_pre = x_enc.add_(b_enc)
+        shifted = hidden_pre - threshold  # > 0 exactly where hidden_pre > threshold
+        feature_acts = torch.ops.aten.threshold_backward(hidden_pre, shifted, 0.0)
+        return hidden_pre, feature_acts, shifted.gt_(0.0).sum(dim=-1)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
-        x, threshold, bandwidth = inputs
-        ctx.save_for_backward(x, threshold, output[0])
+        x_enc, _, threshold, bandwidth = inputs
+        hidden_pre, feature_acts, _ = output
+        ctx.mark_dirty(x_enc)
+        ctx.save_for_backward(hidden_pre, threshold, feature_acts)
         ctx.bandwidth = bandwidth
         ctx.set_materialize_grads(False)
 
     @staticmethod
     def backward(  # type: ignore[override]
-        ctx: Any, grad_acts: torch.Tensor | None, grad_l0: torch.Tensor | None
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
-        x, threshold, feature_acts = ctx.saved_tensors  # [batch, d_sae], [d_sae], [batch, d_sae]
+        ctx: Any,
+        grad_hidden_pre: torch.Tensor | None,
+        grad_acts: torch.Tensor | None,
+        grad_l0: torch.Tensor | None,
+    ) -> tuple[torch.Tensor | None, ...]:
+        hidden_pre, threshold, feature_acts = ctx.saved_tensors
         bandwidth = ctx.bandwidth
-        d_sae = threshold.shape[-1]
         if grad_l0 is not None:
-            grad_l0 = grad_l0.reshape(-1).contiguous()  # a loss's mean gives a broadcast
-        if grad_acts is not None and grad_l0 is not None and cpu_kernels.serves(grad_acts, x):
-            x_grad, threshold_grad = cpu_kernels.jumprelu_backward(
-                grad_acts, grad_l0, x, threshold, bandwidth
+            grad_l0 = grad_l0.contiguous()  # a loss's mean gives a broadcast
+        grad_bias = None
+        if (
+            grad_acts is not None
+            and grad_l0 is not None
+            and cpu_kernels.serves(grad_acts, grad_l0, hidden_pre, threshold)
+        ):
+            grad_pre, grad_threshold, grad_bias = cpu_kernels.jumprelu_backward(
+                grad_acts, grad_l0, hidden_pre, threshold, bandwidth
             )
-            return x_grad, threshold_grad, None
-        kernel = _window(x, threshold, bandwidth).reshape(-1, d_sae)
-        # threshold grad = -(1/bandwidth) * sum over the batch of kernel * (threshold *
-        # grad_acts + grad_l0): the Step term is a matrix-vector product.
-        threshold_grad = torch.zeros_like(threshold)
-        if grad_l0 is not None:
-            threshold_grad += grad_l0 @ kernel
-        x_grad = None
-        if grad_acts is not None:
-            # feature_acts > 0 exactly where x > threshold (threshold >= 0): one fused pass
-            x_grad = torch.ops.aten.threshold_backward(grad_acts, feature_acts, 0.0)
-            threshold_grad += threshold * _batch_sum(kernel.mul_(grad_acts), d_sae)
-        return x_grad, threshold_grad.mul_(-1.0 / bandwidth), None
+        else:
+            grad_pre, grad_threshold = _jumprelu_grads(
+                grad_acts, grad_l0, hidden_pre, threshold, feature_acts, bandwidth
+            )
+        if grad_hidden_pre is not None:
+            grad_pre = _sum_into(grad_pre, grad_hidden_pre)
+            grad_bias = None
+        if grad_bias is None and grad_pre is not None:
+            grad_bias = grad_pre.sum(0)
+        return grad_pre, grad_bias, grad_threshold, None
+
+
+def _jumprelu_grads(
+    grad_acts: torch.Tensor | None,
+    grad_l0: torch.Tensor | None,
+    hidden_pre: torch.Tensor,
+    threshold: torch.Tensor,
+    feature_acts: torch.Tensor,
+    bandwidth: float,
+) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """(d hidden_pre, d threshold) of `JumpReLUWithL0` with torch ops."""
+    kernel = _window(hidden_pre, threshold, bandwidth)  # [batch, d_sae]
+    # threshold grad = -(1/bandwidth) * sum over the batch of kernel * (threshold *
+    # grad_acts + grad_l0): the Step term is a matrix-vector product.
+    grad_threshold = torch.zeros_like(threshold)
+    if grad_l0 is not None:
+        grad_threshold += grad_l0 @ kernel
+    grad_pre = None
+    if grad_acts is not None:
+        # feature_acts > 0 exactly where hidden_pre > threshold (threshold >= 0)
+        grad_pre = torch.ops.aten.threshold_backward(grad_acts, feature_acts, 0.0)
+        grad_threshold += threshold * kernel.mul_(grad_acts).sum(0)
+    return grad_pre, grad_threshold.mul_(-1.0 / bandwidth)
+
+
+def _sum_into(owned: torch.Tensor | None, other: torch.Tensor) -> torch.Tensor:
+    """owned + other, adding into `owned` (a buffer of the caller's) when it exists."""
+    return other.clone() if owned is None else owned.add_(other)
+
+
+def _can_fuse(sae: TrainingSAE, x: torch.Tensor) -> bool:
+    """Whether `JumpReLUWithL0` computes exactly what the step-by-step path would: a
+    [batch, d_in] input, no training noise, no autocast, and no hook on the pre- or
+    post-activations (the fused path does not call them)."""
+    return (
+        x.dim() == 2
+        and not (sae.training and sae.cfg.noise_scale > 0)
+        and not torch.is_autocast_enabled(x.device.type)
+        and not hooks_active(sae.hook_sae_acts_pre, sae.hook_sae_acts_post)
+    )
 
 
 class JumpReLUArchitecture(Architecture):
@@ -174,12 +225,13 @@ class JumpReLUArchitecture(Architecture):
         return sae.hook_sae_acts_post(feature_acts), hidden_pre
 
     def training_forward(self, sae: TrainingSAE, x: torch.Tensor) -> TrainingForward:
-        # The L0 penalty's step function shares the JumpReLU's pass over the latents.
-        hidden_pre = sae.add_training_noise(sae.hook_sae_acts_pre(affine(x, sae.W_enc, sae.b_enc)))
-        feature_acts, l0 = JumpReLUWithL0.apply(
-            hidden_pre, sae.threshold, sae.cfg.jumprelu_bandwidth
+        if not _can_fuse(sae, x):
+            feature_acts, hidden_pre = self.training_encode(sae, x)
+            return TrainingForward(feature_acts, hidden_pre, sae.decode(feature_acts), {})
+        # The bias, the L0 penalty's step function and the JumpReLU share one pass.
+        hidden_pre, feature_acts, l0 = JumpReLUWithL0.apply(
+            x @ sae.W_enc, sae.b_enc, sae.threshold, sae.cfg.jumprelu_bandwidth
         )
-        feature_acts = sae.hook_sae_acts_post(feature_acts)
         return TrainingForward(feature_acts, hidden_pre, sae.decode(feature_acts), {"l0": l0})
 
     def training_losses(

@@ -73,25 +73,31 @@ def test_gated_backward_matches_torch(dtype: torch.dtype) -> None:
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_jumprelu_kernels_match_torch(dtype: torch.dtype) -> None:
-    x = rand(N, D_SAE, dtype=dtype, seed=0)
+    x_enc, b_enc = rand(N, D_SAE, dtype=dtype, seed=0), rand(D_SAE, dtype=dtype, seed=4)
     threshold = rand(D_SAE, dtype=dtype, seed=1).abs()
-    x[0, :5] = threshold[:5]  # exactly at the threshold: not firing
+    x_enc[0, :5] = threshold[:5] - b_enc[:5]
+    expected_pre = x_enc + b_enc
     grad_acts, grad_l0 = rand(N, D_SAE, dtype=dtype, seed=2), rand(N, dtype=dtype, seed=3)
     bandwidth = 0.4
 
-    acts, l0 = cpu_kernels.jumprelu_forward(x, threshold)
-    fires = x > threshold
-    assert torch.equal(acts, x * fires)
+    hidden_pre = x_enc.clone()
+    acts, l0 = cpu_kernels.jumprelu_forward_(hidden_pre, b_enc, threshold)
+    fires = expected_pre > threshold
+    assert torch.equal(hidden_pre, expected_pre)
+    assert torch.equal(acts, expected_pre * fires)
     assert torch.equal(l0, fires.sum(-1).to(dtype))
 
-    grad_x, grad_threshold = cpu_kernels.jumprelu_backward(
-        grad_acts, grad_l0, x, threshold, bandwidth
+    grad_pre, grad_threshold, grad_bias = cpu_kernels.jumprelu_backward(
+        grad_acts, grad_l0, hidden_pre, threshold, bandwidth
     )
-    window = (((x - threshold) / bandwidth).abs() < 0.5).to(dtype)
-    assert torch.equal(grad_x, grad_acts * fires)
+    window = (((hidden_pre - threshold) / bandwidth).abs() < 0.5).to(dtype)
+    assert torch.equal(grad_pre, grad_acts * fires)
     expected = -(window * (threshold * grad_acts + grad_l0[:, None])).sum(0) / bandwidth
     assert_close(grad_threshold, expected)
+    assert_close(grad_bias, (grad_acts * fires).sum(0))
     assert 0 < window.mean() < 1
+    assert (hidden_pre[0, :5] == threshold[:5]).any()  # a tie exists and does not fire
+    assert not fires[0, :5][hidden_pre[0, :5] == threshold[:5]].any()
 
 
 @pytest.mark.parametrize(
@@ -125,12 +131,15 @@ def _count_calls(monkeypatch: pytest.MonkeyPatch, name: str) -> list[int]:
     return calls
 
 
+FORWARD_KERNELS = {"gated": "gated_forward", "jumprelu": "jumprelu_forward_"}
+
+
 @pytest.mark.parametrize("architecture", ["gated", "jumprelu"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_training_step_on_cpu_uses_the_kernels(
     architecture: str, dtype: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    forward = _count_calls(monkeypatch, f"{architecture}_forward")
+    forward = _count_calls(monkeypatch, FORWARD_KERNELS[architecture])
     backward = _count_calls(monkeypatch, f"{architecture}_backward")
     cfg = training_sae_cfg_dict(architecture, d_in=6, d_sae=24, dtype=dtype)
     sae = perturbed_training_sae(cfg)

@@ -90,7 +90,7 @@ def test_topk_training_honours_hooks(hook_name: str) -> None:
     assert_close(out.sae_out, acts @ sae.W_dec + sae.b_dec)
 
 
-@pytest.mark.parametrize("architecture", ["standard", "gated", "topk"])
+@pytest.mark.parametrize("architecture", ["standard", "gated", "jumprelu", "topk"])
 def test_fused_and_step_by_step_paths_agree(architecture: str, kernels: str) -> None:
     """An identity hook on the latents makes training take the step-by-step path: losses
     and gradients must not change."""
@@ -191,38 +191,49 @@ def test_gated_losses_recompute_the_gate_without_intermediates() -> None:
         assert_close(value, out.losses[name], msg=name)
 
 
-@pytest.mark.parametrize("losses_on", ["acts and l0", "acts", "l0"])
-def test_jumprelu_with_l0_equals_jumprelu_plus_step(kernels: str, losses_on: str) -> None:
+@pytest.mark.parametrize("losses_on", ["acts and l0", "acts", "l0", "acts, l0 and pre"])
+def test_jumprelu_with_l0_equals_bias_jumprelu_and_step(kernels: str, losses_on: str) -> None:
     g = torch.Generator().manual_seed(3)
-    x0 = torch.randn(N, D_SAE, generator=g, dtype=torch.float64)  # some below 0
+    x_enc0 = torch.randn(N, D_SAE, generator=g, dtype=torch.float64)  # some below 0
+    b_enc0 = torch.randn(D_SAE, generator=g, dtype=torch.float64) * 0.1
     threshold0 = torch.rand(D_SAE, generator=g, dtype=torch.float64) * 0.5
     threshold0[0] = 0.0
     grad_acts = torch.randn(N, D_SAE, generator=g, dtype=torch.float64)
     grad_l0 = torch.randn(N, generator=g, dtype=torch.float64)
+    grad_pre = torch.randn(N, D_SAE, generator=g, dtype=torch.float64)
     bandwidth = 0.3
 
-    def loss(acts: torch.Tensor, l0: torch.Tensor) -> torch.Tensor:
-        terms = {"acts": (acts * grad_acts).sum(), "l0": (l0 * grad_l0).sum()}
+    def loss(pre: torch.Tensor, acts: torch.Tensor, l0: torch.Tensor) -> torch.Tensor:
+        terms = {
+            "acts": (acts * grad_acts).sum(),
+            "l0": (l0 * grad_l0).sum(),
+            "pre": (pre * grad_pre).sum(),
+        }
         return sum(value for name, value in terms.items() if name in losses_on)
 
-    x, threshold = x0.clone().requires_grad_(), threshold0.clone().requires_grad_()
-    acts, l0 = JumpReLUWithL0.apply(x, threshold, bandwidth)
-    loss(acts, l0).backward()
+    inputs = [t.clone().requires_grad_() for t in (x_enc0, b_enc0, threshold0)]
+    x_enc = inputs[0] * 1.0  # a non-leaf, as the encoder matmul's output is
+    pre, acts, l0 = JumpReLUWithL0.apply(x_enc, *inputs[1:], bandwidth)
+    assert pre is x_enc  # hidden_pre is built in place
+    loss(pre, acts, l0).backward()
 
-    x_ref, threshold_ref = x0.clone().requires_grad_(), threshold0.clone().requires_grad_()
-    acts_ref = JumpReLU.apply(x_ref, threshold_ref, bandwidth)
-    l0_ref = Step.apply(x_ref, threshold_ref, bandwidth).sum(-1)
-    loss(acts_ref, l0_ref).backward()
+    refs = [t.clone().requires_grad_() for t in (x_enc0, b_enc0, threshold0)]
+    pre_ref = refs[0] + refs[1]
+    acts_ref = JumpReLU.apply(pre_ref, refs[2], bandwidth)
+    l0_ref = Step.apply(pre_ref, refs[2], bandwidth).sum(-1)
+    loss(pre_ref, acts_ref, l0_ref).backward()
 
+    assert_close(pre, pre_ref)
     assert_close(acts, acts_ref)
     assert_close(l0, l0_ref)
-    if x_ref.grad is None:
-        assert x.grad is None or not x.grad.any()
-    else:
-        assert_close(x.grad, x_ref.grad)
-    assert_close(threshold.grad, threshold_ref.grad)
+    for name, got, want in zip(["x_enc", "b_enc", "threshold"], inputs, refs, strict=True):
+        if want.grad is None or not want.grad.any():
+            assert got.grad is None or not got.grad.any(), name
+        else:
+            assert_close(got.grad, want.grad, msg=name)
     assert 0 < l0.min() and l0.max() < D_SAE  # both firing and silent latents were tested
-    assert threshold.grad.abs().min() < threshold.grad.abs().max()  # the window varies
+    threshold_grad = inputs[2].grad
+    assert threshold_grad.abs().min() < threshold_grad.abs().max()  # the window varies
 
 
 def test_standard_latents_stay_differentiable() -> None:
