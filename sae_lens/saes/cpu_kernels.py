@@ -46,26 +46,24 @@ def _blocks() -> int:
 # ------------------------------------------------------------------------------ gated
 
 
-def gated_forward(
+def gated_forward_(
     x_enc: torch.Tensor,
     b_gate: torch.Tensor,
     b_mag: torch.Tensor,
     scale: torch.Tensor,
     decoder_norms: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """From x_enc = x @ W_enc [batch, d_sae]: magnitude_pre = x_enc * scale + b_mag,
-    gate_acts = relu(x_enc + b_gate), feature_acts = relu(magnitude_pre) where
-    gate_acts > 0 (else 0), and the penalty gate_acts @ decoder_norms [batch]."""
-    magnitude_pre, gate_acts, feature_acts = (torch.empty_like(x_enc) for _ in range(3))
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Turns x_enc = x @ W_enc [batch, d_sae] into magnitude_pre = x_enc * scale + b_mag in
+    place, and returns gate_acts = relu(x_enc + b_gate), feature_acts = relu(magnitude_pre)
+    where gate_acts > 0 (else 0), and the penalty gate_acts @ decoder_norms [batch]."""
+    gate_acts, feature_acts = torch.empty_like(x_enc), torch.empty_like(x_enc)
     penalty = x_enc.new_empty(x_enc.shape[0])
     _blocks()
     _gated_forward(
-        *_arrays(
-            x_enc, b_gate, b_mag, scale, decoder_norms, magnitude_pre, gate_acts, feature_acts
-        ),
+        *_arrays(x_enc, b_gate, b_mag, scale, decoder_norms, x_enc, gate_acts, feature_acts),
         penalty.numpy(),
     )
-    return magnitude_pre, gate_acts, feature_acts, penalty
+    return gate_acts, feature_acts, penalty
 
 
 @numba.njit(parallel=True, cache=True, fastmath={"reassoc", "nsz"})
@@ -90,21 +88,23 @@ def gated_backward(
     grad_gate: torch.Tensor,
     feature_acts: torch.Tensor,
     gate_acts: torch.Tensor,
-    x_enc: torch.Tensor,
     grad_penalty: torch.Tensor,
     decoder_norms: torch.Tensor,
     scale: torch.Tensor,
+    b_mag: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The gated latents' backward, given grad_latents = d loss / d feature_acts and
     grad_gate = d loss / d gate_acts from the decoder (both [batch, d_sae]), and the
     penalty's gradient [batch]. Returns (d x_enc, d b_gate, d b_mag, d r_mag); d x_enc is
-    written into `grad_gate`, which must be the caller's own buffer."""
-    d_sae = x_enc.shape[1]
-    grad_b_gate, grad_b_mag, grad_r_mag = (x_enc.new_empty(d_sae) for _ in range(3))
+    written into `grad_gate`, which must be the caller's own buffer. d r_mag uses
+    x_enc * scale = feature_acts - b_mag, which holds wherever feature_acts > 0, the only
+    places the magnitude path has a gradient."""
+    d_sae = feature_acts.shape[1]
+    grad_b_gate, grad_b_mag, grad_r_mag = (feature_acts.new_empty(d_sae) for _ in range(3))
     blocks = _blocks()
     _gated_backward(
-        *_arrays(grad_latents, grad_gate, feature_acts, gate_acts, x_enc, grad_penalty),
-        *_arrays(decoder_norms, scale, grad_b_gate, grad_b_mag, grad_r_mag),
+        *_arrays(grad_latents, grad_gate, feature_acts, gate_acts, grad_penalty),
+        *_arrays(decoder_norms, scale, b_mag, grad_b_gate, grad_b_mag, grad_r_mag),
         blocks,
     )
     return grad_gate, grad_b_gate, grad_b_mag, grad_r_mag
@@ -112,34 +112,25 @@ def gated_backward(
 
 @numba.njit(parallel=True, cache=True)
 def _gated_backward(
-    grad_latents,
-    grad_gate,
-    acts,
-    gate_acts,
-    x_enc,
-    grad_penalty,
-    norms,
-    scale,
-    grad_b_gate,
-    grad_b_mag,
-    grad_r_mag,
-    blocks,
-):
-    n, m = x_enc.shape
-    zero = x_enc.dtype.type(0)
+    grad_latents, grad_gate, acts, gate_acts, grad_penalty, norms, scale, b_mag,
+    grad_b_gate, grad_b_mag, grad_r_mag, blocks,
+):  # fmt: skip
+    n, m = acts.shape
+    zero = acts.dtype.type(0)
     rows = (n + blocks - 1) // blocks
-    part_gate = np.zeros((blocks, m), x_enc.dtype)
-    part_mag = np.zeros((blocks, m), x_enc.dtype)
-    part_r = np.zeros((blocks, m), x_enc.dtype)
+    part_gate = np.zeros((blocks, m), acts.dtype)
+    part_mag = np.zeros((blocks, m), acts.dtype)
+    part_r = np.zeros((blocks, m), acts.dtype)
     for b in numba.prange(blocks):
         for i in range(b * rows, min(n, (b + 1) * rows)):
             penalty_i = grad_penalty[i]
             for j in range(m):
                 gate = grad_gate[i, j] + penalty_i * norms[j] if gate_acts[i, j] > zero else zero
-                magnitude = grad_latents[i, j] if acts[i, j] > zero else zero
+                active = acts[i, j]
+                magnitude = grad_latents[i, j] if active > zero else zero
                 part_gate[b, j] += gate
                 part_mag[b, j] += magnitude
-                part_r[b, j] += magnitude * x_enc[i, j]
+                part_r[b, j] += magnitude * (active - b_mag[j])
                 grad_gate[i, j] = gate + magnitude * scale[j]
     # Scalar loops: numba turns `parts[:, j].sum()` in a parallel function into a parallel
     # reduction that slows the whole kernel several times.
@@ -149,7 +140,7 @@ def _gated_backward(
             sum_gate += part_gate[b, j]
             sum_mag += part_mag[b, j]
             sum_r += part_r[b, j]
-        grad_b_gate[j], grad_b_mag[j], grad_r_mag[j] = sum_gate, sum_mag, sum_r * scale[j]
+        grad_b_gate[j], grad_b_mag[j], grad_r_mag[j] = sum_gate, sum_mag, sum_r
 
 
 # ---------------------------------------------------------------------------- jumprelu

@@ -16,6 +16,7 @@ from sae_lens.saes.base import (
     TrainingForward,
     TrainingLossInputs,
     affine,
+    decoder_weight_grad,
     hooks_active,
     new_param,
 )
@@ -106,7 +107,8 @@ def _can_fuse(sae: TrainingSAE, x: torch.Tensor) -> bool:
 
 
 class _GatedLatents(torch.autograd.Function):
-    """Everything a gated training step computes from x_enc = x @ W_enc [batch, d_sae]:
+    """Everything a gated training step computes from x_enc = x @ W_enc [batch, d_sae],
+    which it overwrites with magnitude_pre:
     (feature_acts, magnitude_pre, feature_acts @ W_dec, gate_acts @ W_dec,
     gate_acts @ decoder_norms, gate_acts) with gate_acts = relu(x_enc + b_gate),
     magnitude_pre = x_enc * exp(r_mag) + b_mag and feature_acts = (gate_acts > 0) *
@@ -125,13 +127,15 @@ class _GatedLatents(torch.autograd.Function):
         decoder_norms: torch.Tensor,
     ) -> tuple[torch.Tensor, ...]:
         scale = r_mag.exp()
+        # magnitude_pre is built in x_enc's memory (x_enc is the caller's matmul output).
         if cpu_kernels.serves(x_enc, b_gate, scale, b_mag, decoder_norms):
-            magnitude_pre, gate_acts, feature_acts, penalty = cpu_kernels.gated_forward(
+            gate_acts, feature_acts, penalty = cpu_kernels.gated_forward_(
                 x_enc, b_gate, b_mag, scale, decoder_norms
             )
+            magnitude_pre = x_enc
         else:
-            magnitude_pre = torch.addcmul(b_mag, x_enc, scale)
             gate_acts = (x_enc + b_gate).relu_()
+            magnitude_pre = x_enc.mul_(scale).add_(b_mag)
             # relu(gate_pre) > 0 iff gate_pre > 0; a fused mask (a boolean one costs 3 passes)
             feature_acts = keep_where_positive_(magnitude_pre.relu(), gate_acts)
             penalty = gate_acts @ decoder_norms
@@ -146,10 +150,12 @@ class _GatedLatents(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
-        x_enc, _, r_mag, _, W_dec, decoder_norms = inputs
-        feature_acts, _, _, _, _, gate_acts = output
+        x_enc, _, r_mag, b_mag, W_dec, decoder_norms = inputs
+        feature_acts, magnitude_pre, _, _, _, gate_acts = output
+        ctx.mark_dirty(x_enc)
         ctx.mark_non_differentiable(gate_acts)
-        ctx.save_for_backward(x_enc, r_mag, W_dec, decoder_norms, feature_acts, gate_acts)
+        saved = (magnitude_pre, r_mag, b_mag, W_dec, decoder_norms, feature_acts, gate_acts)
+        ctx.save_for_backward(*saved)
         ctx.set_materialize_grads(False)
 
     @staticmethod
@@ -162,7 +168,9 @@ class _GatedLatents(torch.autograd.Function):
         grad_penalty: torch.Tensor | None,
         *_: None,
     ) -> tuple[torch.Tensor | None, ...]:
-        x_enc, r_mag, W_dec, decoder_norms, feature_acts, gate_acts = ctx.saved_tensors
+        magnitude_pre, r_mag, b_mag, W_dec, decoder_norms, feature_acts, gate_acts = (
+            ctx.saved_tensors
+        )
         scale = r_mag.exp()
         # d loss / d feature_acts and d loss / d gate_acts through the decoder
         from_latents = None if grad_latent_sum is None else grad_latent_sum @ W_dec.t()
@@ -175,24 +183,24 @@ class _GatedLatents(torch.autograd.Function):
             and from_latents is not None
             and from_gate is not None
             and grad_penalty is not None
-            and cpu_kernels.serves(from_latents, from_gate, x_enc, grad_penalty, scale)
+            and cpu_kernels.serves(from_latents, from_gate, feature_acts, grad_penalty, scale)
         ):
             grads = cpu_kernels.gated_backward(
-                from_latents, from_gate, feature_acts, gate_acts, x_enc, grad_penalty,
-                decoder_norms, scale,
+                from_latents, from_gate, feature_acts, gate_acts, grad_penalty,
+                decoder_norms, scale, b_mag,
             )  # fmt: skip
         else:
             grads = _latent_grads(
                 from_latents, from_gate, grad_acts, grad_magnitude_pre, grad_penalty,
-                x_enc, scale, decoder_norms, feature_acts, gate_acts,
+                magnitude_pre, b_mag, scale, decoder_norms, feature_acts, gate_acts,
             )  # fmt: skip
         grad_x_enc, grad_b_gate, grad_b_mag, grad_r_mag = grads
         grad_W_dec = None
         if ctx.needs_input_grad[4]:
             if grad_latent_sum is not None:
-                grad_W_dec = feature_acts.t() @ grad_latent_sum
+                grad_W_dec = decoder_weight_grad(feature_acts, grad_latent_sum)
             if grad_gate_sum is not None:
-                gate_part = gate_acts.t() @ grad_gate_sum
+                gate_part = decoder_weight_grad(gate_acts, grad_gate_sum)
                 grad_W_dec = gate_part if grad_W_dec is None else grad_W_dec.add_(gate_part)
         grad_norms = None
         if ctx.needs_input_grad[5] and grad_penalty is not None:
@@ -206,7 +214,8 @@ def _latent_grads(
     grad_acts: torch.Tensor | None,
     grad_magnitude_pre: torch.Tensor | None,
     grad_penalty: torch.Tensor | None,
-    x_enc: torch.Tensor,
+    magnitude_pre: torch.Tensor,
+    b_mag: torch.Tensor,
     scale: torch.Tensor,
     decoder_norms: torch.Tensor,
     feature_acts: torch.Tensor,
@@ -238,7 +247,8 @@ def _latent_grads(
         grad_x_enc = grad_mag * scale
     else:
         grad_x_enc = grad_gate.addcmul_(grad_mag, scale)
-    grad_r_mag = scale * grad_mag.mul_(x_enc).sum(0)
+    # d magnitude_pre / d r_mag = x_enc * scale = magnitude_pre - b_mag
+    grad_r_mag = grad_mag.mul_(magnitude_pre - b_mag).sum(0)
     return grad_x_enc, grad_b_gate, grad_b_mag, grad_r_mag
 
 

@@ -13,6 +13,7 @@ from sae_lens.saes.base import (
     TrainingForward,
     TrainingLossInputs,
     affine,
+    decoder_weight_grad,
     hooks_active,
     init_linear_params,
 )
@@ -151,7 +152,7 @@ class _ReLUDecode(torch.autograd.Function):
             grad = grad_acts.clone() if grad is None else grad.add_(grad_acts)
         grad_pre = None if grad is None else keep_where_positive_(grad, acts)  # ReLU
         need_W, need_weights = ctx.needs_input_grad[1:3]
-        grad_W = acts.t() @ grad_sum if need_W and grad_sum is not None else None
+        grad_W = decoder_weight_grad(acts, grad_sum) if need_W and grad_sum is not None else None
         grad_weights = None
         if need_weights and grad_penalty is not None:
             grad_weights = acts.t() @ grad_penalty

@@ -29,8 +29,9 @@ def test_gated_forward_matches_torch(dtype: torch.dtype) -> None:
         *(rand(D_SAE, dtype=dtype, seed=s) for s in (1, 2)),
     )
     scale, norms = rand(D_SAE, dtype=dtype, seed=3).exp(), rand(D_SAE, dtype=dtype, seed=4).abs()
-    magnitude_pre, gate_acts, acts, penalty = cpu_kernels.gated_forward(
-        x_enc, b_gate, b_mag, scale, norms
+    magnitude_pre = x_enc.clone()
+    gate_acts, acts, penalty = cpu_kernels.gated_forward_(
+        magnitude_pre, b_gate, b_mag, scale, norms
     )
     expected_magnitude = x_enc * scale + b_mag
     expected_gate = torch.relu(x_enc + b_gate)
@@ -47,10 +48,11 @@ def test_gated_forward_matches_torch(dtype: torch.dtype) -> None:
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_gated_backward_matches_torch(dtype: torch.dtype) -> None:
     grad_latents, grad_gate, x_enc = (rand(N, D_SAE, dtype=dtype, seed=s) for s in (0, 1, 2))
-    acts = torch.relu(rand(N, D_SAE, dtype=dtype, seed=3))
     gate_acts = torch.relu(rand(N, D_SAE, dtype=dtype, seed=4))
     grad_penalty = rand(N, dtype=dtype, seed=5)
     norms, scale = rand(D_SAE, dtype=dtype, seed=6).abs(), rand(D_SAE, dtype=dtype, seed=7).exp()
+    b_mag = rand(D_SAE, dtype=dtype, seed=8)
+    acts = torch.relu(x_enc * scale + b_mag) * (gate_acts > 0)  # consistent with x_enc
 
     through_gate = (grad_gate + torch.outer(grad_penalty, norms)) * (gate_acts > 0)
     through_magnitude = grad_latents * (acts > 0)
@@ -62,7 +64,7 @@ def test_gated_backward_matches_torch(dtype: torch.dtype) -> None:
     )
     buffer = grad_gate.clone()
     result = cpu_kernels.gated_backward(
-        grad_latents, buffer, acts, gate_acts, x_enc, grad_penalty, norms, scale
+        grad_latents, buffer, acts, gate_acts, grad_penalty, norms, scale, b_mag
     )
     assert result[0] is buffer  # d x_enc is written into the caller's buffer
     for name, got, want in zip(
@@ -131,7 +133,7 @@ def _count_calls(monkeypatch: pytest.MonkeyPatch, name: str) -> list[int]:
     return calls
 
 
-FORWARD_KERNELS = {"gated": "gated_forward", "jumprelu": "jumprelu_forward_"}
+FORWARD_KERNELS = {"gated": "gated_forward_", "jumprelu": "jumprelu_forward_"}
 
 
 @pytest.mark.parametrize("architecture", ["gated", "jumprelu"])
