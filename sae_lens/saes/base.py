@@ -78,6 +78,14 @@ def affine(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return x @ W + b
 
 
+def add_into(owned: torch.Tensor | None, other: torch.Tensor | None) -> torch.Tensor | None:
+    """owned + other for gradient buffers that may be None, adding into `owned` (a buffer
+    the caller made and may overwrite) when it exists."""
+    if other is None:
+        return owned
+    return other.clone() if owned is None else owned.add_(other)
+
+
 def decoder_weight_grad(latents: torch.Tensor, grad_out: torch.Tensor) -> torch.Tensor:
     """latents.T @ grad_out ([d_sae, d_in], the gradient of W_dec in latents @ W_dec) for
     latents [batch, d_sae], computed as (grad_out.T @ latents).T: the same products, about

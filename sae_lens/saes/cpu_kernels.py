@@ -1,4 +1,5 @@
-"""One-pass elementwise kernels for the gated and JumpReLU training steps on CPU (numba).
+"""One-pass elementwise kernels for the standard, gated and JumpReLU training steps on CPU
+(numba).
 
 Besides its matmuls, a dense training step does several elementwise passes over
 [batch, d_sae] tensors: masks, the gate and magnitude paths, the rectangle kernel, sums over
@@ -43,6 +44,83 @@ def _blocks() -> int:
     return threads * _BLOCKS_PER_THREAD
 
 
+# --------------------------------------------------------------------------- standard
+
+
+def relu_forward_(
+    x_enc: torch.Tensor, b_enc: torch.Tensor, weights: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Turns x_enc = x @ W_enc [batch, d_sae] into hidden_pre = x_enc + b_enc in place, and
+    returns feature_acts = relu(hidden_pre) and the penalty feature_acts @ weights
+    [batch]."""
+    feature_acts = torch.empty_like(x_enc)
+    penalty = x_enc.new_empty(x_enc.shape[0])
+    _blocks()
+    _relu_forward(*_arrays(x_enc, b_enc, weights, x_enc, feature_acts, penalty))
+    return feature_acts, penalty
+
+
+@numba.njit(parallel=True, cache=True, fastmath={"reassoc", "nsz"})
+def _relu_forward(x_enc, b_enc, weights, hidden_pre, acts, penalty):
+    n, m = x_enc.shape
+    zero = x_enc.dtype.type(0)
+    for i in numba.prange(n):
+        row_penalty = zero
+        for j in range(m):
+            value = x_enc[i, j] + b_enc[j]
+            act = zero if value <= zero else value  # a ReLU that keeps NaN, as torch's
+            hidden_pre[i, j] = value
+            acts[i, j] = act
+            row_penalty += act * weights[j]
+        penalty[i] = row_penalty
+
+
+def relu_backward(
+    grad_latents: torch.Tensor,
+    feature_acts: torch.Tensor,
+    grad_penalty: torch.Tensor,
+    weights: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The standard latents' backward, given grad_latents = d loss / d feature_acts from
+    the decoder [batch, d_sae] and the penalty's gradient [batch]: (d hidden_pre, written
+    into `grad_latents`, which must be the caller's own buffer, and d b_enc, its batch
+    sum)."""
+    grad_bias = torch.empty_like(weights)
+    blocks = _blocks()
+    _relu_backward(*_arrays(grad_latents, feature_acts, grad_penalty, weights, grad_bias), blocks)
+    return grad_latents, grad_bias
+
+
+@numba.njit(parallel=True, cache=True)
+def _relu_backward(grad, acts, grad_penalty, weights, grad_bias, blocks):
+    n, m = acts.shape
+    zero = acts.dtype.type(0)
+    rows = (n + blocks - 1) // blocks
+    parts = np.zeros((blocks, m), acts.dtype)
+    for b in numba.prange(blocks):
+        for i in range(b * rows, min(n, (b + 1) * rows)):
+            penalty_i = grad_penalty[i]
+            for j in range(m):
+                value = grad[i, j] + penalty_i * weights[j] if acts[i, j] > zero else zero
+                grad[i, j] = value
+                parts[b, j] += value
+    _sum_parts(parts, grad_bias)
+
+
+@numba.njit(cache=True)
+def _sum_parts(parts, out):
+    """out[j] = sum over blocks b of parts[b, j], as scalar loops (numba turns
+    `parts[:, j].sum()` inside a parallel function into a parallel reduction that slows
+    the whole kernel several times)."""
+    blocks, m = parts.shape
+    zero = parts.dtype.type(0)
+    for j in range(m):
+        total = zero
+        for b in range(blocks):
+            total += parts[b, j]
+        out[j] = total
+
+
 # ------------------------------------------------------------------------------ gated
 
 
@@ -75,10 +153,11 @@ def _gated_forward(x_enc, b_gate, b_mag, scale, norms, magnitude_pre, gate_acts,
         for j in range(m):
             value = x_enc[i, j]
             magnitude = value * scale[j] + b_mag[j]
-            gate = max(value + b_gate[j], zero)
+            gate = value + b_gate[j]
+            gate = zero if gate <= zero else gate  # a ReLU that keeps NaN, as torch's
             magnitude_pre[i, j] = magnitude
             gate_acts[i, j] = gate
-            acts[i, j] = magnitude if gate > zero and magnitude > zero else zero
+            acts[i, j] = zero if gate <= zero or magnitude <= zero else magnitude
             row_penalty += gate * norms[j]
         penalty[i] = row_penalty
 
@@ -132,15 +211,9 @@ def _gated_backward(
                 part_mag[b, j] += magnitude
                 part_r[b, j] += magnitude * (active - b_mag[j])
                 grad_gate[i, j] = gate + magnitude * scale[j]
-    # Scalar loops: numba turns `parts[:, j].sum()` in a parallel function into a parallel
-    # reduction that slows the whole kernel several times.
-    for j in range(m):
-        sum_gate, sum_mag, sum_r = zero, zero, zero
-        for b in range(blocks):
-            sum_gate += part_gate[b, j]
-            sum_mag += part_mag[b, j]
-            sum_r += part_r[b, j]
-        grad_b_gate[j], grad_b_mag[j], grad_r_mag[j] = sum_gate, sum_mag, sum_r
+    _sum_parts(part_gate, grad_b_gate)
+    _sum_parts(part_mag, grad_b_mag)
+    _sum_parts(part_r, grad_r_mag)
 
 
 # ---------------------------------------------------------------------------- jumprelu
@@ -219,10 +292,7 @@ def _jumprelu_backward(
                 part_bias[b, j] += passed
                 in_window = abs((value - threshold[j]) / bandwidth) < half
                 part_threshold[b, j] += threshold[j] * grad + grad_l0_i if in_window else zero
+    _sum_parts(part_threshold, grad_threshold)
+    _sum_parts(part_bias, grad_bias)
     for j in range(m):
-        total_threshold, total_bias = zero, zero
-        for b in range(blocks):
-            total_threshold += part_threshold[b, j]
-            total_bias += part_bias[b, j]
-        grad_threshold[j] = -total_threshold / bandwidth
-        grad_bias[j] = total_bias
+        grad_threshold[j] = -grad_threshold[j] / bandwidth

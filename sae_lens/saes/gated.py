@@ -15,6 +15,7 @@ from sae_lens.saes.base import (
     Architecture,
     TrainingForward,
     TrainingLossInputs,
+    add_into,
     affine,
     decoder_weight_grad,
     hooks_active,
@@ -224,11 +225,11 @@ def _latent_grads(
     """(d x_enc, d b_gate, d b_mag, d r_mag) with torch ops, any incoming gradient possibly
     None; `from_latents` and `from_gate` are the caller's buffers and are overwritten."""
     # Magnitude path: d loss / d magnitude_pre, in one buffer.
-    grad_mag = _sum_into(from_latents, grad_acts)
+    grad_mag = add_into(from_latents, grad_acts)
     if grad_mag is not None:
         # feature_acts > 0 exactly where both the gate and relu(magnitude_pre) pass
         keep_where_positive_(grad_mag, feature_acts)
-    grad_mag = _sum_into(grad_mag, grad_magnitude_pre)
+    grad_mag = add_into(grad_mag, grad_magnitude_pre)
     # Gate path: d loss / d gate_pre, in a second buffer.
     grad_gate = from_gate
     if grad_penalty is not None:
@@ -250,10 +251,3 @@ def _latent_grads(
     # d magnitude_pre / d r_mag = x_enc * scale = magnitude_pre - b_mag
     grad_r_mag = grad_mag.mul_(magnitude_pre - b_mag).sum(0)
     return grad_x_enc, grad_b_gate, grad_b_mag, grad_r_mag
-
-
-def _sum_into(owned: torch.Tensor | None, other: torch.Tensor | None) -> torch.Tensor | None:
-    """owned + other, adding into `owned` (a buffer of the caller's) when it exists."""
-    if other is None:
-        return owned
-    return other.clone() if owned is None else owned.add_(other)

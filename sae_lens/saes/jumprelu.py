@@ -16,6 +16,7 @@ from sae_lens.saes.base import (
     Architecture,
     TrainingForward,
     TrainingLossInputs,
+    add_into,
     affine,
     hooks_active,
     init_linear_params,
@@ -148,7 +149,7 @@ class JumpReLUWithL0(torch.autograd.Function):
                 grad_acts, grad_l0, hidden_pre, threshold, feature_acts, bandwidth
             )
         if grad_hidden_pre is not None:
-            grad_pre = _sum_into(grad_pre, grad_hidden_pre)
+            grad_pre = add_into(grad_pre, grad_hidden_pre)
             grad_bias = None
         if grad_bias is None and grad_pre is not None:
             grad_bias = grad_pre.sum(0)
@@ -176,11 +177,6 @@ def _jumprelu_grads(
         grad_pre = torch.ops.aten.threshold_backward(grad_acts, feature_acts, 0.0)
         grad_threshold += threshold * kernel.mul_(grad_acts).sum(0)
     return grad_pre, grad_threshold.mul_(-1.0 / bandwidth)
-
-
-def _sum_into(owned: torch.Tensor | None, other: torch.Tensor) -> torch.Tensor:
-    """owned + other, adding into `owned` (a buffer of the caller's) when it exists."""
-    return other.clone() if owned is None else owned.add_(other)
 
 
 def _can_fuse(sae: TrainingSAE, x: torch.Tensor) -> bool:

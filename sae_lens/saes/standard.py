@@ -7,11 +7,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from sae_lens.saes import cpu_kernels
 from sae_lens.saes.activations import is_nonnegative, keep_where_positive_
 from sae_lens.saes.base import (
     Architecture,
     TrainingForward,
     TrainingLossInputs,
+    add_into,
     affine,
     decoder_weight_grad,
     hooks_active,
@@ -46,11 +48,10 @@ class StandardArchitecture(Architecture):
     def training_forward(self, sae: TrainingSAE, x: torch.Tensor) -> TrainingForward:
         if not _can_fuse(sae, x):
             return super().training_forward(sae, x)
-        # ReLU, decoder matmul and L1 penalty in one autograd function whose backward
+        # Bias, ReLU, decoder matmul and L1 penalty in one autograd function whose backward
         # builds the latents' gradient in a single [batch, d_sae] buffer.
-        hidden_pre = sae.add_training_noise(sae.hook_sae_acts_pre(affine(x, sae.W_enc, sae.b_enc)))
-        acts, latent_sum, sparsity = _ReLUDecode.apply(
-            hidden_pre, sae.W_dec, _penalty_weights(sae, hidden_pre)
+        hidden_pre, acts, latent_sum, sparsity = _ReLUDecode.apply(
+            x @ sae.W_enc, sae.b_enc, sae.W_dec, _penalty_weights(sae, x)
         )
         sae_out = sae.finish_decode(latent_sum)
         return TrainingForward(acts, hidden_pre, sae_out, {"sparsity": sparsity})
@@ -101,62 +102,82 @@ def _latents_nonnegative(sae: TrainingSAE) -> bool:
 
 def _can_fuse(sae: TrainingSAE, x: torch.Tensor) -> bool:
     """Whether `_ReLUDecode` computes exactly what the step-by-step path would: a ReLU, the
-    L1 penalty, a [batch, d_in] input, no fine-tuning scale, no autocast, and no hook on the
-    latents (the fused path does not call it)."""
+    L1 penalty, a [batch, d_in] input, no fine-tuning scale, no training noise, no autocast,
+    and no hook on the pre- or post-activations (the fused path does not call them)."""
     return (
         isinstance(sae.activation_fn, torch.nn.ReLU)
         and sae.cfg.lp_norm == 1
         and x.dim() == 2
         and not sae.cfg.finetuning_scaling_factor
+        and not (sae.training and sae.cfg.noise_scale > 0)
         and not torch.is_autocast_enabled(x.device.type)
-        and not hooks_active(sae.hook_sae_acts_post)
+        and not hooks_active(sae.hook_sae_acts_pre, sae.hook_sae_acts_post)
     )
 
 
 class _ReLUDecode(torch.autograd.Function):
-    """(acts, acts @ W_dec, acts @ weights) for acts = relu(hidden_pre): the latents
-    [batch, d_sae], their decoder sum [batch, d_in] and their weighted sum [batch] (the L1
-    penalty). The backward adds the three gradients into one [batch, d_sae] buffer and
-    masks it in place, where autograd would allocate three."""
+    """From x_enc = x @ W_enc [batch, d_sae], which it overwrites with hidden_pre:
+    (hidden_pre = x_enc + b_enc, acts = relu(hidden_pre), acts @ W_dec [batch, d_in], and
+    acts @ weights [batch], the L1 penalty). On CPU each direction's elementwise work is one
+    fused kernel (`cpu_kernels`); elsewhere the torch backward adds the gradients into one
+    [batch, d_sae] buffer and masks it in place, where autograd would allocate three."""
 
     @staticmethod
     def forward(  # type: ignore[override]
-        hidden_pre: torch.Tensor, W_dec: torch.Tensor, weights: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        acts = hidden_pre.relu()
-        return acts, acts @ W_dec, acts @ weights
+        x_enc: torch.Tensor, b_enc: torch.Tensor, W_dec: torch.Tensor, weights: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        if cpu_kernels.serves(x_enc, b_enc, weights):
+            acts, penalty = cpu_kernels.relu_forward_(x_enc, b_enc, weights)
+        else:
+            acts = x_enc.add_(b_enc).relu()
+            penalty = acts @ weights
+        return x_enc, acts, acts @ W_dec, penalty
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
-        _, W_dec, weights = inputs
-        ctx.save_for_backward(output[0], W_dec, weights)
+        x_enc, _, W_dec, weights = inputs
+        ctx.mark_dirty(x_enc)
+        ctx.save_for_backward(output[1], W_dec, weights)
         ctx.set_materialize_grads(False)
 
     @staticmethod
     def backward(  # type: ignore[override]
         ctx: Any,
+        grad_hidden_pre: torch.Tensor | None,
         grad_acts: torch.Tensor | None,
         grad_sum: torch.Tensor | None,
         grad_penalty: torch.Tensor | None,
     ) -> tuple[torch.Tensor | None, ...]:
         acts, W_dec, weights = ctx.saved_tensors
-        grad: torch.Tensor | None = None  # [batch, d_sae], owned here once set
-        if grad_sum is not None:
-            grad = grad_sum @ W_dec.t()
+        grad = None if grad_sum is None else grad_sum @ W_dec.t()  # [batch, d_sae], ours
         if grad_penalty is not None:
-            if grad is None:
-                grad = torch.outer(grad_penalty, weights)
-            else:
-                grad.addr_(grad_penalty, weights)
-        if grad_acts is not None:
-            grad = grad_acts.clone() if grad is None else grad.add_(grad_acts)
-        grad_pre = None if grad is None else keep_where_positive_(grad, acts)  # ReLU
-        need_W, need_weights = ctx.needs_input_grad[1:3]
+            grad_penalty = grad_penalty.contiguous()  # a loss's mean gives a broadcast
+        grad_bias = None
+        if (
+            grad_acts is None
+            and grad is not None
+            and grad_penalty is not None
+            and cpu_kernels.serves(grad, acts, grad_penalty, weights)
+        ):
+            grad_pre, grad_bias = cpu_kernels.relu_backward(grad, acts, grad_penalty, weights)
+        else:
+            if grad_penalty is not None:
+                if grad is None:
+                    grad = torch.outer(grad_penalty, weights)
+                else:
+                    grad.addr_(grad_penalty, weights)
+            grad = add_into(grad, grad_acts)
+            grad_pre = None if grad is None else keep_where_positive_(grad, acts)  # ReLU
+        if grad_hidden_pre is not None:
+            grad_pre, grad_bias = add_into(grad_pre, grad_hidden_pre), None
+        if grad_bias is None and grad_pre is not None:
+            grad_bias = grad_pre.sum(0)
+        need_W, need_weights = ctx.needs_input_grad[2:4]
         grad_W = decoder_weight_grad(acts, grad_sum) if need_W and grad_sum is not None else None
         grad_weights = None
         if need_weights and grad_penalty is not None:
             grad_weights = acts.t() @ grad_penalty
-        return grad_pre, grad_W, grad_weights
+        return grad_pre, grad_bias, grad_W, grad_weights
 
 
 def ghost_grad_loss(

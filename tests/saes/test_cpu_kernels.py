@@ -1,4 +1,4 @@
-"""The numba kernels of the gated and JumpReLU training steps equal the torch formulas they
+"""The numba kernels of the standard, gated and JumpReLU training steps equal the torch formulas they
 replace, in float32 and float64, on shapes that do not divide into the kernels' row
 blocks, and the training steps on CPU actually use them."""
 
@@ -20,6 +20,29 @@ DTYPES = [torch.float32, torch.float64]
 
 def rand(*shape: int, dtype: torch.dtype, seed: int) -> torch.Tensor:
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_relu_kernels_match_torch(dtype: torch.dtype) -> None:
+    x_enc, b_enc = rand(N, D_SAE, dtype=dtype, seed=0), rand(D_SAE, dtype=dtype, seed=1)
+    weights = rand(D_SAE, dtype=dtype, seed=2).abs()
+    x_enc[3, 4] = float("nan")  # a NaN stays NaN, as with torch.relu
+    hidden_pre = x_enc.clone()
+    acts, penalty = cpu_kernels.relu_forward_(hidden_pre, b_enc, weights)
+    expected_pre = x_enc + b_enc
+    assert_close(hidden_pre, expected_pre, equal_nan=True, rtol=0, atol=0)
+    assert_close(acts, torch.relu(expected_pre), equal_nan=True, rtol=0, atol=0)
+    assert_close(penalty, torch.relu(expected_pre) @ weights, equal_nan=True)
+    assert penalty[3].isnan() and not penalty[:3].isnan().any()
+
+    acts = torch.nan_to_num(acts)
+    grad_latents, grad_penalty = rand(N, D_SAE, dtype=dtype, seed=3), rand(N, dtype=dtype, seed=4)
+    expected = (grad_latents + torch.outer(grad_penalty, weights)) * (acts > 0)
+    buffer = grad_latents.clone()
+    grad_pre, grad_bias = cpu_kernels.relu_backward(buffer, acts, grad_penalty, weights)
+    assert grad_pre is buffer
+    assert_close(grad_pre, expected)
+    assert_close(grad_bias, expected.sum(0))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -133,16 +156,19 @@ def _count_calls(monkeypatch: pytest.MonkeyPatch, name: str) -> list[int]:
     return calls
 
 
-FORWARD_KERNELS = {"gated": "gated_forward_", "jumprelu": "jumprelu_forward_"}
+KERNELS = {
+    "standard": ("relu_forward_", "relu_backward"),
+    "gated": ("gated_forward_", "gated_backward"),
+    "jumprelu": ("jumprelu_forward_", "jumprelu_backward"),
+}
 
 
-@pytest.mark.parametrize("architecture", ["gated", "jumprelu"])
+@pytest.mark.parametrize("architecture", list(KERNELS))
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_training_step_on_cpu_uses_the_kernels(
     architecture: str, dtype: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    forward = _count_calls(monkeypatch, FORWARD_KERNELS[architecture])
-    backward = _count_calls(monkeypatch, f"{architecture}_backward")
+    forward, backward = (_count_calls(monkeypatch, name) for name in KERNELS[architecture])
     cfg = training_sae_cfg_dict(architecture, d_in=6, d_sae=24, dtype=dtype)
     sae = perturbed_training_sae(cfg)
     x = torch.randn(9, 6, dtype=getattr(torch, dtype))

@@ -1,8 +1,8 @@
 """The fast training paths of the architectures compute what the 5.6.0 formulas compute:
 TopK's fused encoder (and its step-by-step fallback when a hook is attached), the
 standard sparsity penalty as one matrix-vector product, gated's shared encoder matmul, and
-JumpReLU's fused activation + L0 count. Gated and JumpReLU are checked both with the CPU
-kernels (`cpu_kernels`) and with the torch ops that other devices use."""
+JumpReLU's fused activation + L0 count. Standard, gated and JumpReLU are checked both with
+the CPU kernels (`cpu_kernels`) and with the torch ops that other devices use."""
 
 from __future__ import annotations
 
@@ -121,7 +121,9 @@ def _norm_penalty(sae: TrainingSAE, acts: torch.Tensor) -> torch.Tensor:
         {"activation_fn_str": "tanh-relu"},
     ],
 )
-def test_standard_sparsity_penalty_matches_the_lp_norm(overrides: dict[str, Any]) -> None:
+def test_standard_sparsity_penalty_matches_the_lp_norm(
+    overrides: dict[str, Any], kernels: str
+) -> None:
     """Loss and every gradient equal those of 5.6.0's `acts.norm(p=lp_norm)` penalty."""
     sae = make_sae("standard", **overrides)
     x = batch()
@@ -236,7 +238,7 @@ def test_jumprelu_with_l0_equals_bias_jumprelu_and_step(kernels: str, losses_on:
     assert threshold_grad.abs().min() < threshold_grad.abs().max()  # the window varies
 
 
-def test_standard_latents_stay_differentiable() -> None:
+def test_standard_latents_stay_differentiable(kernels: str) -> None:
     """A caller's own loss on the returned latents adds its gradient to the fused one."""
     sae = make_sae("standard", scale_sparsity_penalty_by_decoder_norm=True)
     x = batch()
@@ -276,3 +278,27 @@ def test_gated_latents_stay_differentiable(kernels: str) -> None:
     (mse + l1 + aux + acts.pow(2).sum() + magnitude_pre.sin().sum()).backward()
     for name, p in sae.named_parameters():
         assert_close(grads[name], p.grad, msg=name)
+
+
+@pytest.mark.parametrize("architecture", ["standard", "gated", "jumprelu"])
+def test_a_pre_activation_hook_is_honoured(architecture: str) -> None:
+    """A hook on the pre-activations makes training take the step-by-step path, which
+    calls it: doubling them doubles the returned pre-activations."""
+    sae = make_sae(architecture)
+    x = batch()
+    clean = sae.training_forward_pass(x, current_l1_coefficient=0.7).hidden_pre.detach()
+    sae.hook_sae_acts_pre.add_hook(lambda acts, hook: acts * 2)
+    hooked = sae.training_forward_pass(x, current_l1_coefficient=0.7)
+    assert_close(hooked.hidden_pre.detach(), clean * 2)
+
+
+@pytest.mark.parametrize("architecture", ["standard", "jumprelu"])
+def test_training_noise_is_added_to_the_pre_activations(architecture: str) -> None:
+    sae = make_sae(architecture)
+    x = torch.randn(2000, D_IN, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    clean = sae.training_forward_pass(x, current_l1_coefficient=0.7).hidden_pre.detach()
+    sae.cfg.noise_scale = 0.5
+    noisy = sae.training_forward_pass(x, current_l1_coefficient=0.7).hidden_pre.detach()
+    assert (noisy - clean).std().item() == pytest.approx(0.5, rel=0.05)
+    sae.eval()  # no noise outside training
+    assert_close(sae.training_forward_pass(x, 0.7).hidden_pre.detach(), clean)
