@@ -248,34 +248,33 @@ def _jumprelu_forward(x_enc, b_enc, threshold, hidden_pre, acts, l0):
         l0[i] = count
 
 
-def jumprelu_backward(
-    grad_acts: torch.Tensor,
+def jumprelu_backward_(
+    grad: torch.Tensor,
     grad_l0: torch.Tensor,
     hidden_pre: torch.Tensor,
     threshold: torch.Tensor,
     bandwidth: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The JumpReLU-with-L0 backward: d hidden_pre = grad_acts where hidden_pre > threshold,
-    d threshold = -(1/bandwidth) * sum over the batch of rectangle((hidden_pre - threshold)
-    / bandwidth) * (threshold * grad_acts + grad_l0), and d b_enc, the batch sum of
-    d hidden_pre."""
-    grad_pre = torch.empty_like(hidden_pre)
-    grad_threshold, grad_bias = threshold.new_empty(threshold.shape), torch.empty_like(threshold)
+    """The JumpReLU-with-L0 backward from grad = d loss / d feature_acts [batch, d_sae]
+    (the caller's own buffer, overwritten with d hidden_pre = grad where hidden_pre >
+    threshold) and grad_l0 [batch]. Returns (d hidden_pre, d threshold = -(1/bandwidth) *
+    sum over the batch of rectangle((hidden_pre - threshold) / bandwidth) * (threshold *
+    grad + grad_l0), d b_enc = the batch sum of d hidden_pre)."""
+    grad_threshold, grad_bias = torch.empty_like(threshold), torch.empty_like(threshold)
     blocks = _blocks()
     bandwidth_typed = np.array(bandwidth, dtype=hidden_pre.detach().numpy().dtype)[()]
     _jumprelu_backward(
-        *_arrays(grad_acts, grad_l0, hidden_pre, threshold, grad_pre, grad_threshold, grad_bias),
+        *_arrays(grad, grad_l0, hidden_pre, threshold, grad_threshold, grad_bias),
         bandwidth_typed,
         blocks,
     )
-    return grad_pre, grad_threshold, grad_bias
+    return grad, grad_threshold, grad_bias
 
 
 @numba.njit(parallel=True, cache=True)
 def _jumprelu_backward(
-    grad_acts, grad_l0, hidden_pre, threshold, grad_pre, grad_threshold, grad_bias, bandwidth,
-    blocks,
-):  # fmt: skip
+    grad, grad_l0, hidden_pre, threshold, grad_threshold, grad_bias, bandwidth, blocks
+):
     n, m = hidden_pre.shape
     zero = hidden_pre.dtype.type(0)
     half = hidden_pre.dtype.type(0.5)
@@ -286,12 +285,12 @@ def _jumprelu_backward(
         for i in range(b * rows, min(n, (b + 1) * rows)):
             grad_l0_i = grad_l0[i]
             for j in range(m):
-                value, grad = hidden_pre[i, j], grad_acts[i, j]
-                passed = grad if value > threshold[j] else zero
-                grad_pre[i, j] = passed
+                value, incoming = hidden_pre[i, j], grad[i, j]
+                passed = incoming if value > threshold[j] else zero
+                grad[i, j] = passed
                 part_bias[b, j] += passed
                 in_window = abs((value - threshold[j]) / bandwidth) < half
-                part_threshold[b, j] += threshold[j] * grad + grad_l0_i if in_window else zero
+                part_threshold[b, j] += threshold[j] * incoming + grad_l0_i if in_window else zero
     _sum_parts(part_threshold, grad_threshold)
     _sum_parts(part_bias, grad_bias)
     for j in range(m):

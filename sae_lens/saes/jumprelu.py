@@ -12,12 +12,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from sae_lens.saes import cpu_kernels
+from sae_lens.saes.activations import keep_where_positive_
 from sae_lens.saes.base import (
     Architecture,
     TrainingForward,
     TrainingLossInputs,
     add_into,
     affine,
+    decoder_weight_grad,
     hooks_active,
     init_linear_params,
     new_param,
@@ -94,33 +96,39 @@ class JumpReLU(torch.autograd.Function):
         return x_grad, -(threshold / bandwidth) * _batch_sum(kernel, threshold.shape[-1]), None
 
 
-class JumpReLUWithL0(torch.autograd.Function):
-    """The encoder's bias, `JumpReLU` and the per-token count of firing latents (`Step`
-    summed over d_sae) in one pass, for a non-negative threshold. From x_enc = x @ W_enc,
+class JumpReLUDecode(torch.autograd.Function):
+    """The encoder's bias, `JumpReLU`, the decoder matmul and the per-token count of firing
+    latents (`Step` summed over d_sae), for a non-negative threshold. From x_enc = x @ W_enc,
     which it overwrites: (hidden_pre = x_enc + b_enc, in x_enc's memory, feature_acts
-    [batch, d_sae], l0 [batch]). The gradients
-    are those of the three functions, with the rectangle kernel computed once. On CPU each
+    [batch, d_sae], feature_acts @ W_dec [batch, d_in], l0 [batch]). The gradients are
+    those of the separate functions, with the rectangle kernel computed once and the
+    latents' gradient built in one buffer of its own. On CPU the elementwise work of each
     direction is one fused kernel (`cpu_kernels`); elsewhere torch ops that avoid boolean
     [batch, d_sae] temporaries (each costs slow extra passes)."""
 
     @staticmethod
     def forward(  # type: ignore[override]
-        x_enc: torch.Tensor, b_enc: torch.Tensor, threshold: torch.Tensor, bandwidth: float
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        # hidden_pre is built in x_enc's memory (x_enc is the caller's matmul output).
+        x_enc: torch.Tensor,
+        b_enc: torch.Tensor,
+        threshold: torch.Tensor,
+        W_dec: torch.Tensor,
+        bandwidth: float,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         if cpu_kernels.serves(x_enc, b_enc, threshold):
-            return x_enc, *cpu_kernels.jumprelu_forward_(x_enc, b_enc, threshold)
-        hidden_pre = x_enc.add_(b_enc)
-        shifted = hidden_pre - threshold  # > 0 exactly where hidden_pre > threshold
-        feature_acts = torch.ops.aten.threshold_backward(hidden_pre, shifted, 0.0)
-        return hidden_pre, feature_acts, shifted.gt_(0.0).sum(dim=-1)
+            feature_acts, l0 = cpu_kernels.jumprelu_forward_(x_enc, b_enc, threshold)
+        else:
+            hidden_pre = x_enc.add_(b_enc)
+            shifted = hidden_pre - threshold  # > 0 exactly where hidden_pre > threshold
+            feature_acts = torch.ops.aten.threshold_backward(hidden_pre, shifted, 0.0)
+            l0 = shifted.gt_(0.0).sum(dim=-1)
+        return x_enc, feature_acts, feature_acts @ W_dec, l0
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
-        x_enc, _, threshold, bandwidth = inputs
-        hidden_pre, feature_acts, _ = output
+        x_enc, _, threshold, W_dec, bandwidth = inputs
+        hidden_pre, feature_acts, _, _ = output
         ctx.mark_dirty(x_enc)
-        ctx.save_for_backward(hidden_pre, threshold, feature_acts)
+        ctx.save_for_backward(hidden_pre, threshold, feature_acts, W_dec)
         ctx.bandwidth = bandwidth
         ctx.set_materialize_grads(False)
 
@@ -129,62 +137,69 @@ class JumpReLUWithL0(torch.autograd.Function):
         ctx: Any,
         grad_hidden_pre: torch.Tensor | None,
         grad_acts: torch.Tensor | None,
+        grad_latent_sum: torch.Tensor | None,
         grad_l0: torch.Tensor | None,
     ) -> tuple[torch.Tensor | None, ...]:
-        hidden_pre, threshold, feature_acts = ctx.saved_tensors
+        hidden_pre, threshold, feature_acts, W_dec = ctx.saved_tensors
         bandwidth = ctx.bandwidth
+        # d loss / d feature_acts, in a buffer of our own
+        grad = None if grad_latent_sum is None else grad_latent_sum @ W_dec.t()
+        grad = add_into(grad, grad_acts)
         if grad_l0 is not None:
             grad_l0 = grad_l0.contiguous()  # a loss's mean gives a broadcast
         grad_bias = None
         if (
-            grad_acts is not None
+            grad is not None
             and grad_l0 is not None
-            and cpu_kernels.serves(grad_acts, grad_l0, hidden_pre, threshold)
+            and cpu_kernels.serves(grad, grad_l0, hidden_pre, threshold)
         ):
-            grad_pre, grad_threshold, grad_bias = cpu_kernels.jumprelu_backward(
-                grad_acts, grad_l0, hidden_pre, threshold, bandwidth
+            grad_pre, grad_threshold, grad_bias = cpu_kernels.jumprelu_backward_(
+                grad, grad_l0, hidden_pre, threshold, bandwidth
             )
         else:
             grad_pre, grad_threshold = _jumprelu_grads(
-                grad_acts, grad_l0, hidden_pre, threshold, feature_acts, bandwidth
+                grad, grad_l0, hidden_pre, threshold, feature_acts, bandwidth
             )
         if grad_hidden_pre is not None:
-            grad_pre = add_into(grad_pre, grad_hidden_pre)
-            grad_bias = None
+            grad_pre, grad_bias = add_into(grad_pre, grad_hidden_pre), None
         if grad_bias is None and grad_pre is not None:
             grad_bias = grad_pre.sum(0)
-        return grad_pre, grad_bias, grad_threshold, None
+        grad_W_dec = None
+        if ctx.needs_input_grad[3] and grad_latent_sum is not None:
+            grad_W_dec = decoder_weight_grad(feature_acts, grad_latent_sum)
+        return grad_pre, grad_bias, grad_threshold, grad_W_dec, None
 
 
 def _jumprelu_grads(
-    grad_acts: torch.Tensor | None,
+    grad: torch.Tensor | None,
     grad_l0: torch.Tensor | None,
     hidden_pre: torch.Tensor,
     threshold: torch.Tensor,
     feature_acts: torch.Tensor,
     bandwidth: float,
 ) -> tuple[torch.Tensor | None, torch.Tensor]:
-    """(d hidden_pre, d threshold) of `JumpReLUWithL0` with torch ops."""
+    """(d hidden_pre, d threshold) of `JumpReLUDecode` with torch ops, from grad = d loss /
+    d feature_acts (a buffer of the caller's, overwritten) and d loss / d l0."""
     kernel = _window(hidden_pre, threshold, bandwidth)  # [batch, d_sae]
-    # threshold grad = -(1/bandwidth) * sum over the batch of kernel * (threshold *
-    # grad_acts + grad_l0): the Step term is a matrix-vector product.
+    # threshold grad = -(1/bandwidth) * sum over the batch of kernel * (threshold * grad +
+    # grad_l0): the Step term is a matrix-vector product.
     grad_threshold = torch.zeros_like(threshold)
     if grad_l0 is not None:
         grad_threshold += grad_l0 @ kernel
-    grad_pre = None
-    if grad_acts is not None:
+    if grad is not None:
+        grad_threshold += threshold * kernel.mul_(grad).sum(0)
         # feature_acts > 0 exactly where hidden_pre > threshold (threshold >= 0)
-        grad_pre = torch.ops.aten.threshold_backward(grad_acts, feature_acts, 0.0)
-        grad_threshold += threshold * kernel.mul_(grad_acts).sum(0)
-    return grad_pre, grad_threshold.mul_(-1.0 / bandwidth)
+        keep_where_positive_(grad, feature_acts)
+    return grad, grad_threshold.mul_(-1.0 / bandwidth)
 
 
 def _can_fuse(sae: TrainingSAE, x: torch.Tensor) -> bool:
-    """Whether `JumpReLUWithL0` computes exactly what the step-by-step path would: a
-    [batch, d_in] input, no training noise, no autocast, and no hook on the pre- or
-    post-activations (the fused path does not call them)."""
+    """Whether `JumpReLUDecode` computes exactly what the step-by-step path would: a
+    [batch, d_in] input, no fine-tuning scale, no training noise, no autocast, and no hook
+    on the pre- or post-activations (the fused path does not call them)."""
     return (
         x.dim() == 2
+        and not sae.cfg.finetuning_scaling_factor
         and not (sae.training and sae.cfg.noise_scale > 0)
         and not torch.is_autocast_enabled(x.device.type)
         and not hooks_active(sae.hook_sae_acts_pre, sae.hook_sae_acts_post)
@@ -224,11 +239,12 @@ class JumpReLUArchitecture(Architecture):
         if not _can_fuse(sae, x):
             feature_acts, hidden_pre = self.training_encode(sae, x)
             return TrainingForward(feature_acts, hidden_pre, sae.decode(feature_acts), {})
-        # The bias, the L0 penalty's step function and the JumpReLU share one pass.
-        hidden_pre, feature_acts, l0 = JumpReLUWithL0.apply(
-            x @ sae.W_enc, sae.b_enc, sae.threshold, sae.cfg.jumprelu_bandwidth
+        # The bias, the step function of the L0 penalty, the JumpReLU and the decoder matmul
+        # in one autograd function.
+        hidden_pre, feature_acts, latent_sum, l0 = JumpReLUDecode.apply(
+            x @ sae.W_enc, sae.b_enc, sae.threshold, sae.W_dec, sae.cfg.jumprelu_bandwidth
         )
-        return TrainingForward(feature_acts, hidden_pre, sae.decode(feature_acts), {"l0": l0})
+        return TrainingForward(feature_acts, hidden_pre, sae.finish_decode(latent_sum), {"l0": l0})
 
     def training_losses(
         self, sae: TrainingSAE, inputs: TrainingLossInputs

@@ -112,9 +112,11 @@ def test_jumprelu_kernels_match_torch(dtype: torch.dtype) -> None:
     assert torch.equal(acts, expected_pre * fires)
     assert torch.equal(l0, fires.sum(-1).to(dtype))
 
-    grad_pre, grad_threshold, grad_bias = cpu_kernels.jumprelu_backward(
-        grad_acts, grad_l0, hidden_pre, threshold, bandwidth
+    buffer = grad_acts.clone()
+    grad_pre, grad_threshold, grad_bias = cpu_kernels.jumprelu_backward_(
+        buffer, grad_l0, hidden_pre, threshold, bandwidth
     )
+    assert grad_pre is buffer
     window = (((hidden_pre - threshold) / bandwidth).abs() < 0.5).to(dtype)
     assert torch.equal(grad_pre, grad_acts * fires)
     expected = -(window * (threshold * grad_acts + grad_l0[:, None])).sum(0) / bandwidth
@@ -159,7 +161,7 @@ def _count_calls(monkeypatch: pytest.MonkeyPatch, name: str) -> list[int]:
 KERNELS = {
     "standard": ("relu_forward_", "relu_backward"),
     "gated": ("gated_forward_", "gated_backward"),
-    "jumprelu": ("jumprelu_forward_", "jumprelu_backward"),
+    "jumprelu": ("jumprelu_forward_", "jumprelu_backward_"),
 }
 
 

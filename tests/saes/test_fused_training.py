@@ -14,7 +14,7 @@ from torch.testing import assert_close
 
 from sae_lens.saes import cpu_kernels
 from sae_lens.saes.base import TrainingLossInputs, hooks_active
-from sae_lens.saes.jumprelu import JumpReLU, JumpReLUWithL0, Step
+from sae_lens.saes.jumprelu import JumpReLU, JumpReLUDecode, Step
 from sae_lens.saes.registry import get_architecture
 from sae_lens.training.training_sae import TrainingSAE
 from tests.sae_configs import perturbed_training_sae, training_sae_cfg_dict
@@ -193,42 +193,48 @@ def test_gated_losses_recompute_the_gate_without_intermediates() -> None:
         assert_close(value, out.losses[name], msg=name)
 
 
-@pytest.mark.parametrize("losses_on", ["acts and l0", "acts", "l0", "acts, l0 and pre"])
-def test_jumprelu_with_l0_equals_bias_jumprelu_and_step(kernels: str, losses_on: str) -> None:
+@pytest.mark.parametrize(
+    "losses_on", ["sum and l0", "sum", "l0", "sum, l0 and acts", "sum, l0, acts and pre"]
+)
+def test_jumprelu_decode_equals_bias_jumprelu_step_and_matmul(kernels: str, losses_on: str) -> None:
     g = torch.Generator().manual_seed(3)
     x_enc0 = torch.randn(N, D_SAE, generator=g, dtype=torch.float64)  # some below 0
     b_enc0 = torch.randn(D_SAE, generator=g, dtype=torch.float64) * 0.1
     threshold0 = torch.rand(D_SAE, generator=g, dtype=torch.float64) * 0.5
     threshold0[0] = 0.0
-    grad_acts = torch.randn(N, D_SAE, generator=g, dtype=torch.float64)
+    W_dec0 = torch.randn(D_SAE, D_IN, generator=g, dtype=torch.float64)
+    grad_sum = torch.randn(N, D_IN, generator=g, dtype=torch.float64)
     grad_l0 = torch.randn(N, generator=g, dtype=torch.float64)
+    grad_acts = torch.randn(N, D_SAE, generator=g, dtype=torch.float64)
     grad_pre = torch.randn(N, D_SAE, generator=g, dtype=torch.float64)
     bandwidth = 0.3
 
-    def loss(pre: torch.Tensor, acts: torch.Tensor, l0: torch.Tensor) -> torch.Tensor:
+    def loss(pre: Any, acts: Any, latent_sum: Any, l0: Any) -> torch.Tensor:
         terms = {
-            "acts": (acts * grad_acts).sum(),
+            "sum": (latent_sum * grad_sum).sum(),
             "l0": (l0 * grad_l0).sum(),
+            "acts": (acts * grad_acts).sum(),
             "pre": (pre * grad_pre).sum(),
         }
         return sum(value for name, value in terms.items() if name in losses_on)
 
-    inputs = [t.clone().requires_grad_() for t in (x_enc0, b_enc0, threshold0)]
+    inputs = [t.clone().requires_grad_() for t in (x_enc0, b_enc0, threshold0, W_dec0)]
     x_enc = inputs[0] * 1.0  # a non-leaf, as the encoder matmul's output is
-    pre, acts, l0 = JumpReLUWithL0.apply(x_enc, *inputs[1:], bandwidth)
+    pre, acts, latent_sum, l0 = JumpReLUDecode.apply(x_enc, *inputs[1:], bandwidth)
     assert pre is x_enc  # hidden_pre is built in place
-    loss(pre, acts, l0).backward()
+    loss(pre, acts, latent_sum, l0).backward()
 
-    refs = [t.clone().requires_grad_() for t in (x_enc0, b_enc0, threshold0)]
+    refs = [t.clone().requires_grad_() for t in (x_enc0, b_enc0, threshold0, W_dec0)]
     pre_ref = refs[0] + refs[1]
     acts_ref = JumpReLU.apply(pre_ref, refs[2], bandwidth)
     l0_ref = Step.apply(pre_ref, refs[2], bandwidth).sum(-1)
-    loss(pre_ref, acts_ref, l0_ref).backward()
+    loss(pre_ref, acts_ref, acts_ref @ refs[3], l0_ref).backward()
 
     assert_close(pre, pre_ref)
     assert_close(acts, acts_ref)
     assert_close(l0, l0_ref)
-    for name, got, want in zip(["x_enc", "b_enc", "threshold"], inputs, refs, strict=True):
+    names = ["x_enc", "b_enc", "threshold", "W_dec"]
+    for name, got, want in zip(names, inputs, refs, strict=True):
         if want.grad is None or not want.grad.any():
             assert got.grad is None or not got.grad.any(), name
         else:
