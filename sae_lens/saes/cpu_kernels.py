@@ -10,13 +10,14 @@ direction (forward or backward) of an architecture's latents in a single pass.
 They serve float32 and float64 tensors on the CPU (`serves`); the architectures' autograd
 functions use torch ops everywhere else (GPU, half precision), with the same results up to
 summation order. Each kernel compiles on its first call for a dtype (about a second) and
-is cached on disk by numba.
+is cached on disk by numba; the compiled loops live in `sae_lens.saes.numba_loops`.
 """
 
 from __future__ import annotations
 
-import numba
-import numpy as np
+from types import ModuleType
+from typing import Any
+
 import torch
 
 # Row blocks per thread in the kernels that sum over the batch: each block adds its rows
@@ -33,15 +34,22 @@ def serves(*tensors: torch.Tensor) -> bool:
     )
 
 
-def _arrays(*tensors: torch.Tensor) -> list[np.ndarray]:
+def _arrays(*tensors: torch.Tensor) -> list[Any]:
     return [t.detach().numpy() for t in tensors]
 
 
+def _loops() -> ModuleType:
+    """The compiled loops (imported on first use), with numba's thread count set to
+    torch's."""
+    from sae_lens.saes import numba_loops
+
+    numba_loops.use_torch_thread_count()
+    return numba_loops
+
+
 def _blocks() -> int:
-    """Sets numba's thread count to torch's and returns the number of row blocks."""
-    threads = min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)
-    numba.set_num_threads(threads)
-    return threads * _BLOCKS_PER_THREAD
+    """The number of row blocks of the kernels that sum over the batch."""
+    return torch.get_num_threads() * _BLOCKS_PER_THREAD
 
 
 # --------------------------------------------------------------------------- standard
@@ -55,24 +63,8 @@ def relu_forward_(
     [batch]."""
     feature_acts = torch.empty_like(x_enc)
     penalty = x_enc.new_empty(x_enc.shape[0])
-    _blocks()
-    _relu_forward(*_arrays(x_enc, b_enc, weights, x_enc, feature_acts, penalty))
+    _loops().relu_forward(*_arrays(x_enc, b_enc, weights, x_enc, feature_acts, penalty))
     return feature_acts, penalty
-
-
-@numba.njit(parallel=True, cache=True, fastmath={"reassoc", "nsz"})
-def _relu_forward(x_enc, b_enc, weights, hidden_pre, acts, penalty):
-    n, m = x_enc.shape
-    zero = x_enc.dtype.type(0)
-    for i in numba.prange(n):
-        row_penalty = zero
-        for j in range(m):
-            value = x_enc[i, j] + b_enc[j]
-            act = zero if value <= zero else value  # a ReLU that keeps NaN, as torch's
-            hidden_pre[i, j] = value
-            acts[i, j] = act
-            row_penalty += act * weights[j]
-        penalty[i] = row_penalty
 
 
 def relu_backward(
@@ -87,38 +79,10 @@ def relu_backward(
     sum)."""
     grad_bias = torch.empty_like(weights)
     blocks = _blocks()
-    _relu_backward(*_arrays(grad_latents, feature_acts, grad_penalty, weights, grad_bias), blocks)
+    _loops().relu_backward(
+        *_arrays(grad_latents, feature_acts, grad_penalty, weights, grad_bias), blocks
+    )
     return grad_latents, grad_bias
-
-
-@numba.njit(parallel=True, cache=True)
-def _relu_backward(grad, acts, grad_penalty, weights, grad_bias, blocks):
-    n, m = acts.shape
-    zero = acts.dtype.type(0)
-    rows = (n + blocks - 1) // blocks
-    parts = np.zeros((blocks, m), acts.dtype)
-    for b in numba.prange(blocks):
-        for i in range(b * rows, min(n, (b + 1) * rows)):
-            penalty_i = grad_penalty[i]
-            for j in range(m):
-                value = grad[i, j] + penalty_i * weights[j] if acts[i, j] > zero else zero
-                grad[i, j] = value
-                parts[b, j] += value
-    _sum_parts(parts, grad_bias)
-
-
-@numba.njit(cache=True)
-def _sum_parts(parts, out):
-    """out[j] = sum over blocks b of parts[b, j], as scalar loops (numba turns
-    `parts[:, j].sum()` inside a parallel function into a parallel reduction that slows
-    the whole kernel several times)."""
-    blocks, m = parts.shape
-    zero = parts.dtype.type(0)
-    for j in range(m):
-        total = zero
-        for b in range(blocks):
-            total += parts[b, j]
-        out[j] = total
 
 
 # ------------------------------------------------------------------------------ gated
@@ -136,30 +100,11 @@ def gated_forward_(
     where gate_acts > 0 (else 0), and the penalty gate_acts @ decoder_norms [batch]."""
     gate_acts, feature_acts = torch.empty_like(x_enc), torch.empty_like(x_enc)
     penalty = x_enc.new_empty(x_enc.shape[0])
-    _blocks()
-    _gated_forward(
+    _loops().gated_forward(
         *_arrays(x_enc, b_gate, b_mag, scale, decoder_norms, x_enc, gate_acts, feature_acts),
         penalty.numpy(),
     )
     return gate_acts, feature_acts, penalty
-
-
-@numba.njit(parallel=True, cache=True, fastmath={"reassoc", "nsz"})
-def _gated_forward(x_enc, b_gate, b_mag, scale, norms, magnitude_pre, gate_acts, acts, penalty):
-    n, m = x_enc.shape
-    zero = x_enc.dtype.type(0)
-    for i in numba.prange(n):
-        row_penalty = zero
-        for j in range(m):
-            value = x_enc[i, j]
-            magnitude = value * scale[j] + b_mag[j]
-            gate = value + b_gate[j]
-            gate = zero if gate <= zero else gate  # a ReLU that keeps NaN, as torch's
-            magnitude_pre[i, j] = magnitude
-            gate_acts[i, j] = gate
-            acts[i, j] = zero if gate <= zero or magnitude <= zero else magnitude
-            row_penalty += gate * norms[j]
-        penalty[i] = row_penalty
 
 
 def gated_backward(
@@ -181,39 +126,12 @@ def gated_backward(
     d_sae = feature_acts.shape[1]
     grad_b_gate, grad_b_mag, grad_r_mag = (feature_acts.new_empty(d_sae) for _ in range(3))
     blocks = _blocks()
-    _gated_backward(
+    _loops().gated_backward(
         *_arrays(grad_latents, grad_gate, feature_acts, gate_acts, grad_penalty),
         *_arrays(decoder_norms, scale, b_mag, grad_b_gate, grad_b_mag, grad_r_mag),
         blocks,
     )
     return grad_gate, grad_b_gate, grad_b_mag, grad_r_mag
-
-
-@numba.njit(parallel=True, cache=True)
-def _gated_backward(
-    grad_latents, grad_gate, acts, gate_acts, grad_penalty, norms, scale, b_mag,
-    grad_b_gate, grad_b_mag, grad_r_mag, blocks,
-):  # fmt: skip
-    n, m = acts.shape
-    zero = acts.dtype.type(0)
-    rows = (n + blocks - 1) // blocks
-    part_gate = np.zeros((blocks, m), acts.dtype)
-    part_mag = np.zeros((blocks, m), acts.dtype)
-    part_r = np.zeros((blocks, m), acts.dtype)
-    for b in numba.prange(blocks):
-        for i in range(b * rows, min(n, (b + 1) * rows)):
-            penalty_i = grad_penalty[i]
-            for j in range(m):
-                gate = grad_gate[i, j] + penalty_i * norms[j] if gate_acts[i, j] > zero else zero
-                active = acts[i, j]
-                magnitude = grad_latents[i, j] if active > zero else zero
-                part_gate[b, j] += gate
-                part_mag[b, j] += magnitude
-                part_r[b, j] += magnitude * (active - b_mag[j])
-                grad_gate[i, j] = gate + magnitude * scale[j]
-    _sum_parts(part_gate, grad_b_gate)
-    _sum_parts(part_mag, grad_b_mag)
-    _sum_parts(part_r, grad_r_mag)
 
 
 # ---------------------------------------------------------------------------- jumprelu
@@ -227,25 +145,8 @@ def jumprelu_forward_(
     of firing latents per row [batch]."""
     feature_acts = torch.empty_like(x_enc)
     l0 = x_enc.new_empty(x_enc.shape[0])
-    _blocks()
-    _jumprelu_forward(*_arrays(x_enc, b_enc, threshold, x_enc, feature_acts, l0))
+    _loops().jumprelu_forward(*_arrays(x_enc, b_enc, threshold, x_enc, feature_acts, l0))
     return feature_acts, l0
-
-
-@numba.njit(parallel=True, cache=True, fastmath={"reassoc", "nsz"})
-def _jumprelu_forward(x_enc, b_enc, threshold, hidden_pre, acts, l0):
-    n, m = x_enc.shape
-    zero = x_enc.dtype.type(0)
-    one = x_enc.dtype.type(1)
-    for i in numba.prange(n):
-        count = zero
-        for j in range(m):
-            value = x_enc[i, j] + b_enc[j]
-            fires = value > threshold[j]
-            hidden_pre[i, j] = value
-            acts[i, j] = value if fires else zero
-            count += one if fires else zero
-        l0[i] = count
 
 
 def jumprelu_backward_(
@@ -262,36 +163,10 @@ def jumprelu_backward_(
     grad + grad_l0), d b_enc = the batch sum of d hidden_pre)."""
     grad_threshold, grad_bias = torch.empty_like(threshold), torch.empty_like(threshold)
     blocks = _blocks()
-    bandwidth_typed = np.array(bandwidth, dtype=hidden_pre.detach().numpy().dtype)[()]
-    _jumprelu_backward(
+    bandwidth_typed = hidden_pre.detach().numpy().dtype.type(bandwidth)
+    _loops().jumprelu_backward(
         *_arrays(grad, grad_l0, hidden_pre, threshold, grad_threshold, grad_bias),
         bandwidth_typed,
         blocks,
     )
     return grad, grad_threshold, grad_bias
-
-
-@numba.njit(parallel=True, cache=True)
-def _jumprelu_backward(
-    grad, grad_l0, hidden_pre, threshold, grad_threshold, grad_bias, bandwidth, blocks
-):
-    n, m = hidden_pre.shape
-    zero = hidden_pre.dtype.type(0)
-    half = hidden_pre.dtype.type(0.5)
-    rows = (n + blocks - 1) // blocks
-    part_threshold = np.zeros((blocks, m), hidden_pre.dtype)
-    part_bias = np.zeros((blocks, m), hidden_pre.dtype)
-    for b in numba.prange(blocks):
-        for i in range(b * rows, min(n, (b + 1) * rows)):
-            grad_l0_i = grad_l0[i]
-            for j in range(m):
-                value, incoming = hidden_pre[i, j], grad[i, j]
-                passed = incoming if value > threshold[j] else zero
-                grad[i, j] = passed
-                part_bias[b, j] += passed
-                in_window = abs((value - threshold[j]) / bandwidth) < half
-                part_threshold[b, j] += threshold[j] * incoming + grad_l0_i if in_window else zero
-    _sum_parts(part_threshold, grad_threshold)
-    _sum_parts(part_bias, grad_bias)
-    for j in range(m):
-        grad_threshold[j] = -grad_threshold[j] / bandwidth

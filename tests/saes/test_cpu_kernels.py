@@ -4,7 +4,10 @@ blocks, and the training steps on CPU actually use them."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -176,3 +179,19 @@ def test_training_step_on_cpu_uses_the_kernels(
     x = torch.randn(9, 6, dtype=getattr(torch, dtype))
     sae.training_forward_pass(x, current_l1_coefficient=0.5).loss.backward()
     assert (len(forward), len(backward)) == (1, 1)
+
+
+def test_numba_is_loaded_only_when_a_kernel_runs() -> None:
+    """TopK training (no kernel) leaves numba and LLVM (~100 MB) out of the process."""
+    script = (
+        "import sys, torch\n"
+        "from tests.sae_configs import perturbed_training_sae, training_sae_cfg_dict\n"
+        "sae = perturbed_training_sae(training_sae_cfg_dict('topk', d_in=6, d_sae=24, k=3))\n"
+        "sae.training_forward_pass(torch.randn(9, 6), 0.5).loss.backward()\n"
+        "assert 'numba' not in sys.modules, 'topk loaded numba'\n"
+        "sae = perturbed_training_sae(training_sae_cfg_dict('standard', d_in=6, d_sae=24))\n"
+        "sae.training_forward_pass(torch.randn(9, 6), 0.5).loss.backward()\n"
+        "assert 'numba' in sys.modules, 'standard did not use the kernels'\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-c", script], cwd=root, check=True, timeout=120)
