@@ -652,7 +652,7 @@ def main() -> None:
         default=Path("/tmp/sae_lens_train_bench"),
         help="folder for the model, tokens and run outputs (reused between runs)",
     )
-    parser.add_argument("--step-steps", type=int, default=6, help="timed SAE steps per job")
+    parser.add_argument("--step-steps", type=int, default=15, help="timed SAE steps per job")
     parser.add_argument(
         "--architectures", nargs="+", default=list(ARCHITECTURES), choices=ARCHITECTURES
     )
