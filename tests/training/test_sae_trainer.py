@@ -241,3 +241,19 @@ def test_metrics_file_is_json_lines_in_the_run_folder(tmp_path: Path) -> None:
     make_trainer(cfg).fit()
     lines = (Path(cfg.checkpoint_path) / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [1, 3]
+
+
+def test_compile_sae_trains_like_the_eager_trainer(tmp_path: Path) -> None:
+    """`compile_sae` runs the SAE's training forward through torch.compile (inductor on
+    CPU) and reaches the same weights as the eager trainer."""
+    weights = []
+    for compile_sae in (False, True):
+        cfg = make_cfg(tmp_path / str(compile_sae), training_tokens=16 * 5, compile_sae=compile_sae)
+        trainer = make_trainer(cfg)
+        compiled = trainer._training_forward_pass != trainer.sae.training_forward_pass
+        assert compiled == compile_sae
+        trainer.fit()
+        weights.append({n: p.detach().clone() for n, p in trainer.sae.named_parameters()})
+    for name, eager_value in weights[0].items():
+        torch.testing.assert_close(weights[1][name], eager_value, atol=1e-5, rtol=1e-4, msg=name)
+    assert not torch.equal(weights[0]["W_enc"], make_trainer(make_cfg(tmp_path)).sae.W_enc)
