@@ -52,6 +52,19 @@ def _blocks() -> int:
     return torch.get_num_threads() * _BLOCKS_PER_THREAD
 
 
+def _bias_and_activation_(
+    loop: str, x_enc: torch.Tensor, b_enc: torch.Tensor, per_latent: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Runs the forward loop named `loop`, which adds b_enc to x_enc in place and writes the
+    latents [batch, d_sae] and one value per row [batch] (a penalty or a count) from a
+    per-latent vector (penalty weights or thresholds); returns those two."""
+    feature_acts = torch.empty_like(x_enc)
+    per_row = x_enc.new_empty(x_enc.shape[0])
+    forward = getattr(_loops(), loop)
+    forward(*_arrays(x_enc, b_enc, per_latent, x_enc, feature_acts, per_row))
+    return feature_acts, per_row
+
+
 # --------------------------------------------------------------------------- standard
 
 
@@ -61,10 +74,7 @@ def relu_forward_(
     """Turns x_enc = x @ W_enc [batch, d_sae] into hidden_pre = x_enc + b_enc in place, and
     returns feature_acts = relu(hidden_pre) and the penalty feature_acts @ weights
     [batch]."""
-    feature_acts = torch.empty_like(x_enc)
-    penalty = x_enc.new_empty(x_enc.shape[0])
-    _loops().relu_forward(*_arrays(x_enc, b_enc, weights, x_enc, feature_acts, penalty))
-    return feature_acts, penalty
+    return _bias_and_activation_("relu_forward", x_enc, b_enc, weights)
 
 
 def relu_backward(
@@ -143,10 +153,7 @@ def jumprelu_forward_(
     """Turns x_enc = x @ W_enc [batch, d_sae] into hidden_pre = x_enc + b_enc in place, and
     returns feature_acts = hidden_pre where hidden_pre > threshold (else 0) and the number
     of firing latents per row [batch]."""
-    feature_acts = torch.empty_like(x_enc)
-    l0 = x_enc.new_empty(x_enc.shape[0])
-    _loops().jumprelu_forward(*_arrays(x_enc, b_enc, threshold, x_enc, feature_acts, l0))
-    return feature_acts, l0
+    return _bias_and_activation_("jumprelu_forward", x_enc, b_enc, threshold)
 
 
 def jumprelu_backward_(

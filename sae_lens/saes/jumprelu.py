@@ -23,6 +23,7 @@ from sae_lens.saes.base import (
     hooks_active,
     init_linear_params,
     new_param,
+    pre_activation_grads,
 )
 
 if TYPE_CHECKING:
@@ -160,10 +161,7 @@ class JumpReLUDecode(torch.autograd.Function):
             grad_pre, grad_threshold = _jumprelu_grads(
                 grad, grad_l0, hidden_pre, threshold, feature_acts, bandwidth
             )
-        if grad_hidden_pre is not None:
-            grad_pre, grad_bias = add_into(grad_pre, grad_hidden_pre), None
-        if grad_bias is None and grad_pre is not None:
-            grad_bias = grad_pre.sum(0)
+        grad_pre, grad_bias = pre_activation_grads(grad_pre, grad_bias, grad_hidden_pre)
         grad_W_dec = None
         if ctx.needs_input_grad[3] and grad_latent_sum is not None:
             grad_W_dec = decoder_weight_grad(feature_acts, grad_latent_sum)

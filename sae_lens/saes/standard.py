@@ -18,6 +18,7 @@ from sae_lens.saes.base import (
     decoder_weight_grad,
     hooks_active,
     init_linear_params,
+    pre_activation_grads,
 )
 
 if TYPE_CHECKING:
@@ -168,10 +169,7 @@ class _ReLUDecode(torch.autograd.Function):
                     grad.addr_(grad_penalty, weights)
             grad = add_into(grad, grad_acts)
             grad_pre = None if grad is None else keep_where_positive_(grad, acts)  # ReLU
-        if grad_hidden_pre is not None:
-            grad_pre, grad_bias = add_into(grad_pre, grad_hidden_pre), None
-        if grad_bias is None and grad_pre is not None:
-            grad_bias = grad_pre.sum(0)
+        grad_pre, grad_bias = pre_activation_grads(grad_pre, grad_bias, grad_hidden_pre)
         need_W, need_weights = ctx.needs_input_grad[2:4]
         grad_W = decoder_weight_grad(acts, grad_sum) if need_W and grad_sum is not None else None
         grad_weights = None
