@@ -16,19 +16,10 @@ import torch
 from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict
 
 from sae_lens import __version__, logger
+from sae_lens.dtypes import DTYPE_MAP as DTYPE_MAP  # 5.6.0 public name
+from sae_lens.dtypes import dtype_from_name
 from sae_lens.embedded import EMBEDDED_DATASET_NAME, EMBEDDED_MODEL_NAME
 from sae_lens.saes.registry import architecture_names, get_architecture
-
-DTYPE_MAP: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "float64": torch.float64,
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "torch.float32": torch.float32,
-    "torch.float64": torch.float64,
-    "torch.float16": torch.float16,
-    "torch.bfloat16": torch.bfloat16,
-}
 
 HfDataset = DatasetDict | Dataset | IterableDatasetDict | IterableDataset
 
@@ -81,11 +72,6 @@ def _validate_seqpos(seqpos: tuple[int | None, ...], context_size: int) -> None:
         raise ValueError(
             f"seqpos_slice {seqpos!r} selects no positions of a context of {context_size} tokens"
         )
-
-
-def _validate_dtype(name: str, value: str) -> None:
-    if value not in DTYPE_MAP:
-        raise ValueError(f"{name} must be one of {list(DTYPE_MAP)}, got {value!r}")
 
 
 def _as_seqpos_tuple(value: Any) -> tuple[int | None, ...]:
@@ -268,7 +254,7 @@ class LanguageModelSAERunnerConfig:
             "mse_loss_normalization", self.mse_loss_normalization, MSE_LOSS_NORMALIZATIONS
         )
         _require_choice("finetuning_method", self.finetuning_method, FINETUNING_METHODS)
-        _validate_dtype("dtype", self.dtype)
+        dtype_from_name(self.dtype)
         for name in (
             "d_in",
             "context_size",
@@ -493,7 +479,7 @@ class CacheActivationsRunnerConfig:
     dataset_trust_remote_code: bool | None = None
 
     def __post_init__(self) -> None:
-        _validate_dtype("dtype", self.dtype)
+        dtype_from_name(self.dtype)
         _require_choice("model_class_name", self.model_class_name, MODEL_CLASS_NAMES)
         for name in ("model_batch_size", "d_in", "training_tokens"):
             _require_positive(name, getattr(self, name))
@@ -537,7 +523,7 @@ class CacheActivationsRunnerConfig:
 
     @property
     def bytes_per_token(self) -> int:
-        return self.d_in * DTYPE_MAP[self.dtype].itemsize
+        return self.d_in * dtype_from_name(self.dtype).itemsize
 
     @property
     def n_tokens_in_buffer(self) -> int:

@@ -24,7 +24,7 @@ from torch import nn
 from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
-from sae_lens.config import DTYPE_MAP
+from sae_lens.dtypes import dtype_from_name
 from sae_lens.saes.activations import TopK, get_activation_fn
 from sae_lens.saes.registry import get_architecture
 from sae_lens.saes.sae_folder import write_sae_folder
@@ -115,12 +115,6 @@ class SAEConfig:
         return out
 
 
-def _dtype_from_name(name: str) -> torch.dtype:
-    if name not in DTYPE_MAP:
-        raise ValueError(f"unknown SAE dtype {name!r}: expected one of {list(DTYPE_MAP)}")
-    return DTYPE_MAP[name]
-
-
 def _parse_to_args(
     args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[torch.device | None, torch.dtype | None]:
@@ -159,7 +153,7 @@ class SAE(HookedRootModule):
                 f"got {cfg.normalize_activations!r}"
             )
         self.cfg = cfg
-        self.dtype = _dtype_from_name(cfg.dtype)
+        self.dtype = dtype_from_name(cfg.dtype, "SAE dtype")
         self.device = torch.device(cfg.device)
         self.use_error_term = use_error_term
         if cfg.model_from_pretrained_kwargs and self._warn_about_model_kwargs:

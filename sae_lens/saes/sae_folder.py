@@ -15,7 +15,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from sae_lens.config import DTYPE_MAP
+from sae_lens.dtypes import dtype_from_name
 
 SAE_CFG_FILENAME = "cfg.json"
 SAE_WEIGHTS_FILENAME = "sae_weights.safetensors"
@@ -60,12 +60,6 @@ def read_safetensors(
     return tensors
 
 
-def _resolve_dtype(name: str) -> torch.dtype:
-    if name not in DTYPE_MAP:
-        raise ValueError(f"unknown dtype {name!r}: expected one of {list(DTYPE_MAP)}")
-    return DTYPE_MAP[name]
-
-
 def _handle_legacy_scaling_factor(cfg_dict: dict[str, Any], state_dict: dict[str, Any]) -> None:
     """Old files stored the finetuning scale as `scaling_factor` (all ones when unused)."""
     scale = state_dict.pop("scaling_factor", None)
@@ -104,7 +98,7 @@ def read_sae_folder(
         cfg_dict["dtype"] = dtype
     if "dtype" not in cfg_dict:
         raise ValueError(f"{cfg_path} has no 'dtype' and none was given")
-    target_dtype = _resolve_dtype(cfg_dict["dtype"])
+    target_dtype = dtype_from_name(cfg_dict["dtype"])
 
     state_dict = read_safetensors(folder / SAE_WEIGHTS_FILENAME, device, target_dtype)
     _handle_legacy_scaling_factor(cfg_dict, state_dict)

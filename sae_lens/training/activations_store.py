@@ -31,12 +31,12 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from sae_lens import logger
 from sae_lens.config import (
-    DTYPE_MAP,
     CacheActivationsRunnerConfig,
     HfDataset,
     LanguageModelSAERunnerConfig,
 )
 from sae_lens.dataset_sources import find_tokens_column, load_any_dataset
+from sae_lens.dtypes import dtype_from_name
 from sae_lens.embedded import is_embedded_dataset, is_embedded_model, load_embedded_tokenizer
 from sae_lens.fused_forward import FusedHookReader
 from sae_lens.load_model import tokenizer_prepends_bos
@@ -220,7 +220,7 @@ class ActivationsStore:
         self.prepend_bos = prepend_bos
         self.normalize_activations = normalize_activations
         self.device = torch.device(device)
-        self.dtype = dtype if isinstance(dtype, torch.dtype) else _parse_dtype(dtype)
+        self.dtype = dtype if isinstance(dtype, torch.dtype) else dtype_from_name(dtype)
         self.cached_activations_path = cached_activations_path
         self.autocast_lm = autocast_lm
         self.seqpos_slice = tuple(seqpos_slice)
@@ -1089,12 +1089,6 @@ def _single_split(dataset: HfDataset) -> Dataset | IterableDataset:
             )
         return dataset["train"]
     return dataset
-
-
-def _parse_dtype(dtype: str) -> torch.dtype:
-    if dtype not in DTYPE_MAP:
-        raise ValueError(f"dtype must be one of {list(DTYPE_MAP)}, got {dtype!r}")
-    return DTYPE_MAP[dtype]
 
 
 def _model_device(model: HookedRootModule) -> torch.device:

@@ -66,7 +66,7 @@ def test_topk_gets_default_k_and_fresh_runs_get_their_own_checkpoint_folder() ->
         ({"normalize_activations": "unit"}, r"normalize_activations must be one of"),
         ({"b_dec_init_method": "median"}, r"b_dec_init_method must be one of"),
         ({"lr_scheduler_name": "linear"}, r"lr_scheduler_name must be one of"),
-        ({"dtype": "float8"}, r"dtype must be one of"),
+        ({"dtype": "float8"}, r"unknown dtype .float8.: expected one of"),
         ({"d_sae": 10, "expansion_factor": 2}, r"set d_sae or expansion_factor, not both"),
         ({"architecture": "topk", "activation_fn": "relu"}, r"activation_fn must be 'topk'"),
         (

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 
-from sae_lens.config import DTYPE_MAP
+from sae_lens.dtypes import dtype_from_name
 from sae_lens.saes.sae_folder import apply_legacy_cfg_defaults
 
 StateDict = dict[str, torch.Tensor]
@@ -51,13 +51,6 @@ def read_json(path: str | Path) -> dict[str, Any]:
     return loaded
 
 
-def resolve_dtype(name: str) -> torch.dtype:
-    """The torch dtype for a config's dtype string."""
-    if name not in DTYPE_MAP:
-        raise ValueError(f"unknown dtype {name!r} in SAE config; expected one of {list(DTYPE_MAP)}")
-    return DTYPE_MAP[name]
-
-
 def handle_scaling_factor(cfg_dict: dict[str, Any], state_dict: StateDict) -> None:
     """Apply the old `scaling_factor` convention (in place).
 
@@ -94,7 +87,7 @@ def read_sae_from_disk(
     """Weights of an sae_lens `sae_weights.safetensors`, cast to `dtype` (default: the
     config's), with the old `scaling_factor` convention applied."""
     if dtype is None:
-        dtype = resolve_dtype(cfg_dict["dtype"])
+        dtype = dtype_from_name(cfg_dict["dtype"], "dtype in SAE config")
     state_dict = {k: v.to(dtype=dtype) for k, v in read_safetensors(weight_path, device).items()}
     handle_scaling_factor(cfg_dict, state_dict)
     return cfg_dict, state_dict

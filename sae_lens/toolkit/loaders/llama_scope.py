@@ -16,12 +16,12 @@ from typing import Any
 
 import torch
 
+from sae_lens.dtypes import dtype_from_name
 from sae_lens.toolkit.loaders.common import (
     SAEConfigLoadOptions,
     StateDict,
     read_json,
     require_keys,
-    resolve_dtype,
 )
 from sae_lens.toolkit.loaders.hub import download, repo_path
 
@@ -115,7 +115,7 @@ def convert_llama_scope_weights(
     cfg_dict: dict[str, Any], loaded: StateDict, source: str
 ) -> StateDict:
     """sae_lens weights from Llama Scope tensors; the scalar threshold is broadcast."""
-    dtype = resolve_dtype(cfg_dict["dtype"])
+    dtype = dtype_from_name(cfg_dict["dtype"], "dtype in SAE config")
     state_dict = _linear_weights(loaded, dtype, source)
     state_dict["threshold"] = torch.full(
         (cfg_dict["d_sae"],),
@@ -131,7 +131,7 @@ def convert_llama_scope_r1_weights(
 ) -> StateDict:
     """sae_lens weights from Llama Scope R1 Distill tensors (threshold = exp(log threshold))."""
     require_keys(loaded, ["log_jumprelu_threshold"], source)
-    dtype = resolve_dtype(cfg_dict["dtype"])
+    dtype = dtype_from_name(cfg_dict["dtype"], "dtype in SAE config")
     state_dict = _linear_weights(loaded, dtype, source)
     state_dict["threshold"] = loaded["log_jumprelu_threshold"].to(dtype).exp()
     return state_dict

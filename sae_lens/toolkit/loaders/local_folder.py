@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from sae_lens.dtypes import dtype_from_name
 from sae_lens.saes.sae_folder import SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME, read_sae_folder
 from sae_lens.toolkit.loaders.common import (
     StateDict,
@@ -19,7 +20,6 @@ from sae_lens.toolkit.loaders.common import (
     load_pickled_state_dict,
     read_json,
     read_safetensors,
-    resolve_dtype,
 )
 from sae_lens.toolkit.loaders.connor_rob import (
     connor_rob_cfg_path,
@@ -215,7 +215,7 @@ def finalise_loaded_sae(
     if dtype is not None:
         cfg_dict["dtype"] = dtype
     cfg_dict["device"] = device
-    torch_dtype = resolve_dtype(cfg_dict["dtype"])
+    torch_dtype = dtype_from_name(cfg_dict["dtype"], "dtype in SAE config")
     state_dict = {k: v.to(device) for k, v in cast_state_dict(state_dict, torch_dtype).items()}
     check_state_dict_shapes(cfg_dict, state_dict, source)
     if log_sparsity is not None:
