@@ -68,6 +68,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from sae_lens.analysis.hook_checks import require_hook
+from sae_lens.hook_activations import replace_sae_view, sae_view
 
 if TYPE_CHECKING:
     from transformer_lens.hook_points import HookedRootModule
@@ -188,35 +189,15 @@ def _hook_z_reshaping_off(sae: SAE) -> Iterator[None]:
 
 
 def _sae_input(sae: SAE, acts: torch.Tensor) -> torch.Tensor:
-    """The SAE's view [batch, pos, d_in] of a hook activation: one head if the SAE has a head
-    index, all heads flattened for [batch, pos, n_heads, d_head] hooks, else as is."""
-    head_index = sae.cfg.hook_head_index
-    if head_index is not None:
-        x = acts[:, :, head_index]
-    elif acts.ndim == 4:
-        x = acts.flatten(-2, -1)
-    else:
-        x = acts
-    if x.ndim != 3 or x.shape[-1] != sae.cfg.d_in:
-        raise ValueError(
-            f"SAE d_in={sae.cfg.d_in} (hook_head_index={head_index}) does not match the "
-            f"activation at {sae.cfg.hook_name!r} of shape {tuple(acts.shape)}; "
-            "use an SAE trained on this hook point"
-        )
-    return x
+    """The SAE's view [batch, pos, d_in] of a hook activation."""
+    return sae_view(acts, sae.cfg.hook_name, sae.cfg.d_in, sae.cfg.hook_head_index)
 
 
 def _write_sae_output(
     sae: SAE, acts: torch.Tensor, new: torch.Tensor, kept: torch.Tensor
 ) -> torch.Tensor:
     """`acts` with the SAE's part replaced by `new` [batch, pos, d_in] at kept positions."""
-    head_index = sae.cfg.hook_head_index
-    new = new.to(device=acts.device, dtype=acts.dtype)
-    if head_index is not None:
-        replaced = acts.clone()
-        replaced[:, :, head_index] = new
-    else:
-        replaced = new.reshape(acts.shape)
+    replaced = replace_sae_view(acts, new, sae.cfg.hook_head_index)
     kept = kept.to(acts.device).reshape(kept.shape + (1,) * (acts.ndim - 2))
     return torch.where(kept, replaced, acts)
 

@@ -8,6 +8,8 @@ from collections.abc import Iterable
 
 import torch
 
+from sae_lens.hook_activations import sae_width_error
+
 
 def require_hook(hook_name: str, available: Iterable[str]) -> None:
     """Raise a ValueError naming `hook_name` and the closest existing names if it is missing."""
@@ -33,10 +35,7 @@ def check_sae_fits(
     """Raise a ValueError if an SAE with `d_in` (on `sae_device`, in `sae_dtype`) cannot take
     `acts`, whose feature width as the SAE sees it is `width`."""
     if width != d_in:
-        raise ValueError(
-            f"SAE d_in={d_in} does not match the activation at {hook_name!r}, whose width is "
-            f"{width} (shape {tuple(acts.shape)}); use an SAE trained on this hook point"
-        )
+        raise sae_width_error(hook_name, d_in, width, acts)
     if not same_device(acts.device, sae_device) or acts.dtype != sae_dtype:
         raise ValueError(
             f"SAE at {hook_name!r} is on {sae_device} in {sae_dtype} but the activation there is "

@@ -39,6 +39,7 @@ from sae_lens.dataset_sources import find_tokens_column, load_any_dataset
 from sae_lens.dtypes import dtype_from_name
 from sae_lens.embedded import is_embedded_dataset, is_embedded_model, load_embedded_tokenizer
 from sae_lens.fused_forward import FusedHookReader
+from sae_lens.hook_activations import sae_view
 from sae_lens.load_model import tokenizer_prepends_bos
 from sae_lens.tokenization_and_batching import SequenceConcatenator
 
@@ -260,7 +261,6 @@ class ActivationsStore:
         self._cache_row = 0
         self._mixer: _MixingBuffer | None = None
         self._dataloader = None
-        self._hook_width_checked = False
         self._fused_reader = self._make_fused_reader()
 
     # ------------------------------------------------------------------ setup helpers
@@ -509,23 +509,7 @@ class ActivationsStore:
         so callers copy it into their own buffers."""
         raw = self._run_model_to_hook(tokens)  # [batch, pos, ...] an inference tensor
         acts = raw[:, slice(*self.seqpos_slice)]
-        if self.hook_head_index is not None:
-            if acts.ndim != 4:
-                raise ValueError(
-                    f"hook_head_index is set but hook {self.hook_name!r} has no head dimension "
-                    f"(activation shape {tuple(raw.shape)})"
-                )
-            acts = acts[:, :, self.hook_head_index]
-        elif acts.ndim > 3:
-            acts = acts.reshape(*acts.shape[:2], -1)
-        if not self._hook_width_checked:
-            if acts.shape[-1] != self.d_in:
-                raise ValueError(
-                    f"hook {self.hook_name!r} gives activations of width {acts.shape[-1]} "
-                    f"(shape {tuple(raw.shape)}) but d_in is {self.d_in}"
-                )
-            self._hook_width_checked = True
-        return acts
+        return sae_view(acts, self.hook_name, self.d_in, self.hook_head_index)
 
     def _run_model_to_hook(self, tokens: torch.Tensor) -> torch.Tensor:
         autocast = (

@@ -297,7 +297,7 @@ def test_d_in_mismatch_is_a_clear_error(make_store, tiny_tl_model, make_sae, tok
     sae = make_sae(RESID, d_in=12)
     with pytest.raises(
         ValueError,
-        match=r"SAE d_in=12 .* does not match the activation at 'blocks\.1\.hook_resid_pre'",
+        match=r"SAE d_in=12 does not match the activation at 'blocks\.1\.hook_resid_pre'",
     ):
         run_evals(sae, make_store(token_batches), tiny_tl_model, everything())
 

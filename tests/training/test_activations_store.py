@@ -270,7 +270,9 @@ def test_bad_configuration_is_refused_before_any_work(model: HookedTransformer) 
 
 def test_hook_width_and_layer_mismatches_fail_on_first_activation(model: HookedTransformer) -> None:
     tokens = torch.tensor(token_dataset(2)["tokens"])
-    with pytest.raises(ValueError, match="gives activations of width 16 .* but d_in is 12"):
+    with pytest.raises(
+        ValueError, match=r"SAE d_in=12 does not match the activation at .*, whose width is 16"
+    ):
         make_store(model, token_dataset(4), d_in=12).get_activations(tokens)
     with pytest.raises(ValueError, match="did not run before layer 1: check that hook_layer"):
         make_store(model, token_dataset(4), hook_layer=0).get_activations(tokens)
