@@ -1,23 +1,58 @@
 """The `Architecture` interface: everything that differs between SAE architectures lives
 behind it (parameters, encode, how decoder norms fold in, training losses), so `SAE`,
-`TrainingSAE` and the trainer never ask which architecture they hold.
+`TrainingSAEModule` and the trainer never ask which architecture they hold.
 
 Each method takes the SAE it acts on. Inference methods work on a `SAE`; the `training_*`
-methods on a `TrainingSAE` and default to their inference counterpart.
+methods on a `TrainingSAEModule` and default to their inference counterpart.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
-if TYPE_CHECKING:
-    from sae_lens.sae import SAE
-    from sae_lens.training.training_sae import TrainingSAE, TrainingSAEConfig
+
+class SAEModule(Protocol):
+    """What an architecture uses of the SAE it acts on (`sae_lens.SAE` is one). The
+    architecture's own parameters (`W_enc`, `b_gate`, ...) are plain attributes it sets in
+    `init_params` and reads back; this module depends on no SAE class, so the architectures
+    stay a leaf of the package."""
+
+    cfg: Any  # an SAEConfig: d_in, d_sae, activation and normalisation fields
+    dtype: torch.dtype
+    device: torch.device
+    training: bool
+    hook_sae_acts_pre: nn.Module
+    hook_sae_acts_post: nn.Module
+    activation_fn: Callable[[torch.Tensor], torch.Tensor]
+
+    def process_sae_in(self, sae_in: torch.Tensor) -> torch.Tensor: ...
+
+    def decode(self, feature_acts: torch.Tensor) -> torch.Tensor: ...
+
+    def finish_decode(self, latent_sum: torch.Tensor) -> torch.Tensor: ...
+
+    def __getattr__(self, name: str) -> Any: ...
+
+
+class TrainingSAEModule(SAEModule, Protocol):
+    """What an architecture's training methods use of a TrainingSAEModule."""
+
+    def add_training_noise(self, hidden_pre: torch.Tensor) -> torch.Tensor: ...
+
+    def mse_loss_fn(self, preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor: ...
+
+
+class TrainingConfig(Protocol):
+    """The training options an architecture may check (a TrainingConfig is one)."""
+
+    use_ghost_grads: bool
+    activation_fn_str: str
 
 
 @dataclass
@@ -110,7 +145,7 @@ def decoder_weight_grad(latents: torch.Tensor, grad_out: torch.Tensor) -> torch.
     return (grad_out.t() @ latents).t().contiguous()
 
 
-def new_param(sae: SAE, *shape: int, fill: float | None = 0.0) -> nn.Parameter:
+def new_param(sae: SAEModule, *shape: int, fill: float | None = 0.0) -> nn.Parameter:
     """A parameter of `shape` on the SAE's device and dtype: constant `fill`, or
     kaiming-uniform when `fill` is None."""
     data = torch.empty(*shape, dtype=sae.dtype, device=sae.device)
@@ -121,7 +156,7 @@ def new_param(sae: SAE, *shape: int, fill: float | None = 0.0) -> nn.Parameter:
     return nn.Parameter(data)
 
 
-def init_linear_params(sae: SAE) -> None:
+def init_linear_params(sae: SAEModule) -> None:
     """`W_enc` [d_in, d_sae], `b_enc` [d_sae], `W_dec` [d_sae, d_in], `b_dec` [d_in]."""
     d_in, d_sae = sae.cfg.d_in, sae.cfg.d_sae
     sae.b_enc = new_param(sae, d_sae)
@@ -144,21 +179,21 @@ class Architecture(ABC):
 
     # --- inference -------------------------------------------------------------------
     @abstractmethod
-    def init_params(self, sae: SAE) -> None:
+    def init_params(self, sae: SAEModule) -> None:
         """Create the SAE's parameters (as 5.6.0 names and shapes them)."""
 
     @abstractmethod
-    def encode(self, sae: SAE, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(self, sae: SAEModule, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Feature activations and hidden pre-activations, both [..., d_sae], from `x`, the
         output of `sae.process_sae_in`. Calls `sae.hook_sae_acts_pre` / `hook_sae_acts_post`."""
 
     @abstractmethod
-    def fold_W_dec_norm(self, sae: SAE, norms: torch.Tensor) -> None:
+    def fold_W_dec_norm(self, sae: SAEModule, norms: torch.Tensor) -> None:
         """Rescale encoder-side parameters after `W_dec` rows were divided by `norms` [d_sae]
         (and `W_enc` columns multiplied by them) so the SAE's output is unchanged."""
 
     # --- training --------------------------------------------------------------------
-    def check_training_cfg(self, cfg: TrainingSAEConfig, use_error_term: bool) -> None:
+    def check_training_cfg(self, cfg: TrainingConfig, use_error_term: bool) -> None:
         """Refuse training options this architecture does not support."""
         if cfg.use_ghost_grads and not self.supports_ghost_grads:
             raise ValueError(
@@ -166,17 +201,17 @@ class Architecture(ABC):
                 "architectures whose loss implements it, e.g. standard)"
             )
 
-    def init_training_params(self, sae: TrainingSAE) -> None:
-        """Create the parameters a TrainingSAE optimises (default: the inference ones)."""
+    def init_training_params(self, sae: TrainingSAEModule) -> None:
+        """Create the parameters a TrainingSAEModule optimises (default: the inference ones)."""
         self.init_params(sae)
 
     def training_encode(
-        self, sae: TrainingSAE, x: torch.Tensor
+        self, sae: TrainingSAEModule, x: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Like `encode`, with training behaviour (noise, straight-through estimators)."""
         return self.encode(sae, x)
 
-    def training_forward(self, sae: TrainingSAE, x: torch.Tensor) -> TrainingForward:
+    def training_forward(self, sae: TrainingSAEModule, x: torch.Tensor) -> TrainingForward:
         """The forward pass of a training step on `x` [batch, d_in], the output of
         `sae.process_sae_in`."""
         feature_acts, hidden_pre = self.training_encode(sae, x)
@@ -184,17 +219,17 @@ class Architecture(ABC):
 
     @abstractmethod
     def training_losses(
-        self, sae: TrainingSAE, inputs: TrainingLossInputs
+        self, sae: TrainingSAEModule, inputs: TrainingLossInputs
     ) -> dict[str, torch.Tensor]:
         """Loss terms added to the MSE loss, by 5.6.0 key name (e.g. `l1_loss`)."""
 
-    def fold_training_W_dec_norm(self, sae: TrainingSAE, norms: torch.Tensor) -> None:
+    def fold_training_W_dec_norm(self, sae: TrainingSAEModule, norms: torch.Tensor) -> None:
         """`fold_W_dec_norm` for the training parametrisation."""
         self.fold_W_dec_norm(sae, norms)
 
     def training_state_dict_for_saving(self, state_dict: dict[str, Any]) -> None:  # noqa: B027
-        """Turn a TrainingSAE state dict into the saved (inference) form, in place
+        """Turn a TrainingSAEModule state dict into the saved (inference) form, in place
         (default: the two forms agree)."""
 
     def training_state_dict_for_loading(self, state_dict: dict[str, Any]) -> None:  # noqa: B027
-        """Turn a saved state dict into the TrainingSAE form, in place."""
+        """Turn a saved state dict into the TrainingSAEModule form, in place."""

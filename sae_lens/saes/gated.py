@@ -5,7 +5,7 @@ and an auxiliary loss reconstructing the input from the gate path alone."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -13,8 +13,11 @@ from sae_lens.saes import cpu_kernels
 from sae_lens.saes.activations import keep_where_positive_
 from sae_lens.saes.base import (
     Architecture,
+    SAEModule,
+    TrainingConfig,
     TrainingForward,
     TrainingLossInputs,
+    TrainingSAEModule,
     add_into,
     affine,
     decoder_weight_grad,
@@ -22,15 +25,11 @@ from sae_lens.saes.base import (
     new_param,
 )
 
-if TYPE_CHECKING:
-    from sae_lens.sae import SAE
-    from sae_lens.training.training_sae import TrainingSAE, TrainingSAEConfig
-
 
 class GatedArchitecture(Architecture):
     name = "gated"
 
-    def init_params(self, sae: SAE) -> None:
+    def init_params(self, sae: SAEModule) -> None:
         d_in, d_sae = sae.cfg.d_in, sae.cfg.d_sae
         sae.W_enc = new_param(sae, d_in, d_sae, fill=None)
         sae.b_gate = new_param(sae, d_sae)
@@ -39,7 +38,7 @@ class GatedArchitecture(Architecture):
         sae.W_dec = new_param(sae, d_sae, d_in, fill=None)
         sae.b_dec = new_param(sae, d_in)
 
-    def encode(self, sae: SAE, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(self, sae: SAEModule, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # Noise is never added here (as in 5.6.0): the gate is a hard threshold.
         gate_pre = x @ sae.W_enc + sae.b_gate  # [..., d_sae]
         active = (gate_pre > 0).to(sae.dtype)
@@ -47,17 +46,17 @@ class GatedArchitecture(Architecture):
         feature_acts = sae.hook_sae_acts_post(active * sae.activation_fn(magnitude_pre))
         return feature_acts, magnitude_pre
 
-    def fold_W_dec_norm(self, sae: SAE, norms: torch.Tensor) -> None:
+    def fold_W_dec_norm(self, sae: SAEModule, norms: torch.Tensor) -> None:
         # W_enc already carries the norms, so r_mag stays; both biases scale with them.
         sae.b_gate.data *= norms
         sae.b_mag.data *= norms
 
-    def check_training_cfg(self, cfg: TrainingSAEConfig, use_error_term: bool) -> None:
+    def check_training_cfg(self, cfg: TrainingConfig, use_error_term: bool) -> None:
         super().check_training_cfg(cfg, use_error_term)
         if use_error_term:
             raise ValueError("use_error_term=True is not supported by gated TrainingSAEs")
 
-    def training_forward(self, sae: TrainingSAE, x: torch.Tensor) -> TrainingForward:
+    def training_forward(self, sae: TrainingSAEModule, x: torch.Tensor) -> TrainingForward:
         # The gate and magnitude paths share one matmul: x @ (W_enc * exp(r_mag)) equals
         # (x @ W_enc) * exp(r_mag).
         x_enc = x @ sae.W_enc  # [batch, d_sae]
@@ -78,7 +77,7 @@ class GatedArchitecture(Architecture):
         )
 
     def training_losses(
-        self, sae: TrainingSAE, inputs: TrainingLossInputs
+        self, sae: TrainingSAEModule, inputs: TrainingLossInputs
     ) -> dict[str, torch.Tensor]:
         gate_penalty = inputs.intermediates.get("gate_penalty")  # [batch]
         via_gate = inputs.intermediates.get("via_gate")  # [batch, d_in]
@@ -94,7 +93,7 @@ class GatedArchitecture(Architecture):
         return {"auxiliary_reconstruction_loss": aux_loss, "l1_loss": l1_loss}
 
 
-def _can_fuse(sae: TrainingSAE, x: torch.Tensor) -> bool:
+def _can_fuse(sae: TrainingSAEModule, x: torch.Tensor) -> bool:
     """Whether `_GatedLatents` computes exactly what the step-by-step path would: a ReLU
     magnitude, a [batch, d_in] input, no fine-tuning scale, no autocast, and no hook on the
     pre- or post-activations (the fused path does not call them)."""

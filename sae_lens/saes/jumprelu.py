@@ -7,7 +7,7 @@ learns through a straight-through estimator with a rectangle kernel of width
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -15,8 +15,10 @@ from sae_lens.saes import cpu_kernels
 from sae_lens.saes.activations import keep_where_positive_
 from sae_lens.saes.base import (
     Architecture,
+    SAEModule,
     TrainingForward,
     TrainingLossInputs,
+    TrainingSAEModule,
     add_into,
     affine,
     decoder_weight_grad,
@@ -25,10 +27,6 @@ from sae_lens.saes.base import (
     new_param,
     pre_activation_grads,
 )
-
-if TYPE_CHECKING:
-    from sae_lens.sae import SAE
-    from sae_lens.training.training_sae import TrainingSAE
 
 
 def rectangle(x: torch.Tensor) -> torch.Tensor:
@@ -191,7 +189,7 @@ def _jumprelu_grads(
     return grad, grad_threshold.mul_(-1.0 / bandwidth)
 
 
-def _can_fuse(sae: TrainingSAE, x: torch.Tensor) -> bool:
+def _can_fuse(sae: TrainingSAEModule, x: torch.Tensor) -> bool:
     """Whether `JumpReLUDecode` computes exactly what the step-by-step path would: a
     [batch, d_in] input, no fine-tuning scale, no training noise, no autocast, and no hook
     on the pre- or post-activations (the fused path does not call them)."""
@@ -207,33 +205,33 @@ def _can_fuse(sae: TrainingSAE, x: torch.Tensor) -> bool:
 class JumpReLUArchitecture(Architecture):
     name = "jumprelu"
 
-    def init_params(self, sae: SAE) -> None:
+    def init_params(self, sae: SAEModule) -> None:
         sae.threshold = new_param(sae, sae.cfg.d_sae)
         init_linear_params(sae)
 
-    def encode(self, sae: SAE, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(self, sae: SAEModule, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         hidden_pre = sae.hook_sae_acts_pre(x @ sae.W_enc + sae.b_enc)  # [..., d_sae]
         feature_acts = sae.activation_fn(hidden_pre) * (hidden_pre > sae.threshold)
         return sae.hook_sae_acts_post(feature_acts), hidden_pre
 
-    def fold_W_dec_norm(self, sae: SAE, norms: torch.Tensor) -> None:
+    def fold_W_dec_norm(self, sae: SAEModule, norms: torch.Tensor) -> None:
         sae.threshold.data *= norms
         sae.b_enc.data *= norms
 
-    def init_training_params(self, sae: TrainingSAE) -> None:
+    def init_training_params(self, sae: TrainingSAEModule) -> None:
         init_linear_params(sae)
         sae.log_threshold = new_param(
             sae, sae.cfg.d_sae, fill=math.log(sae.cfg.jumprelu_init_threshold)
         )
 
     def training_encode(
-        self, sae: TrainingSAE, x: torch.Tensor
+        self, sae: TrainingSAEModule, x: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         hidden_pre = sae.add_training_noise(sae.hook_sae_acts_pre(affine(x, sae.W_enc, sae.b_enc)))
         feature_acts = JumpReLU.apply(hidden_pre, sae.threshold, sae.cfg.jumprelu_bandwidth)
         return sae.hook_sae_acts_post(feature_acts), hidden_pre
 
-    def training_forward(self, sae: TrainingSAE, x: torch.Tensor) -> TrainingForward:
+    def training_forward(self, sae: TrainingSAEModule, x: torch.Tensor) -> TrainingForward:
         if not _can_fuse(sae, x):
             feature_acts, hidden_pre = self.training_encode(sae, x)
             return TrainingForward(feature_acts, hidden_pre, sae.decode(feature_acts), {})
@@ -245,7 +243,7 @@ class JumpReLUArchitecture(Architecture):
         return TrainingForward(feature_acts, hidden_pre, sae.finish_decode(latent_sum), {"l0": l0})
 
     def training_losses(
-        self, sae: TrainingSAE, inputs: TrainingLossInputs
+        self, sae: TrainingSAEModule, inputs: TrainingLossInputs
     ) -> dict[str, torch.Tensor]:
         l0 = inputs.intermediates.get("l0")  # [batch]
         if l0 is None:
@@ -253,7 +251,7 @@ class JumpReLUArchitecture(Architecture):
             l0 = fired.sum(dim=-1)
         return {"l0_loss": (inputs.l1_coefficient * l0).mean()}
 
-    def fold_training_W_dec_norm(self, sae: TrainingSAE, norms: torch.Tensor) -> None:
+    def fold_training_W_dec_norm(self, sae: TrainingSAEModule, norms: torch.Tensor) -> None:
         sae.log_threshold.data += norms.log()
         sae.b_enc.data *= norms
 

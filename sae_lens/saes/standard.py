@@ -3,7 +3,7 @@ with MSE plus an Lp sparsity penalty, optionally with ghost grads for dead laten
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -11,8 +11,10 @@ from sae_lens.saes import cpu_kernels
 from sae_lens.saes.activations import is_nonnegative, keep_where_positive_
 from sae_lens.saes.base import (
     Architecture,
+    SAEModule,
     TrainingForward,
     TrainingLossInputs,
+    TrainingSAEModule,
     add_into,
     affine,
     decoder_weight_grad,
@@ -21,32 +23,28 @@ from sae_lens.saes.base import (
     pre_activation_grads,
 )
 
-if TYPE_CHECKING:
-    from sae_lens.sae import SAE
-    from sae_lens.training.training_sae import TrainingSAE
-
 
 class StandardArchitecture(Architecture):
     name = "standard"
     supports_ghost_grads = True
 
-    def init_params(self, sae: SAE) -> None:
+    def init_params(self, sae: SAEModule) -> None:
         init_linear_params(sae)
 
-    def encode(self, sae: SAE, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(self, sae: SAEModule, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         hidden_pre = sae.hook_sae_acts_pre(x @ sae.W_enc + sae.b_enc)  # [..., d_sae]
         return sae.hook_sae_acts_post(sae.activation_fn(hidden_pre)), hidden_pre
 
-    def fold_W_dec_norm(self, sae: SAE, norms: torch.Tensor) -> None:
+    def fold_W_dec_norm(self, sae: SAEModule, norms: torch.Tensor) -> None:
         sae.b_enc.data *= norms
 
     def training_encode(
-        self, sae: TrainingSAE, x: torch.Tensor
+        self, sae: TrainingSAEModule, x: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         hidden_pre = sae.add_training_noise(sae.hook_sae_acts_pre(affine(x, sae.W_enc, sae.b_enc)))
         return sae.hook_sae_acts_post(sae.activation_fn(hidden_pre)), hidden_pre
 
-    def training_forward(self, sae: TrainingSAE, x: torch.Tensor) -> TrainingForward:
+    def training_forward(self, sae: TrainingSAEModule, x: torch.Tensor) -> TrainingForward:
         if not _can_fuse(sae, x):
             return super().training_forward(sae, x)
         # Bias, ReLU, decoder matmul and L1 penalty in one autograd function whose backward
@@ -58,7 +56,7 @@ class StandardArchitecture(Architecture):
         return TrainingForward(acts, hidden_pre, sae_out, {"sparsity": sparsity})
 
     def training_losses(
-        self, sae: TrainingSAE, inputs: TrainingLossInputs
+        self, sae: TrainingSAEModule, inputs: TrainingLossInputs
     ) -> dict[str, torch.Tensor]:
         losses: dict[str, torch.Tensor] = {}
         sparsity = inputs.intermediates.get("sparsity")  # [batch]
@@ -77,7 +75,7 @@ class StandardArchitecture(Architecture):
         return losses
 
 
-def sparsity_penalty(sae: TrainingSAE, feature_acts: torch.Tensor) -> torch.Tensor:
+def sparsity_penalty(sae: TrainingSAEModule, feature_acts: torch.Tensor) -> torch.Tensor:
     """Per token: the Lp norm (p = `lp_norm`) of the latents [batch, d_sae], each weighted by
     its decoder row's norm when `scale_sparsity_penalty_by_decoder_norm`. For p = 1 and
     latents that cannot be negative this is one matrix-vector product, whose backward adds
@@ -90,18 +88,18 @@ def sparsity_penalty(sae: TrainingSAE, feature_acts: torch.Tensor) -> torch.Tens
     return weighted_acts.norm(p=sae.cfg.lp_norm, dim=-1)
 
 
-def _penalty_weights(sae: TrainingSAE, like: torch.Tensor) -> torch.Tensor:
+def _penalty_weights(sae: TrainingSAEModule, like: torch.Tensor) -> torch.Tensor:
     """[d_sae]: each latent's weight in the L1 penalty."""
     if sae.cfg.scale_sparsity_penalty_by_decoder_norm:
         return sae.W_dec.norm(dim=1)
     return like.new_ones(sae.cfg.d_sae)
 
 
-def _latents_nonnegative(sae: TrainingSAE) -> bool:
+def _latents_nonnegative(sae: TrainingSAEModule) -> bool:
     return is_nonnegative(sae.activation_fn) and not hooks_active(sae.hook_sae_acts_post)
 
 
-def _can_fuse(sae: TrainingSAE, x: torch.Tensor) -> bool:
+def _can_fuse(sae: TrainingSAEModule, x: torch.Tensor) -> bool:
     """Whether `_ReLUDecode` computes exactly what the step-by-step path would: a ReLU, the
     L1 penalty, a [batch, d_in] input, no fine-tuning scale, no training noise, no autocast,
     and no hook on the pre- or post-activations (the fused path does not call them)."""
@@ -179,7 +177,7 @@ class _ReLUDecode(torch.autograd.Function):
 
 
 def ghost_grad_loss(
-    sae: TrainingSAE,
+    sae: TrainingSAEModule,
     sae_in: torch.Tensor,
     sae_out: torch.Tensor,
     per_item_mse_loss: torch.Tensor,

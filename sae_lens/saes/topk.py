@@ -7,22 +7,24 @@ k active latents of each token after the encoder's one dense matmul: the decoder
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
 from sae_lens.saes.activations import TopK
-from sae_lens.saes.base import TrainingForward, TrainingLossInputs, affine, hooks_active
+from sae_lens.saes.base import (
+    TrainingConfig,
+    TrainingForward,
+    TrainingLossInputs,
+    TrainingSAEModule,
+    affine,
+    hooks_active,
+)
 from sae_lens.saes.sparse_kernels import sparse_decode, topk_encode
 from sae_lens.saes.standard import StandardArchitecture
 
 __all__ = ["TopKArchitecture", "sparse_decode", "topk_aux_acts", "topk_aux_loss"]
 
-if TYPE_CHECKING:
-    from sae_lens.training.training_sae import TrainingSAE, TrainingSAEConfig
 
-
-def _can_fuse(sae: TrainingSAE, x: torch.Tensor) -> bool:
+def _can_fuse(sae: TrainingSAEModule, x: torch.Tensor) -> bool:
     """Whether the fused encoder (`topk_encode`) computes exactly what the step-by-step
     path would: a [batch, d_in] input, a ReLU after the TopK, no autocast, and no hook on
     the pre- or post-activations (the fused path does not call them)."""
@@ -46,7 +48,7 @@ def topk_aux_acts(
 
 
 def topk_aux_loss(
-    sae: TrainingSAE,
+    sae: TrainingSAEModule,
     sae_in: torch.Tensor,
     sae_out: torch.Tensor,
     hidden_pre: torch.Tensor,
@@ -74,14 +76,14 @@ class TopKArchitecture(StandardArchitecture):
     default_activation_fn_kwargs = {"k": 100}
     required_activation_fn = "topk"
 
-    def check_training_cfg(self, cfg: TrainingSAEConfig, use_error_term: bool) -> None:
+    def check_training_cfg(self, cfg: TrainingConfig, use_error_term: bool) -> None:
         super().check_training_cfg(cfg, use_error_term)
         if cfg.activation_fn_str != "topk":
             raise ValueError(
                 f"topk SAEs need activation_fn_str='topk', got {cfg.activation_fn_str!r}"
             )
 
-    def training_forward(self, sae: TrainingSAE, x: torch.Tensor) -> TrainingForward:
+    def training_forward(self, sae: TrainingSAEModule, x: torch.Tensor) -> TrainingForward:
         activation: TopK = sae.activation_fn  # type: ignore[assignment]
         if _can_fuse(sae, x):
             # One dense matmul; the backward touches only the k selected latents.
@@ -104,7 +106,7 @@ class TopKArchitecture(StandardArchitecture):
         return TrainingForward(feature_acts, hidden_pre, sae_out)
 
     def training_losses(
-        self, sae: TrainingSAE, inputs: TrainingLossInputs
+        self, sae: TrainingSAEModule, inputs: TrainingLossInputs
     ) -> dict[str, torch.Tensor]:
         aux = topk_aux_loss(
             sae, inputs.sae_in, inputs.sae_out, inputs.hidden_pre, inputs.dead_neuron_mask
