@@ -63,7 +63,7 @@ GROUPS: list[tuple[str, dict[str, str]]] = [
     (
         "SAE architecture and initialisation",
         {
-            "architecture": "`standard` (ReLU + L1), `gated`, `jumprelu` or `topk`: see the section on architectures.",
+            "architecture": "`standard` (ReLU + L1), `gated`, `jumprelu`, `topk`, or any architecture registered with `sae_lens.saes.register_architecture`: see the section on architectures and [Adding an architecture](adding_an_architecture.md).",
             "d_in": "Width of the hooked activation (the model's `d_model` for residual hooks, `n_heads * d_head` for a flattened `hook_z`).",
             "d_sae": "Number of SAE latents. Set this or `expansion_factor`, not both.",
             "expansion_factor": "`d_sae = d_in * expansion_factor`; when neither is set it is 4.",

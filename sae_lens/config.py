@@ -19,7 +19,11 @@ from sae_lens import __version__, logger
 from sae_lens.dtypes import DTYPE_MAP as DTYPE_MAP  # 5.6.0 public name
 from sae_lens.dtypes import dtype_from_name
 from sae_lens.embedded import EMBEDDED_DATASET_NAME, EMBEDDED_MODEL_NAME
-from sae_lens.saes.registry import architecture_names, get_architecture
+from sae_lens.saes.registry import (
+    RegisteredArchitectureNames,
+    architecture_names,
+    get_architecture,
+)
 
 HfDataset = DatasetDict | Dataset | IterableDatasetDict | IterableDataset
 
@@ -120,7 +124,12 @@ class LanguageModelSAERunnerConfig:
     cached_activations_path: str | None = None
 
     # SAE
-    architecture: Literal["standard", "gated", "jumprelu", "topk"] = "standard"
+    architecture: str = simple_parsing.helpers.field(
+        default="standard",
+        choices=RegisteredArchitectureNames(),
+        help="a registered SAE architecture: the built-in ones, or one added with "
+        "sae_lens.saes.register_architecture",
+    )
     d_in: int = EMBEDDED_D_MODEL
     d_sae: int | None = None
     b_dec_init_method: str = "geometric_median"

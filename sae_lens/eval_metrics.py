@@ -333,12 +333,11 @@ _VARIANCE_KEYS = ("explained_variance", "explained_variance_legacy", "mse", "cos
 
 @torch.no_grad()
 def get_featurewise_weight_based_metrics(sae: SAE) -> dict[str, Any]:
-    """Per latent: encoder bias, encoder column norm, cosine of encoder column and decoder row.
-
-    Gated SAEs have no b_enc; their gate bias b_gate (which decides firing) is reported."""
+    """Per latent: encoder bias (the one that decides firing, e.g. gated SAEs' b_gate),
+    encoder column norm, cosine of encoder column and decoder row."""
     W_enc = sae.W_enc  # [d_in, d_sae]
     W_dec = sae.W_dec  # [d_sae, d_in]
-    bias = sae.b_enc if hasattr(sae, "b_enc") else sae.b_gate
+    bias = sae.architecture.encoder_bias(sae)
     return {
         "encoder_bias": bias.float().cpu().tolist(),
         "encoder_norm": W_enc.float().norm(dim=0).cpu().tolist(),

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import torch
 from jaxtyping import Float
@@ -80,7 +80,7 @@ def config_kwargs(cls: type, config_dict: dict[str, Any]) -> dict[str, Any]:
 class SAEConfig:
     """What an SAE is (architecture, sizes, activation) and where its inputs come from."""
 
-    architecture: Literal["standard", "gated", "jumprelu", "topk"]
+    architecture: str  # a registered architecture name (sae_lens.saes.architecture_names())
     d_in: int
     d_sae: int
     activation_fn_str: str

@@ -187,6 +187,10 @@ class Architecture(ABC):
         """Feature activations and hidden pre-activations, both [..., d_sae], from `x`, the
         output of `sae.process_sae_in`. Calls `sae.hook_sae_acts_pre` / `hook_sae_acts_post`."""
 
+    def encoder_bias(self, sae: SAEModule) -> torch.Tensor:
+        """[d_sae]: the bias that decides whether each latent fires (evals report it)."""
+        return sae.b_enc
+
     @abstractmethod
     def fold_W_dec_norm(self, sae: SAEModule, norms: torch.Tensor) -> None:
         """Rescale encoder-side parameters after `W_dec` rows were divided by `norms` [d_sae]
@@ -216,6 +220,14 @@ class Architecture(ABC):
         `sae.process_sae_in`."""
         feature_acts, hidden_pre = self.training_encode(sae, x)
         return TrainingForward(feature_acts, hidden_pre, sae.decode(feature_acts))
+
+    def encodes_like(self, owner: type[Architecture]) -> bool:
+        """Whether this architecture encodes as `owner` does: neither `encode` nor
+        `training_encode` is overridden below `owner`. A fused training forward written for
+        `owner` is valid only then; a subclass with its own encode trains through
+        `Architecture.training_forward`, which calls it."""
+        cls = type(self)
+        return cls.encode is owner.encode and cls.training_encode is owner.training_encode
 
     @abstractmethod
     def training_losses(

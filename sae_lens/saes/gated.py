@@ -46,6 +46,9 @@ class GatedArchitecture(Architecture):
         feature_acts = sae.hook_sae_acts_post(active * sae.activation_fn(magnitude_pre))
         return feature_acts, magnitude_pre
 
+    def encoder_bias(self, sae: SAEModule) -> torch.Tensor:
+        return sae.b_gate  # the gate decides firing; gated SAEs have no b_enc
+
     def fold_W_dec_norm(self, sae: SAEModule, norms: torch.Tensor) -> None:
         # W_enc already carries the norms, so r_mag stays; both biases scale with them.
         sae.b_gate.data *= norms
@@ -57,6 +60,8 @@ class GatedArchitecture(Architecture):
             raise ValueError("use_error_term=True is not supported by gated TrainingSAEs")
 
     def training_forward(self, sae: TrainingSAEModule, x: torch.Tensor) -> TrainingForward:
+        if not self.encodes_like(GatedArchitecture):
+            return Architecture.training_forward(self, sae, x)
         # The gate and magnitude paths share one matmul: x @ (W_enc * exp(r_mag)) equals
         # (x @ W_enc) * exp(r_mag).
         x_enc = x @ sae.W_enc  # [batch, d_sae]

@@ -232,9 +232,8 @@ class JumpReLUArchitecture(Architecture):
         return sae.hook_sae_acts_post(feature_acts), hidden_pre
 
     def training_forward(self, sae: TrainingSAEModule, x: torch.Tensor) -> TrainingForward:
-        if not _can_fuse(sae, x):
-            feature_acts, hidden_pre = self.training_encode(sae, x)
-            return TrainingForward(feature_acts, hidden_pre, sae.decode(feature_acts), {})
+        if not (self.encodes_like(JumpReLUArchitecture) and _can_fuse(sae, x)):
+            return Architecture.training_forward(self, sae, x)
         # The bias, the step function of the L0 penalty, the JumpReLU and the decoder matmul
         # in one autograd function.
         hidden_pre, feature_acts, latent_sum, l0 = JumpReLUDecode.apply(

@@ -4,6 +4,8 @@ architecture is one module under `sae_lens/saes/` plus one entry in `_BUILTIN` (
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from sae_lens.saes.base import Architecture
 from sae_lens.saes.gated import GatedArchitecture
 from sae_lens.saes.jumprelu import JumpReLUArchitecture
@@ -29,6 +31,14 @@ def register_architecture(architecture: Architecture) -> None:
     _REGISTRY[architecture.name] = architecture
 
 
+def unregister_architecture(name: str) -> None:
+    """Remove an architecture registered from outside the package (the built-in ones stay)."""
+    if any(arch.name == name for arch in _BUILTIN):
+        raise ValueError(f"{name!r} is a built-in SAE architecture and cannot be unregistered")
+    if _REGISTRY.pop(name, None) is None:
+        raise ValueError(f"no SAE architecture named {name!r} is registered")
+
+
 def get_architecture(name: str) -> Architecture:
     """The registered architecture called `name`."""
     try:
@@ -42,3 +52,21 @@ def get_architecture(name: str) -> Architecture:
 def architecture_names() -> list[str]:
     """Names of all registered architectures, in registration order."""
     return list(_REGISTRY)
+
+
+class RegisteredArchitectureNames:
+    """The registered architecture names, read at the moment they are asked for: as a
+    command line's `choices`, it offers architectures registered after the config class
+    was defined (e.g. by the user's own module)."""
+
+    def __contains__(self, name: object) -> bool:
+        return name in _REGISTRY
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(architecture_names())
+
+    def __len__(self) -> int:
+        return len(_REGISTRY)
+
+    def __repr__(self) -> str:
+        return repr(architecture_names())

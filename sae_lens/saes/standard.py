@@ -45,8 +45,8 @@ class StandardArchitecture(Architecture):
         return sae.hook_sae_acts_post(sae.activation_fn(hidden_pre)), hidden_pre
 
     def training_forward(self, sae: TrainingSAEModule, x: torch.Tensor) -> TrainingForward:
-        if not _can_fuse(sae, x):
-            return super().training_forward(sae, x)
+        if not (self.encodes_like(StandardArchitecture) and _can_fuse(sae, x)):
+            return Architecture.training_forward(self, sae, x)
         # Bias, ReLU, decoder matmul and L1 penalty in one autograd function whose backward
         # builds the latents' gradient in a single [batch, d_sae] buffer.
         hidden_pre, acts, latent_sum, sparsity = _ReLUDecode.apply(

@@ -11,6 +11,7 @@ import torch
 
 from sae_lens.saes.activations import TopK
 from sae_lens.saes.base import (
+    Architecture,
     TrainingConfig,
     TrainingForward,
     TrainingLossInputs,
@@ -84,6 +85,8 @@ class TopKArchitecture(StandardArchitecture):
             )
 
     def training_forward(self, sae: TrainingSAEModule, x: torch.Tensor) -> TrainingForward:
+        if not self.encodes_like(TopKArchitecture):
+            return Architecture.training_forward(self, sae, x)
         activation: TopK = sae.activation_fn  # type: ignore[assignment]
         if _can_fuse(sae, x):
             # One dense matmul; the backward touches only the k selected latents.

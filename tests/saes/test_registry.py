@@ -107,10 +107,45 @@ def test_registering_a_taken_or_empty_name_is_refused(isolated_registry: None) -
         register_architecture(Nameless())
 
 
-@pytest.mark.parametrize("module", ["sae.py", "training/training_sae.py"])
-def test_sae_classes_never_branch_on_the_architecture_name(module: str) -> None:
-    source = (Path(__file__).parents[2] / "sae_lens" / module).read_text()
+def test_a_subclass_with_its_own_training_encode_trains_with_it(isolated_registry: None) -> None:
+    # The standard architecture's fused training step must not stand in for a subclass's
+    # own encode: the latents are ReLU(pre - 1), not ReLU(pre).
+    register_architecture(ShiftedReLU())
+    training = TrainingSAE.from_dict({**CFG, **TRAINING, "architecture": "shifted_relu"})
+    with torch.no_grad():
+        training.b_enc.fill_(0.5)
+    x = torch.randn(64, 4) * 3
+    out = training.training_forward_pass(x, current_l1_coefficient=0.5)
+    with torch.no_grad():
+        pre = (x - training.b_dec) @ training.W_enc + training.b_enc
+        torch.testing.assert_close(out.feature_acts, torch.relu(pre - 1))
+        assert (out.feature_acts < torch.relu(pre)).any()
+
+
+def test_unregistering_removes_only_added_architectures(isolated_registry: None) -> None:
+    register_architecture(ShiftedReLU())
+    registry.unregister_architecture("shifted_relu")
+    assert "shifted_relu" not in architecture_names()
+    with pytest.raises(ValueError, match="'topk' is a built-in SAE architecture"):
+        registry.unregister_architecture("topk")
+    with pytest.raises(ValueError, match="no SAE architecture named 'nope'"):
+        registry.unregister_architecture("nope")
+
+
+_PACKAGE = Path(__file__).parents[2] / "sae_lens"
+
+
+@pytest.mark.parametrize(
+    "module",
+    sorted(str(p.relative_to(_PACKAGE)) for p in _PACKAGE.rglob("*.py") if p.parent.name != "saes"),
+)
+def test_nothing_outside_saes_branches_on_the_architecture_name(module: str) -> None:
+    source = (_PACKAGE / module).read_text()
+    # ("topk" and "standard" also name an activation function and a positional embedding,
+    # so only comparisons with the architecture field or the other names count.)
     branches = re.findall(
-        r"architecture\s*(?:==|!=|\bin\b)|== *\"(?:standard|gated|jumprelu|topk)\"", source
+        r"architecture\s*(?:==|!=|\bin\b)|(?:==|!=) *[\"'](?:gated|jumprelu)[\"']|"
+        r"isinstance\([^)]*Architecture\)",
+        source,
     )
     assert branches == []
