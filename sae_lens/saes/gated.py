@@ -18,12 +18,9 @@ from sae_lens.saes.base import (
     TrainingForward,
     TrainingLossInputs,
     TrainingSAEModule,
-    add_into,
-    affine,
-    decoder_weight_grad,
-    hooks_active,
     new_param,
 )
+from sae_lens.saes.fused_ops import add_into, affine, decoder_weight_grad, hooks_active
 
 
 class GatedArchitecture(Architecture):

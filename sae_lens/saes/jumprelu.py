@@ -19,12 +19,14 @@ from sae_lens.saes.base import (
     TrainingForward,
     TrainingLossInputs,
     TrainingSAEModule,
+    init_linear_params,
+    new_param,
+)
+from sae_lens.saes.fused_ops import (
     add_into,
     affine,
     decoder_weight_grad,
     hooks_active,
-    init_linear_params,
-    new_param,
     pre_activation_grads,
 )
 
@@ -44,13 +46,9 @@ def _batch_sum(t: torch.Tensor, d_sae: int) -> torch.Tensor:
     return t.reshape(-1, d_sae).sum(dim=0)
 
 
-class Step(torch.autograd.Function):
-    """Heaviside step `x > threshold`; gradient flows to `threshold` only, as
-    -(1/bandwidth) * rectangle((x - threshold) / bandwidth)."""
-
-    @staticmethod
-    def forward(x: torch.Tensor, threshold: torch.Tensor, bandwidth: float) -> torch.Tensor:  # type: ignore[override]
-        return (x > threshold).to(x)
+class _ThresholdFunction(torch.autograd.Function):
+    """An elementwise function of (x, threshold, bandwidth) whose backward needs x and the
+    threshold."""
 
     @staticmethod
     def setup_context(
@@ -59,6 +57,15 @@ class Step(torch.autograd.Function):
         x, threshold, bandwidth = inputs
         ctx.save_for_backward(x, threshold)
         ctx.bandwidth = bandwidth
+
+
+class Step(_ThresholdFunction):
+    """Heaviside step `x > threshold`; gradient flows to `threshold` only, as
+    -(1/bandwidth) * rectangle((x - threshold) / bandwidth)."""
+
+    @staticmethod
+    def forward(x: torch.Tensor, threshold: torch.Tensor, bandwidth: float) -> torch.Tensor:  # type: ignore[override]
+        return (x > threshold).to(x)
 
     @staticmethod
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[None, torch.Tensor, None]:  # type: ignore[override]
@@ -68,21 +75,13 @@ class Step(torch.autograd.Function):
         return None, -(1.0 / bandwidth) * _batch_sum(kernel, threshold.shape[-1]), None
 
 
-class JumpReLU(torch.autograd.Function):
+class JumpReLU(_ThresholdFunction):
     """`x * (x > threshold)`; `x` gets the plain gradient where the latent fires,
     `threshold` the pseudo-derivative -(threshold/bandwidth) * rectangle((x - threshold)/bandwidth)."""
 
     @staticmethod
     def forward(x: torch.Tensor, threshold: torch.Tensor, bandwidth: float) -> torch.Tensor:  # type: ignore[override]
         return x * (x > threshold)
-
-    @staticmethod
-    def setup_context(
-        ctx: Any, inputs: tuple[torch.Tensor, torch.Tensor, float], output: torch.Tensor
-    ) -> None:
-        x, threshold, bandwidth = inputs
-        ctx.save_for_backward(x, threshold)
-        ctx.bandwidth = bandwidth
 
     @staticmethod
     def backward(  # type: ignore[override]

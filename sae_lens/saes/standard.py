@@ -15,11 +15,13 @@ from sae_lens.saes.base import (
     TrainingForward,
     TrainingLossInputs,
     TrainingSAEModule,
+    init_linear_params,
+)
+from sae_lens.saes.fused_ops import (
     add_into,
     affine,
     decoder_weight_grad,
     hooks_active,
-    init_linear_params,
     pre_activation_grads,
 )
 

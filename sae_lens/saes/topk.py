@@ -16,9 +16,8 @@ from sae_lens.saes.base import (
     TrainingForward,
     TrainingLossInputs,
     TrainingSAEModule,
-    affine,
-    hooks_active,
 )
+from sae_lens.saes.fused_ops import affine, hooks_active
 from sae_lens.saes.sparse_kernels import sparse_decode, topk_encode
 from sae_lens.saes.standard import StandardArchitecture
 

@@ -13,7 +13,8 @@ import torch
 from torch.testing import assert_close
 
 from sae_lens.saes import cpu_kernels
-from sae_lens.saes.base import TrainingLossInputs, hooks_active
+from sae_lens.saes.base import TrainingLossInputs
+from sae_lens.saes.fused_ops import hooks_active
 from sae_lens.saes.jumprelu import JumpReLU, JumpReLUDecode, Step
 from sae_lens.saes.registry import get_architecture
 from sae_lens.training.training_sae import TrainingSAE
