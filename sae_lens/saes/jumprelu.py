@@ -46,7 +46,7 @@ def _batch_sum(t: torch.Tensor, d_sae: int) -> torch.Tensor:
     return t.reshape(-1, d_sae).sum(dim=0)
 
 
-class _ThresholdFunction(torch.autograd.Function):
+class ThresholdFunction(torch.autograd.Function):
     """An elementwise function of (x, threshold, bandwidth) whose backward needs x and the
     threshold."""
 
@@ -59,7 +59,7 @@ class _ThresholdFunction(torch.autograd.Function):
         ctx.bandwidth = bandwidth
 
 
-class Step(_ThresholdFunction):
+class Step(ThresholdFunction):
     """Heaviside step `x > threshold`; gradient flows to `threshold` only, as
     -(1/bandwidth) * rectangle((x - threshold) / bandwidth)."""
 
@@ -75,7 +75,7 @@ class Step(_ThresholdFunction):
         return None, -(1.0 / bandwidth) * _batch_sum(kernel, threshold.shape[-1]), None
 
 
-class JumpReLU(_ThresholdFunction):
+class JumpReLU(ThresholdFunction):
     """`x * (x > threshold)`; `x` gets the plain gradient where the latent fires,
     `threshold` the pseudo-derivative -(threshold/bandwidth) * rectangle((x - threshold)/bandwidth)."""
 

@@ -10,29 +10,31 @@ a local path or an unregistered repo id in place of a release.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum, auto
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 
 from sae_lens.toolkit.loaders.common import (
+    LoadedSAE,
     SAEConfigLoadOptions,
     fold_norm_scaling_factor,
     handle_config_defaulting,
     load_pickled_state_dict,
-    read_json,
     read_sae_from_disk,
     read_safetensors,
 )
 from sae_lens.toolkit.loaders.connor_rob import (
-    connor_rob_cfg_path,
-    connor_rob_config,
     convert_connor_rob_weights,
+    get_connor_rob_hook_z_config,
 )
 from sae_lens.toolkit.loaders.deepseek_r1 import (
     convert_deepseek_r1_weights,
-    deepseek_r1_config,
-    deepseek_r1_layer,
+    get_deepseek_r1_config,
 )
 from sae_lens.toolkit.loaders.dictionary_learning import (
     DICTIONARY_LEARNING_WEIGHTS_FILENAME,
@@ -44,14 +46,14 @@ from sae_lens.toolkit.loaders.gemma_scope import (
     GEMMA_SCOPE_PARAMS_FILENAME,
     convert_gemma_scope_weights,
     get_gemma_2_config,
+    is_embedding_folder,
     read_npz_tensors,
 )
 from sae_lens.toolkit.loaders.hub import download, download_folder, download_optional, repo_path
 from sae_lens.toolkit.loaders.llama_scope import (
-    LLAMA_SCOPE_R1_WEIGHTS_FILENAME,
-    LLAMA_SCOPE_WEIGHTS_PATH,
-    convert_llama_scope_r1_weights,
-    convert_llama_scope_weights,
+    LLAMA_SCOPE,
+    LLAMA_SCOPE_R1,
+    OpenMossLayout,
     get_llama_scope_config,
     get_llama_scope_r1_distill_config,
 )
@@ -111,8 +113,6 @@ __all__ = [
     "sparsify_sae_loader",
 ]
 
-LoadedSAE = tuple[dict[str, Any], dict[str, torch.Tensor], torch.Tensor | None]
-
 
 class PretrainedSaeLoader(Protocol):
     """A format's loader: release and SAE id in, (config, weights, log sparsity) out."""
@@ -125,30 +125,6 @@ class PretrainedSaeLoader(Protocol):
         force_download: bool = False,
         cfg_overrides: dict[str, Any] | None = None,
     ) -> LoadedSAE: ...
-
-
-# --- config getters that only need the registry's names ------------------------------
-
-
-def get_connor_rob_hook_z_config(
-    repo_id: str, folder_name: str, options: SAEConfigLoadOptions
-) -> dict[str, Any]:
-    """Config of a Connor & Rob hook_z SAE, from the `*_cfg.json` beside its weights."""
-    cfg_path = download(repo_id, connor_rob_cfg_path(folder_name), options.force_download)
-    cfg = connor_rob_config(read_json(cfg_path))
-    cfg["device"] = options.device if options.device is not None else "cpu"
-    return cfg
-
-
-def get_deepseek_r1_config(
-    repo_id: str,  # noqa: ARG001  (the layer is in the file name)
-    folder_name: str,
-    options: SAEConfigLoadOptions,
-) -> dict[str, Any]:
-    """Config of the DeepSeek R1 distill SAE whose file is `folder_name`."""
-    cfg = deepseek_r1_config(deepseek_r1_layer(folder_name))
-    cfg["device"] = options.device if options.device is not None else "cpu"
-    return cfg
 
 
 # --- registry -> config --------------------------------------------------------------
@@ -181,39 +157,224 @@ def get_sae_config(release: str, sae_id: str, options: SAEConfigLoadOptions) -> 
     return handle_config_defaulting({**getter(repo_id, folder_name, options), **overrides})
 
 
-def _config_and_location(
-    release: str, sae_id: str, options: SAEConfigLoadOptions
-) -> tuple[dict[str, Any], str, str]:
-    cfg = get_sae_config(release, sae_id, options)
-    repo_id, folder_name = get_repo_id_and_folder_name(release, sae_id)
-    return cfg, repo_id, folder_name
+# --- one loader per format: a table of what sets each apart, driving one function -----
+
+_Weights = tuple[dict[str, torch.Tensor], torch.Tensor | None]  # state dict, log sparsity
 
 
-def _apply_overrides(cfg: dict[str, Any], device: str, overrides: dict[str, Any] | None) -> None:
-    cfg["device"] = device
-    cfg.update(overrides or {})
+class _OverridesAt(Enum):
+    """When a loader applies its caller's `cfg_overrides` (each format keeps its own)."""
+
+    CONFIG = auto()  # with the release's overrides, before missing fields get defaults
+    BEFORE_WEIGHTS = auto()  # over the defaulted config, with `device`, before the weights
+    AFTER_WEIGHTS = auto()  # last, over the config the weights completed
 
 
-# --- one loader per format -------------------------------------------------------------
+@dataclass(frozen=True)
+class _RegistrySAE:
+    """A registry SAE's config and its folder (for single-file formats, its file) in a hub
+    repo."""
+
+    cfg: dict[str, Any]
+    repo_id: str
+    folder: str
+    force_download: bool
+
+    def download(self, filename: str | None = None) -> str:
+        """Local path of `filename` in the SAE's folder (of the SAE's own file when None)."""
+        path = self.folder if filename is None else repo_path(self.folder, filename)
+        return download(self.repo_id, path, self.force_download)
 
 
-def sae_lens_loader(
+@dataclass(frozen=True)
+class _RegistryFormat:
+    """What sets a format's loader apart: how it reads the weights (it may complete the
+    config from them) and when it applies `cfg_overrides`."""
+
+    read_weights: Callable[[_RegistrySAE, str], _Weights]
+    overrides_at: _OverridesAt
+
+
+def _load_registry_sae(
+    fmt: _RegistryFormat,
     release: str,
     sae_id: str,
-    device: str = "cpu",
-    force_download: bool = False,
-    cfg_overrides: dict[str, Any] | None = None,
+    device: str,
+    force_download: bool,
+    cfg_overrides: dict[str, Any] | None,
+    d_sae_override: int | None = None,
+    layer_override: int | None = None,
 ) -> LoadedSAE:
-    """An SAE in the native sae_lens folder format."""
+    """(config, weights, log sparsity or None) of a registry SAE in format `fmt`."""
     options = SAEConfigLoadOptions(
-        device=device, force_download=force_download, cfg_overrides=cfg_overrides
+        device=device,
+        force_download=force_download,
+        d_sae_override=d_sae_override,
+        layer_override=layer_override,
     )
-    cfg, repo_id, folder = _config_and_location(release, sae_id, options)
-    weights_path = download(repo_id, repo_path(folder, SAE_WEIGHTS_FILENAME), force_download)
-    sparsity_path = download_optional(repo_id, repo_path(folder, SPARSITY_FILENAME), force_download)
-    cfg, state_dict = read_sae_from_disk(cfg, weights_path, device)
-    log_sparsity = read_sparsity(sparsity_path, device) if sparsity_path else None
-    return cfg, state_dict, log_sparsity
+    if fmt.overrides_at is _OverridesAt.CONFIG:
+        options.cfg_overrides = cfg_overrides
+    repo_id, folder = get_repo_id_and_folder_name(release, sae_id)
+    sae = _RegistrySAE(get_sae_config(release, sae_id, options), repo_id, folder, force_download)
+    if fmt.overrides_at is _OverridesAt.BEFORE_WEIGHTS:
+        sae.cfg["device"] = device
+        sae.cfg.update(cfg_overrides or {})
+    state_dict, log_sparsity = fmt.read_weights(sae, device)
+    if fmt.overrides_at is _OverridesAt.AFTER_WEIGHTS:
+        sae.cfg.update(cfg_overrides or {})
+    return sae.cfg, state_dict, log_sparsity
+
+
+# Weights readers, one per format: (registry SAE, device) -> (state dict, log sparsity).
+
+
+def _read_sae_lens(sae: _RegistrySAE, device: str) -> _Weights:
+    weights_path = sae.download(SAE_WEIGHTS_FILENAME)
+    sparsity_path = download_optional(
+        sae.repo_id, repo_path(sae.folder, SPARSITY_FILENAME), sae.force_download
+    )
+    _, state_dict = read_sae_from_disk(sae.cfg, weights_path, device)
+    return state_dict, read_sparsity(sparsity_path, device) if sparsity_path else None
+
+
+def _read_connor_rob(sae: _RegistrySAE, device: str) -> _Weights:
+    path = sae.download()
+    return convert_connor_rob_weights(load_pickled_state_dict(path, device), path), None
+
+
+def _read_gemma_scope(sae: _RegistrySAE, device: str) -> _Weights:
+    tensors = read_npz_tensors(sae.download(GEMMA_SCOPE_PARAMS_FILENAME), device)
+    embedding = is_embedding_folder(sae.folder)
+    return convert_gemma_scope_weights(sae.cfg, tensors, embedding), None
+
+
+def _read_openmoss(layout: OpenMossLayout, sae: _RegistrySAE, device: str) -> _Weights:
+    return layout.read_weights(sae.cfg, sae.download(layout.weights_path), device), None
+
+
+def _read_dictionary_learning(sae: _RegistrySAE, device: str) -> _Weights:
+    raw = read_dictionary_learning_json(sae.repo_id, sae.folder, sae.force_download)
+    path = sae.download(DICTIONARY_LEARNING_WEIGHTS_FILENAME)
+    ae = load_pickled_state_dict(path, device)
+    return convert_dictionary_learning_weights(raw, ae, path), None
+
+
+def _read_deepseek_r1(sae: _RegistrySAE, device: str) -> _Weights:
+    path = sae.download()
+    state_dict = convert_deepseek_r1_weights(load_pickled_state_dict(path, device), path)
+    sae.cfg["d_in"], sae.cfg["d_sae"] = state_dict["W_enc"].shape
+    return state_dict, None
+
+
+def _read_sparsify(sae: _RegistrySAE, device: str) -> _Weights:
+    path = sae.download(SPARSIFY_WEIGHTS_FILENAME)
+    return convert_sparsify_weights(read_safetensors(path, device), path), None
+
+
+_FORMATS: dict[str, _RegistryFormat] = {
+    "sae_lens": _RegistryFormat(_read_sae_lens, _OverridesAt.CONFIG),
+    "connor_rob_hook_z": _RegistryFormat(_read_connor_rob, _OverridesAt.CONFIG),
+    "gemma_2": _RegistryFormat(_read_gemma_scope, _OverridesAt.BEFORE_WEIGHTS),
+    "llama_scope": _RegistryFormat(
+        partial(_read_openmoss, LLAMA_SCOPE), _OverridesAt.BEFORE_WEIGHTS
+    ),
+    "llama_scope_r1_distill": _RegistryFormat(
+        partial(_read_openmoss, LLAMA_SCOPE_R1), _OverridesAt.BEFORE_WEIGHTS
+    ),
+    "dictionary_learning_1": _RegistryFormat(
+        _read_dictionary_learning, _OverridesAt.BEFORE_WEIGHTS
+    ),
+    "deepseek_r1": _RegistryFormat(_read_deepseek_r1, _OverridesAt.AFTER_WEIGHTS),
+    "sparsify": _RegistryFormat(_read_sparsify, _OverridesAt.CONFIG),
+}
+
+
+# --- the public loaders, made from the table ------------------------------------------
+
+
+def _named(loader: Callable[..., LoadedSAE], name: str, doc: str) -> Callable[..., LoadedSAE]:
+    """`loader` with the public name and docstring it is exported under."""
+    loader.__name__ = loader.__qualname__ = name
+    loader.__doc__ = doc
+    return loader
+
+
+def _registry_loader(format_name: str, name: str, doc: str) -> Callable[..., LoadedSAE]:
+    """The public loader `name` of format `format_name`."""
+
+    def loader(
+        release: str,
+        sae_id: str,
+        device: str = "cpu",
+        force_download: bool = False,
+        cfg_overrides: dict[str, Any] | None = None,
+    ) -> LoadedSAE:
+        fmt = _FORMATS[format_name]
+        return _load_registry_sae(fmt, release, sae_id, device, force_download, cfg_overrides)
+
+    return _named(loader, name, doc)
+
+
+def _registry_loader_with_shape_overrides(
+    format_name: str, name: str, doc: str
+) -> Callable[..., LoadedSAE]:
+    """The public loader `name` of format `format_name`, whose config getter takes
+    `d_sae_override` and `layer_override`."""
+
+    def loader_with_shape_overrides(
+        release: str,
+        sae_id: str,
+        device: str = "cpu",
+        force_download: bool = False,
+        cfg_overrides: dict[str, Any] | None = None,
+        d_sae_override: int | None = None,
+        layer_override: int | None = None,
+    ) -> LoadedSAE:
+        return _load_registry_sae(
+            _FORMATS[format_name],
+            release,
+            sae_id,
+            device,
+            force_download,
+            cfg_overrides,
+            d_sae_override,
+            layer_override,
+        )
+
+    return _named(loader_with_shape_overrides, name, doc)
+
+
+sae_lens_loader = _registry_loader(
+    "sae_lens", "sae_lens_loader", "An SAE in the native sae_lens folder format."
+)
+gemma_2_sae_loader = _registry_loader_with_shape_overrides(
+    "gemma_2", "gemma_2_sae_loader", "A Gemma Scope JumpReLU SAE (`params.npz`)."
+)
+llama_scope_sae_loader = _registry_loader_with_shape_overrides(
+    "llama_scope",
+    "llama_scope_sae_loader",
+    "A Llama Scope JumpReLU SAE (`hyperparams.json` + `checkpoints/final.safetensors`).",
+)
+llama_scope_r1_distill_sae_loader = _registry_loader_with_shape_overrides(
+    "llama_scope_r1_distill",
+    "llama_scope_r1_distill_sae_loader",
+    "A Llama Scope R1 Distill JumpReLU SAE (`config.json` + `sae_weights.safetensors`).",
+)
+dictionary_learning_sae_loader_1 = _registry_loader(
+    "dictionary_learning_1",
+    "dictionary_learning_sae_loader_1",
+    "A saprmarks/dictionary_learning SAE (`config.json` + `ae.pt`).",
+)
+deepseek_r1_sae_loader = _registry_loader(
+    "deepseek_r1",
+    "deepseek_r1_sae_loader",
+    "qresearch's DeepSeek R1 distill SAE (one `.pt` file); d_in / d_sae from its shapes.",
+)
+sparsify_sae_loader = _registry_loader(
+    "sparsify",
+    "sparsify_sae_loader",
+    "An EleutherAI sparsify SAE (`cfg.json` + `sae.safetensors`), as a TopK SAE.",
+)
 
 
 def connor_rob_hook_z_loader(
@@ -224,143 +385,22 @@ def connor_rob_hook_z_loader(
     cfg_overrides: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor], None]:
     """A Connor & Rob GPT-2 hook_z SAE (`<name>.pt` + `<name>_cfg.json`)."""
-    options = SAEConfigLoadOptions(
-        device=device, force_download=force_download, cfg_overrides=cfg_overrides
+    fmt = _FORMATS["connor_rob_hook_z"]
+    cfg, state_dict, _ = _load_registry_sae(
+        fmt, release, sae_id, device or "cpu", force_download, cfg_overrides
     )
-    cfg, repo_id, filename = _config_and_location(release, sae_id, options)
-    path = download(repo_id, filename, force_download)
-    return cfg, convert_connor_rob_weights(load_pickled_state_dict(path, device), path), None
-
-
-def gemma_2_sae_loader(
-    release: str,
-    sae_id: str,
-    device: str = "cpu",
-    force_download: bool = False,
-    cfg_overrides: dict[str, Any] | None = None,
-    d_sae_override: int | None = None,
-    layer_override: int | None = None,
-) -> LoadedSAE:
-    """A Gemma Scope JumpReLU SAE (`params.npz`)."""
-    options = SAEConfigLoadOptions(
-        device=device,
-        force_download=force_download,
-        d_sae_override=d_sae_override,
-        layer_override=layer_override,
-    )
-    cfg, repo_id, folder = _config_and_location(release, sae_id, options)
-    _apply_overrides(cfg, device, cfg_overrides)
-    path = download(repo_id, repo_path(folder, GEMMA_SCOPE_PARAMS_FILENAME), force_download)
-    embedding = "embedding" in folder.split("/")
-    state_dict = convert_gemma_scope_weights(cfg, read_npz_tensors(path, device), embedding)
     return cfg, state_dict, None
-
-
-def llama_scope_sae_loader(
-    release: str,
-    sae_id: str,
-    device: str = "cpu",
-    force_download: bool = False,
-    cfg_overrides: dict[str, Any] | None = None,
-    d_sae_override: int | None = None,
-    layer_override: int | None = None,
-) -> LoadedSAE:
-    """A Llama Scope JumpReLU SAE (`hyperparams.json` + `checkpoints/final.safetensors`)."""
-    options = SAEConfigLoadOptions(
-        device=device,
-        force_download=force_download,
-        d_sae_override=d_sae_override,
-        layer_override=layer_override,
-    )
-    cfg, repo_id, folder = _config_and_location(release, sae_id, options)
-    _apply_overrides(cfg, device, cfg_overrides)
-    path = download(repo_id, repo_path(folder, LLAMA_SCOPE_WEIGHTS_PATH), force_download)
-    return cfg, convert_llama_scope_weights(cfg, read_safetensors(path, device), path), None
-
-
-def llama_scope_r1_distill_sae_loader(
-    release: str,
-    sae_id: str,
-    device: str = "cpu",
-    force_download: bool = False,
-    cfg_overrides: dict[str, Any] | None = None,
-    d_sae_override: int | None = None,
-    layer_override: int | None = None,
-) -> LoadedSAE:
-    """A Llama Scope R1 Distill JumpReLU SAE (`config.json` + `sae_weights.safetensors`)."""
-    options = SAEConfigLoadOptions(
-        device=device,
-        force_download=force_download,
-        d_sae_override=d_sae_override,
-        layer_override=layer_override,
-    )
-    cfg, repo_id, folder = _config_and_location(release, sae_id, options)
-    _apply_overrides(cfg, device, cfg_overrides)
-    path = download(repo_id, repo_path(folder, LLAMA_SCOPE_R1_WEIGHTS_FILENAME), force_download)
-    return cfg, convert_llama_scope_r1_weights(cfg, read_safetensors(path, device), path), None
-
-
-def dictionary_learning_sae_loader_1(
-    release: str,
-    sae_id: str,
-    device: str = "cpu",
-    force_download: bool = False,
-    cfg_overrides: dict[str, Any] | None = None,
-) -> LoadedSAE:
-    """A saprmarks/dictionary_learning SAE (`config.json` + `ae.pt`)."""
-    options = SAEConfigLoadOptions(device=device, force_download=force_download)
-    cfg, repo_id, folder = _config_and_location(release, sae_id, options)
-    _apply_overrides(cfg, device, cfg_overrides)
-    raw = read_dictionary_learning_json(repo_id, folder, force_download)
-    path = download(
-        repo_id, repo_path(folder, DICTIONARY_LEARNING_WEIGHTS_FILENAME), force_download
-    )
-    ae = load_pickled_state_dict(path, device)
-    return cfg, convert_dictionary_learning_weights(raw, ae, path), None
-
-
-def deepseek_r1_sae_loader(
-    release: str,
-    sae_id: str,
-    device: str = "cpu",
-    force_download: bool = False,
-    cfg_overrides: dict[str, Any] | None = None,
-) -> LoadedSAE:
-    """qresearch's DeepSeek R1 distill SAE (one `.pt` file); d_in / d_sae from its shapes."""
-    options = SAEConfigLoadOptions(device=device, force_download=force_download)
-    cfg, repo_id, filename = _config_and_location(release, sae_id, options)
-    path = download(repo_id, filename, force_download)
-    state_dict = convert_deepseek_r1_weights(load_pickled_state_dict(path, device), path)
-    cfg["d_in"], cfg["d_sae"] = state_dict["W_enc"].shape
-    cfg.update(cfg_overrides or {})
-    return cfg, state_dict, None
-
-
-def sparsify_sae_loader(
-    release: str,
-    sae_id: str,
-    device: str = "cpu",
-    force_download: bool = False,
-    cfg_overrides: dict[str, Any] | None = None,
-) -> LoadedSAE:
-    """An EleutherAI sparsify SAE (`cfg.json` + `sae.safetensors`), as a TopK SAE."""
-    options = SAEConfigLoadOptions(
-        device=device, force_download=force_download, cfg_overrides=cfg_overrides
-    )
-    cfg, repo_id, folder = _config_and_location(release, sae_id, options)
-    path = download(repo_id, repo_path(folder, SPARSIFY_WEIGHTS_FILENAME), force_download)
-    return cfg, convert_sparsify_weights(read_safetensors(path, device), path), None
 
 
 NAMED_PRETRAINED_SAE_LOADERS: dict[str, PretrainedSaeLoader] = {
-    "sae_lens": sae_lens_loader,  # type: ignore[dict-item]
+    "sae_lens": sae_lens_loader,
     "connor_rob_hook_z": connor_rob_hook_z_loader,  # type: ignore[dict-item]
-    "gemma_2": gemma_2_sae_loader,  # type: ignore[dict-item]
-    "llama_scope": llama_scope_sae_loader,  # type: ignore[dict-item]
-    "llama_scope_r1_distill": llama_scope_r1_distill_sae_loader,  # type: ignore[dict-item]
-    "dictionary_learning_1": dictionary_learning_sae_loader_1,  # type: ignore[dict-item]
-    "deepseek_r1": deepseek_r1_sae_loader,  # type: ignore[dict-item]
-    "sparsify": sparsify_sae_loader,  # type: ignore[dict-item]
+    "gemma_2": gemma_2_sae_loader,
+    "llama_scope": llama_scope_sae_loader,
+    "llama_scope_r1_distill": llama_scope_r1_distill_sae_loader,
+    "dictionary_learning_1": dictionary_learning_sae_loader_1,
+    "deepseek_r1": deepseek_r1_sae_loader,
+    "sparsify": sparsify_sae_loader,
 }
 
 NAMED_PRETRAINED_SAE_CONFIG_GETTERS = {

@@ -7,7 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sae_lens.toolkit.loaders.common import StateDict, require_keys
+from sae_lens.toolkit.loaders.common import (
+    SAEConfigLoadOptions,
+    StateDict,
+    read_json,
+    require_keys,
+)
+from sae_lens.toolkit.loaders.hub import download
 
 
 def connor_rob_cfg_path(weights_path: str) -> str:
@@ -37,6 +43,16 @@ def connor_rob_config(old_cfg: dict[str, Any]) -> dict[str, Any]:
         "normalize_activations": "none",
         "dataset_trust_remote_code": False,
     }
+
+
+def get_connor_rob_hook_z_config(
+    repo_id: str, folder_name: str, options: SAEConfigLoadOptions
+) -> dict[str, Any]:
+    """Config of a Connor & Rob hook_z SAE, from the `*_cfg.json` beside its weights."""
+    cfg_path = download(repo_id, connor_rob_cfg_path(folder_name), options.force_download)
+    cfg = connor_rob_config(read_json(cfg_path))
+    cfg["device"] = options.device if options.device is not None else "cpu"
+    return cfg
 
 
 def convert_connor_rob_weights(loaded: StateDict, source: str) -> StateDict:

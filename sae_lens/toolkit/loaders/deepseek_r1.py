@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sae_lens.toolkit.loaders.common import StateDict, require_keys
+from sae_lens.toolkit.loaders.common import SAEConfigLoadOptions, StateDict, require_keys
 
 _LAYER_PATTERN = re.compile(r"l(\d+)")
 _LINEAR_KEYS = ["encoder.weight", "decoder.weight", "encoder.bias", "decoder.bias"]
@@ -42,6 +42,17 @@ def deepseek_r1_config(layer: int, d_in: int = 4096, d_sae: int = 4096 * 16) -> 
         "apply_b_dec_to_input": False,
         "finetuning_scaling_factor": False,
     }
+
+
+def get_deepseek_r1_config(
+    repo_id: str,  # noqa: ARG001  (the layer is in the file name)
+    folder_name: str,
+    options: SAEConfigLoadOptions,
+) -> dict[str, Any]:
+    """Config of the DeepSeek R1 distill SAE whose file is `folder_name`."""
+    cfg = deepseek_r1_config(deepseek_r1_layer(folder_name))
+    cfg["device"] = options.device if options.device is not None else "cpu"
+    return cfg
 
 
 def convert_deepseek_r1_weights(loaded: StateDict, source: str) -> StateDict:

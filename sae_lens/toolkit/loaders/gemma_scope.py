@@ -57,7 +57,8 @@ def _parse_release(text: str) -> tuple[str, str, str]:
     return match["size"], match["variant"], match["site"]
 
 
-def _is_embedding(folder_name: str) -> bool:
+def is_embedding_folder(folder_name: str) -> bool:
+    """True for the folders of SAEs on the token embeddings (`embedding/width_4k/...`)."""
     return "embedding" in folder_name.split("/")
 
 
@@ -67,7 +68,7 @@ def _parse_layer(folder_name: str, layer_override: int | None) -> int:
         return int(match[1])
     if layer_override is not None:
         return layer_override
-    if _is_embedding(folder_name):
+    if is_embedding_folder(folder_name):
         return 0
     raise ValueError(
         f"no 'layer_<n>' in Gemma Scope folder {folder_name!r} and no layer_override given"
@@ -128,7 +129,7 @@ def get_gemma_2_config(
         site,
         layer=_parse_layer(folder_name, options.layer_override),
         d_sae=_parse_width(folder_name, options.d_sae_override),
-        embedding=_is_embedding(folder_name),
+        embedding=is_embedding_folder(folder_name),
     )
     if options.device is not None:
         cfg["device"] = options.device
@@ -174,7 +175,7 @@ def read_local_gemma_scope(
     size, variant, site = _parse_release(location)
     after_release = location[_RELEASE_PATTERN.search(location).end() :]  # type: ignore[union-attr]
     state_dict = read_npz_tensors(params_path, device)
-    embedding = _is_embedding(after_release)
+    embedding = is_embedding_folder(after_release)
     cfg = gemma_scope_config(
         size,
         variant,

@@ -12,15 +12,21 @@ Llama Scope: `hyperparams.json` + `checkpoints/final.safetensors`, one scalar th
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from sae_lens.dtypes import dtype_from_name
 from sae_lens.toolkit.loaders.common import (
+    LoadedSAE,
     SAEConfigLoadOptions,
     StateDict,
+    fold_norm_scaling_factor,
     read_json,
+    read_safetensors,
     require_keys,
 )
 from sae_lens.toolkit.loaders.hub import download, repo_path
@@ -81,26 +87,6 @@ def llama_scope_r1_config_from_json(config: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-def get_llama_scope_config(
-    repo_id: str, folder_name: str, options: SAEConfigLoadOptions
-) -> dict[str, Any]:
-    """Config of the Llama Scope SAE in `folder_name` of `repo_id` (its hyperparams.json)."""
-    path = download(
-        repo_id, repo_path(folder_name, LLAMA_SCOPE_CONFIG_FILENAME), options.force_download
-    )
-    return llama_scope_config_from_hyperparams(read_json(path))
-
-
-def get_llama_scope_r1_distill_config(
-    repo_id: str, folder_name: str, options: SAEConfigLoadOptions
-) -> dict[str, Any]:
-    """Config of the Llama Scope R1 Distill SAE in `folder_name` of `repo_id`."""
-    path = download(
-        repo_id, repo_path(folder_name, LLAMA_SCOPE_R1_CONFIG_FILENAME), options.force_download
-    )
-    return llama_scope_r1_config_from_json(read_json(path))
-
-
 def _linear_weights(loaded: StateDict, dtype: torch.dtype, source: str) -> StateDict:
     require_keys(loaded, _LINEAR_KEYS, source)
     return {
@@ -147,3 +133,67 @@ def llama_scope_norm_scaling_factor(hyperparams: dict[str, Any]) -> float | None
     if not average_norm:
         return None
     return math.sqrt(hyperparams["d_model"]) / average_norm
+
+
+@dataclass(frozen=True)
+class OpenMossLayout:
+    """One OpenMoss file layout: where its config and weights are, and how they become an
+    sae_lens config and weights."""
+
+    config_filename: str
+    weights_path: str
+    config_from_json: Callable[[dict[str, Any]], dict[str, Any]]
+    convert_weights: Callable[[dict[str, Any], StateDict, str], StateDict]
+    folds_recorded_norm: bool  # local weights take the norm scaling factor the config records
+
+    def hub_config(self, repo_id: str, folder_name: str, force_download: bool) -> dict[str, Any]:
+        """Config of the SAE in `folder_name` of hub repo `repo_id`."""
+        path = download(repo_id, repo_path(folder_name, self.config_filename), force_download)
+        return self.config_from_json(read_json(path))
+
+    def read_weights(self, cfg_dict: dict[str, Any], path: str | Path, device: str) -> StateDict:
+        """sae_lens weights from this layout's weights file at `path`."""
+        return self.convert_weights(cfg_dict, read_safetensors(path, device), str(path))
+
+    def read_local(self, folder: Path, device: str, dtype: str | None) -> LoadedSAE:
+        """(config, weights, None) of a local folder in this layout; `dtype` replaces the
+        config's before the weights are converted."""
+        raw = read_json(folder / self.config_filename)
+        cfg = self.config_from_json(raw)
+        if dtype is not None:
+            cfg["dtype"] = dtype
+        state_dict = self.read_weights(cfg, folder / self.weights_path, device)
+        factor = llama_scope_norm_scaling_factor(raw) if self.folds_recorded_norm else None
+        if factor is not None:
+            fold_norm_scaling_factor(cfg, state_dict, factor)
+        return cfg, state_dict, None
+
+
+LLAMA_SCOPE = OpenMossLayout(
+    LLAMA_SCOPE_CONFIG_FILENAME,
+    LLAMA_SCOPE_WEIGHTS_PATH,
+    llama_scope_config_from_hyperparams,
+    convert_llama_scope_weights,
+    folds_recorded_norm=True,
+)
+LLAMA_SCOPE_R1 = OpenMossLayout(
+    LLAMA_SCOPE_R1_CONFIG_FILENAME,
+    LLAMA_SCOPE_R1_WEIGHTS_FILENAME,
+    llama_scope_r1_config_from_json,
+    convert_llama_scope_r1_weights,
+    folds_recorded_norm=False,
+)
+
+
+def get_llama_scope_config(
+    repo_id: str, folder_name: str, options: SAEConfigLoadOptions
+) -> dict[str, Any]:
+    """Config of the Llama Scope SAE in `folder_name` of `repo_id` (its hyperparams.json)."""
+    return LLAMA_SCOPE.hub_config(repo_id, folder_name, options.force_download)
+
+
+def get_llama_scope_r1_distill_config(
+    repo_id: str, folder_name: str, options: SAEConfigLoadOptions
+) -> dict[str, Any]:
+    """Config of the Llama Scope R1 Distill SAE in `folder_name` of `repo_id`."""
+    return LLAMA_SCOPE_R1.hub_config(repo_id, folder_name, options.force_download)

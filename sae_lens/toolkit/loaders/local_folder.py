@@ -12,10 +12,10 @@ import torch
 from sae_lens.dtypes import dtype_from_name
 from sae_lens.saes.sae_folder import SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME, read_sae_folder
 from sae_lens.toolkit.loaders.common import (
+    LoadedSAE,
     StateDict,
     cast_state_dict,
     check_state_dict_shapes,
-    fold_norm_scaling_factor,
     handle_config_defaulting,
     load_pickled_state_dict,
     read_json,
@@ -41,17 +41,7 @@ from sae_lens.toolkit.loaders.gemma_scope import (
     GEMMA_SCOPE_PARAMS_FILENAME,
     read_local_gemma_scope,
 )
-from sae_lens.toolkit.loaders.llama_scope import (
-    LLAMA_SCOPE_CONFIG_FILENAME,
-    LLAMA_SCOPE_R1_CONFIG_FILENAME,
-    LLAMA_SCOPE_R1_WEIGHTS_FILENAME,
-    LLAMA_SCOPE_WEIGHTS_PATH,
-    convert_llama_scope_r1_weights,
-    convert_llama_scope_weights,
-    llama_scope_config_from_hyperparams,
-    llama_scope_norm_scaling_factor,
-    llama_scope_r1_config_from_json,
-)
+from sae_lens.toolkit.loaders.llama_scope import LLAMA_SCOPE, LLAMA_SCOPE_R1
 from sae_lens.toolkit.loaders.sparsify import (
     SPARSIFY_CFG_FILENAME,
     SPARSIFY_RUN_CONFIG_FILENAME,
@@ -62,7 +52,6 @@ from sae_lens.toolkit.loaders.sparsify import (
     sparsify_config,
 )
 
-LoadedSAE = tuple[dict[str, Any], StateDict, torch.Tensor | None]
 # (path, device, dtype override or None) -> loaded SAE; readers whose conversion casts
 # tensors apply the dtype override first, so nothing is rounded twice.
 Reader = Callable[[Path, str, str | None], LoadedSAE]
@@ -76,8 +65,8 @@ FOLDER_LAYOUTS: dict[str, tuple[str, ...]] = {
         DICTIONARY_LEARNING_CONFIG_FILENAME,
         DICTIONARY_LEARNING_WEIGHTS_FILENAME,
     ),
-    "llama_scope": (LLAMA_SCOPE_CONFIG_FILENAME, LLAMA_SCOPE_WEIGHTS_PATH),
-    "llama_scope_r1_distill": (LLAMA_SCOPE_R1_CONFIG_FILENAME, LLAMA_SCOPE_R1_WEIGHTS_FILENAME),
+    "llama_scope": (LLAMA_SCOPE.config_filename, LLAMA_SCOPE.weights_path),
+    "llama_scope_r1_distill": (LLAMA_SCOPE_R1.config_filename, LLAMA_SCOPE_R1.weights_path),
 }
 FILE_LAYOUTS = {
     "connor_rob_hook_z": "<name>.pt with <name>_cfg.json beside it",
@@ -115,12 +104,6 @@ def detect_sae_format(path: str | Path) -> str:
     )
 
 
-def _with_dtype(cfg: dict[str, Any], dtype: str | None) -> dict[str, Any]:
-    if dtype is not None:
-        cfg["dtype"] = dtype
-    return cfg
-
-
 def _read_sae_lens(path: Path, device: str, dtype: str | None) -> LoadedSAE:
     return read_sae_folder(path, device, dtype)
 
@@ -154,29 +137,6 @@ def _read_dictionary_learning(path: Path, device: str, dtype: str | None) -> Loa
     return cfg, convert_dictionary_learning_weights(raw, ae, str(weights_path)), None
 
 
-def _read_llama_scope(path: Path, device: str, dtype: str | None) -> LoadedSAE:
-    hyperparams = read_json(path / LLAMA_SCOPE_CONFIG_FILENAME)
-    cfg = _with_dtype(llama_scope_config_from_hyperparams(hyperparams), dtype)
-    weights_path = path / LLAMA_SCOPE_WEIGHTS_PATH
-    state_dict = convert_llama_scope_weights(
-        cfg, read_safetensors(weights_path, device), str(weights_path)
-    )
-    factor = llama_scope_norm_scaling_factor(hyperparams)
-    if factor is not None:
-        fold_norm_scaling_factor(cfg, state_dict, factor)
-    return cfg, state_dict, None
-
-
-def _read_llama_scope_r1(path: Path, device: str, dtype: str | None) -> LoadedSAE:
-    raw = read_json(path / LLAMA_SCOPE_R1_CONFIG_FILENAME)
-    cfg = _with_dtype(llama_scope_r1_config_from_json(raw), dtype)
-    weights_path = path / LLAMA_SCOPE_R1_WEIGHTS_FILENAME
-    state_dict = convert_llama_scope_r1_weights(
-        cfg, read_safetensors(weights_path, device), str(weights_path)
-    )
-    return cfg, state_dict, None
-
-
 def _read_connor_rob(path: Path, device: str, dtype: str | None) -> LoadedSAE:
     cfg = connor_rob_config(read_json(connor_rob_cfg_path(str(path))))
     weights = convert_connor_rob_weights(load_pickled_state_dict(path, device), str(path))
@@ -194,8 +154,8 @@ READERS: dict[str, Reader] = {
     "sparsify": _read_sparsify,
     "gemma_2": _read_gemma_scope,
     "dictionary_learning_1": _read_dictionary_learning,
-    "llama_scope": _read_llama_scope,
-    "llama_scope_r1_distill": _read_llama_scope_r1,
+    "llama_scope": LLAMA_SCOPE.read_local,
+    "llama_scope_r1_distill": LLAMA_SCOPE_R1.read_local,
     "connor_rob_hook_z": _read_connor_rob,
     "deepseek_r1": _read_deepseek_r1,
 }
