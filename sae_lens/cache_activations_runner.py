@@ -15,7 +15,6 @@ Command line: `python -m sae_lens.cache_activations_runner --help`.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -29,7 +28,6 @@ import simple_parsing
 import torch
 from datasets import Array2D, Dataset, Features, Value
 from datasets import Sequence as SequenceFeature
-from huggingface_hub import HfApi
 from tqdm import tqdm
 from transformer_lens import HookedRootModule
 
@@ -38,6 +36,8 @@ from sae_lens.allocator import reuse_freed_memory_on_cpu
 from sae_lens.config import CacheActivationsRunnerConfig
 from sae_lens.load_model import load_model
 from sae_lens.training.activations_store import ActivationsStore, EndOfEpoch
+from sae_lens.training.dataset_metadata import push_dataset_with_metadata
+from sae_lens.training.store_arguments import cache_store_arguments
 
 CONFIG_FILE = "cache_activations_runner_cfg.json"
 TMP_DIR = ".tmp_shards"
@@ -79,24 +79,13 @@ class CacheActivationsRunner:
             model=self.model,
             dataset=override_dataset if override_dataset is not None else cfg.dataset_path,
             streaming=cfg.streaming,
-            hook_name=cfg.hook_name,
-            hook_layer=cfg.hook_layer,
-            hook_head_index=None,
-            context_size=cfg.context_size,
-            d_in=cfg.d_in,
-            n_batches_in_buffer=max(cfg.n_batches_in_buffer, 2),
-            total_training_tokens=cfg.training_tokens,
-            store_batch_size_prompts=cfg.model_batch_size,
             train_batch_size_tokens=-1,
             prepend_bos=cfg.prepend_bos,
-            normalize_activations="none",
             device=torch.device("cpu"),  # written to disk from here
-            dtype=cfg.dtype,
             model_kwargs=cfg.model_kwargs,
             autocast_lm=cfg.autocast_lm,
             dataset_trust_remote_code=cfg.dataset_trust_remote_code,
-            seqpos_slice=cfg.seqpos_slice,
-            seed=cfg.seed,
+            **cache_store_arguments(cfg),  # what the store reading the cache back uses too
         )
         self.context_size = cfg.sliced_context_size
         self.features = Features(
@@ -258,21 +247,12 @@ class CacheActivationsRunner:
         return Dataset.load_from_disk(str(final_dir))
 
     def _push_to_hub(self, dataset: Dataset) -> None:
-        cfg = self.cfg
-        assert cfg.hf_repo_id is not None
-        logger.info(f"Pushing the activation cache to {cfg.hf_repo_id}")
-        dataset.push_to_hub(
-            repo_id=cfg.hf_repo_id,
-            num_shards=cfg.hf_num_shards,
-            private=cfg.hf_is_private_repo,
-            revision=cfg.hf_revision,
-        )
-        HfApi().upload_file(
-            path_or_fileobj=io.BytesIO(json.dumps(_json_config(cfg), indent=2).encode("utf-8")),
-            path_in_repo=CONFIG_FILE,
-            repo_id=cfg.hf_repo_id,
-            repo_type="dataset",
-            revision=cfg.hf_revision,
+        logger.info(f"Pushing the activation cache to {self.cfg.hf_repo_id}")
+        push_dataset_with_metadata(
+            dataset,
+            self.cfg,
+            CONFIG_FILE,
+            json.dumps(_json_config(self.cfg), indent=2),
             commit_message="Add cache_activations_runner metadata",
         )
 

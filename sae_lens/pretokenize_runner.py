@@ -6,7 +6,6 @@ Command line: `python -m sae_lens.pretokenize_runner --help` (every config field
 
 from __future__ import annotations
 
-import io
 import json
 import sys
 import warnings
@@ -18,7 +17,6 @@ from typing import Any, Literal
 import simple_parsing
 import torch
 from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict
-from huggingface_hub import HfApi
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from sae_lens import __version__, logger
@@ -26,7 +24,10 @@ from sae_lens.config import PretokenizeRunnerConfig
 from sae_lens.dataset_sources import load_any_dataset
 from sae_lens.embedded import is_embedded_model, load_embedded_tokenizer
 from sae_lens.tokenization_and_batching import concat_and_batch_sequences
-from sae_lens.training.activations_store import PRETOKENIZE_METADATA_FILE
+from sae_lens.training.dataset_metadata import (
+    PRETOKENIZE_METADATA_FILE,
+    push_dataset_with_metadata,
+)
 
 SpecialToken = int | Literal["bos", "eos", "sep"] | None
 
@@ -134,20 +135,11 @@ def _materialize(dataset: IterableDataset) -> Dataset:
 
 def push_to_hugging_face_hub(dataset: Dataset, cfg: PretokenizeRunnerConfig) -> None:
     """Upload the dataset to `cfg.hf_repo_id`, then its sae_lens.json metadata."""
-    if cfg.hf_repo_id is None:
-        raise ValueError("hf_repo_id must be set to push to the Hugging Face hub")
-    dataset.push_to_hub(
-        repo_id=cfg.hf_repo_id,
-        num_shards=cfg.hf_num_shards,
-        private=cfg.hf_is_private_repo,
-        revision=cfg.hf_revision,
-    )
-    HfApi().upload_file(
-        path_or_fileobj=io.BytesIO(_metadata_json(cfg).encode("utf-8")),
-        path_in_repo=PRETOKENIZE_METADATA_FILE,
-        repo_id=cfg.hf_repo_id,
-        repo_type="dataset",
-        revision=cfg.hf_revision,
+    push_dataset_with_metadata(
+        dataset,
+        cfg,
+        PRETOKENIZE_METADATA_FILE,
+        _metadata_json(cfg),
         commit_message="Add sae_lens metadata",
     )
 

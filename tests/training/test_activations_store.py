@@ -20,7 +20,6 @@ from sae_lens.tokenization_and_batching import concat_and_batch_sequences
 from sae_lens.training.activations_store import (
     ActivationsStore,
     EndOfEpoch,
-    permute_together,
     validate_pretokenized_dataset_tokenizer,
 )
 from tests.conftest import build_tiny_tl_model
@@ -199,13 +198,6 @@ def test_get_buffer_returns_token_ids_aligned_with_activations(model: HookedTran
     all_tokens = torch.tensor(dataset["tokens"])
     table = direct_activations(model, all_tokens).reshape(-1, D_MODEL)
     assert torch.equal(all_tokens.reshape(-1)[match_rows(acts[:, 0], table)], token_ids)
-
-
-def test_permute_together_keeps_rows_aligned() -> None:
-    a = torch.arange(10)
-    b = torch.arange(10) * 10
-    pa, pb = permute_together([a, b], generator=torch.Generator().manual_seed(0))
-    assert torch.equal(pb, pa * 10) and not torch.equal(pa, a)
 
 
 # ---------------------------------------------------------------- text datasets and epochs

@@ -1,0 +1,94 @@
+"""Running the model just far enough to read the activation at one hook point.
+
+`FusedHookReader` (sae_lens.fused_forward) computes the hook's activation for the
+HookedTransformers it reproduces; otherwise, or while hooks are attached to the model, the
+model's own forward runs with a hook that captures the activation and stops the pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+from transformer_lens import HookedRootModule
+
+from sae_lens.fused_forward import FusedHookReader
+
+
+class _StopForward(Exception):
+    """Raised from the capture hook: nothing after the hooked activation is computed."""
+
+
+def fused_reader_for(
+    model: HookedRootModule, hook_name: str, hook_layer: int, model_kwargs: dict[str, Any]
+) -> FusedHookReader | None:
+    """The fused forward for `hook_name` if it reproduces the model's; None means the
+    model's own forward is used."""
+    if model_kwargs:
+        return None  # forward kwargs only the model's own forward understands
+    reader = FusedHookReader.for_model(model, hook_name)
+    if reader is None or reader.layer > hook_layer:
+        return None  # the model's forward reports a wrong hook_layer clearly
+    return reader
+
+
+def run_model_to_hook(
+    model: HookedRootModule,
+    tokens: torch.Tensor,
+    hook_name: str,
+    hook_layer: int,
+    fused_reader: FusedHookReader | None,
+    model_kwargs: dict[str, Any],
+    autocast_lm: bool,
+) -> torch.Tensor:
+    """The activation at `hook_name` for `tokens` [batch, context]: [batch, context, ...]
+    in the model's dtype and on its device, an inference-mode tensor."""
+    autocast = (
+        torch.autocast(device_type=tokens.device.type, dtype=torch.bfloat16)
+        if autocast_lm
+        else contextlib.nullcontext()
+    )
+    with torch.inference_mode(), autocast:
+        if fused_reader is not None and fused_reader.can_run():
+            return fused_reader(tokens)
+        return _run_hooked_forward(model, tokens, hook_name, hook_layer, model_kwargs)
+
+
+def _run_hooked_forward(
+    model: HookedRootModule,
+    tokens: torch.Tensor,
+    hook_name: str,
+    hook_layer: int,
+    model_kwargs: dict[str, Any],
+) -> torch.Tensor:
+    """The model's own forward with a hook that captures the activation and stops."""
+    captured: list[torch.Tensor] = []
+
+    def capture(activation: torch.Tensor, hook: Any) -> None:  # noqa: ARG001
+        captured.append(activation)
+        raise _StopForward
+
+    try:
+        model.run_with_hooks(
+            tokens,
+            fwd_hooks=[(hook_name, capture)],
+            stop_at_layer=hook_layer + 1,
+            prepend_bos=False,
+            **model_kwargs,
+        )
+    except _StopForward:
+        pass
+    if not captured:
+        raise ValueError(
+            f"hook {hook_name!r} did not run before layer {hook_layer + 1}: "
+            f"check that hook_layer ({hook_layer}) is the layer of hook_name"
+        )
+    return captured[0]
+
+
+def model_device(model: HookedRootModule) -> torch.device:
+    """The device of the model's embedding (or first parameter): where tokens go."""
+    if hasattr(model, "W_E"):
+        return model.W_E.device  # type: ignore[return-value]
+    return next(model.parameters()).device
