@@ -15,9 +15,7 @@ from typing import Any
 import torch
 
 from sae_lens.config import LanguageModelSAERunnerConfig
-from sae_lens.sae_training_runner import SAETrainingRunner
-from sae_lens.training import checkpoints
-from sae_lens.training.metrics_log import CURVES_FILENAME, METRICS_FILENAME
+from sae_lens.sae_training_runner import SAETrainingRunner, print_run_outputs
 
 DEFAULT_OUTPUT_DIR = "demo_output"
 DEFAULT_TRAINING_TOKENS = 3000 * 512
@@ -107,9 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\nFinal evaluation (held-out batches of the corpus):")
     for name, value in metrics.items():
         print(f"  {name:<28} {value:.4f}")
-    print(f"\nSAE folder:       {checkpoints.final_sae_folder(run_dir)}")
-    print(f"metrics file:     {run_dir / METRICS_FILENAME}")
-    print(f"training curves:  {run_dir / CURVES_FILENAME}")
+    print()
+    print_run_outputs(run_dir)
     print(f"total time:       {elapsed:.0f} s")
     return 0
 

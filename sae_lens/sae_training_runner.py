@@ -416,9 +416,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_dir = Path(cfg.checkpoint_path)
     final = checkpoints.final_sae_folder(run_dir)
     print(f"trained SAE ({sae.cfg.architecture}, d_sae={sae.cfg.d_sae}): {final}")
-    print(f"metrics: {run_dir / METRICS_FILENAME}")
-    print(f"training curves: {run_dir / CURVES_FILENAME}")
+    print_run_outputs(run_dir)
     return 0
+
+
+def print_run_outputs(run_dir: Path) -> None:
+    """Print where a finished run's final SAE, metrics file and training curves are."""
+    outputs = {
+        "SAE folder": checkpoints.final_sae_folder(run_dir),
+        "metrics file": run_dir / METRICS_FILENAME,
+        "training curves": run_dir / CURVES_FILENAME,
+    }
+    for name, path in outputs.items():
+        print(f"{name + ':':<18}{path}")
 
 
 if __name__ == "__main__":
