@@ -125,7 +125,7 @@ def test_cli_trains_on_the_embedded_model_and_resumes_a_finished_run(
     run_dir = tmp_path / "cli"
     assert f"{run_dir / 'final_768'}" in out
     assert f"metrics file:     {run_dir / 'metrics.jsonl'}" in out
-    assert f"training curves: {run_dir / 'training_curves.png'}" in out
+    assert f"training curves:  {run_dir / 'training_curves.png'}" in out
     assert (run_dir / "final_768" / "sae_weights.safetensors").is_file()
 
     assert main(["--config", str(run_dir / "run_config.json"), "--resume", "true"]) == 0
