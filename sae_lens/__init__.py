@@ -1,9 +1,9 @@
 """sae_lens: train, evaluate, load and splice sparse autoencoders on language-model
 activations, with the public interface of SAELens 5.6.0."""
 
-import importlib
 import logging
-from typing import Any
+
+from sae_lens.lazy_names import lazy_names
 
 __version__ = "5.6.0"
 
@@ -31,14 +31,7 @@ _EXPORTS = {
 
 __all__ = [*_EXPORTS, "__version__", "logger"]
 
-
-def __getattr__(name: str) -> Any:
-    module_name = _EXPORTS.get(name)
-    if module_name is None:
-        raise AttributeError(f"module 'sae_lens' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module_name), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(globals(), _EXPORTS)
 
 
 def __dir__() -> list[str]:

@@ -34,6 +34,7 @@ from transformer_lens import HookedRootModule
 from sae_lens import logger
 from sae_lens.allocator import reuse_freed_memory_on_cpu
 from sae_lens.config import CacheActivationsRunnerConfig
+from sae_lens.dtypes import DTYPE_MAP as DTYPE_MAP  # 5.6.0 re-export
 from sae_lens.load_model import load_model
 from sae_lens.training.activations_store import ActivationsStore, EndOfEpoch
 from sae_lens.training.dataset_metadata import push_dataset_with_metadata

@@ -32,11 +32,14 @@ from sae_lens.eval_metrics import (
     get_sparsity_and_variance_metrics,
     run_evals,
 )
+from sae_lens.load_model import load_model
+from sae_lens.sae import SAE
+from sae_lens.toolkit.pretrained_saes_directory import get_pretrained_saes_directory
+from sae_lens.training.activations_store import ActivationsStore
 
 if TYPE_CHECKING:
     from transformer_lens.hook_points import HookedRootModule
 
-    from sae_lens.sae import SAE
 
 __all__ = [
     "EvalConfig",
@@ -70,8 +73,6 @@ DEFAULT_EVAL_DATASETS = ["Skylion007/openwebtext", "lighteval/MATH"]
 
 def all_loadable_saes() -> list[tuple[str, str, float, float]]:
     """(release, sae_id, expected variance explained, expected L0) for every registry SAE."""
-    from sae_lens.toolkit.pretrained_saes_directory import get_pretrained_saes_directory
-
     return [
         (
             release,
@@ -128,7 +129,6 @@ class _SAESource:
         return f"{self.sae_set}-{self.sae_id}"
 
     def load(self, device: str) -> SAE:
-        from sae_lens.sae import SAE
 
         if self.path is not None:
             return SAE.load_from_pretrained(self.path, device=device)
@@ -181,9 +181,6 @@ def multiple_evals(
 
     `eval_config` defaults to everything on; its batch counts and batch size are overridden by
     the arguments here. Returns one result dict per SAE x context length x dataset."""
-    from sae_lens.load_model import load_model
-    from sae_lens.training.activations_store import ActivationsStore
-
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     sources = _sae_sources(sae_regex_pattern, sae_block_pattern, sae_paths)
     Path(output_dir).mkdir(parents=True, exist_ok=True)

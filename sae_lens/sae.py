@@ -24,12 +24,36 @@ from torch import nn
 from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
+from sae_lens.dtypes import DTYPE_MAP as DTYPE_MAP  # 5.6.0 re-export
 from sae_lens.dtypes import dtype_from_name
+from sae_lens.lazy_names import lazy_names
 from sae_lens.saes.activations import TopK, get_activation_fn
 from sae_lens.saes.registry import get_architecture
+from sae_lens.saes.sae_folder import SAE_CFG_FILENAME as SAE_CFG_FILENAME
+from sae_lens.saes.sae_folder import SAE_WEIGHTS_FILENAME as SAE_WEIGHTS_FILENAME
+from sae_lens.saes.sae_folder import SPARSITY_FILENAME as SPARSITY_FILENAME
 from sae_lens.saes.sae_folder import write_sae_folder
 
 __all__ = ["SAE", "SAEConfig", "TopK", "get_activation_fn", "InputActs", "LatentActs"]
+
+# Names 5.6.0 imported here from the toolkit; code written for it imports them from this
+# module. Imported on first use, so loading an SAE class does not load every loader.
+__getattr__ = lazy_names(
+    globals(),
+    {
+        name: "sae_lens.toolkit.pretrained_sae_loaders"
+        for name in (
+            "NAMED_PRETRAINED_SAE_LOADERS",
+            "get_conversion_loader_name",
+            "handle_config_defaulting",
+            "read_sae_from_disk",
+        )
+    }
+    | {
+        "get_norm_scaling_factor": "sae_lens.toolkit.pretrained_saes_directory",
+        "get_pretrained_saes_directory": "sae_lens.toolkit.pretrained_saes_directory",
+    },
+)
 
 NORMALIZE_ACTIVATIONS = ("none", "expected_average_only_in", "constant_norm_rescale", "layer_norm")
 HOOK_NAMES = (

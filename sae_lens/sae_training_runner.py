@@ -30,7 +30,10 @@ import yaml
 from sae_lens import logger
 from sae_lens.allocator import reuse_freed_memory_on_cpu
 from sae_lens.config import HfDataset, LanguageModelSAERunnerConfig
+from sae_lens.load_model import load_model
 from sae_lens.training import checkpoints
+from sae_lens.training.activations_store import ActivationsStore
+from sae_lens.training.geometric_median import compute_geometric_median
 from sae_lens.training.metrics_log import (
     CURVES_FILENAME,
     METRICS_FILENAME,
@@ -38,6 +41,8 @@ from sae_lens.training.metrics_log import (
 )
 from sae_lens.training.optim import lr_multiplier
 from sae_lens.training.sae_trainer import InterruptedException, SAETrainer, TrainingDivergedError
+from sae_lens.training.training_sae import TrainingSAE
+from sae_lens.training.training_sae import TrainingSAEConfig as TrainingSAEConfig
 from sae_lens.training.wandb_logging import (
     current_wandb_run_id,
     finish_wandb_run,
@@ -48,7 +53,6 @@ from sae_lens.training.wandb_logging import (
 if TYPE_CHECKING:
     from transformer_lens.hook_points import HookedRootModule
 
-    from sae_lens.training.training_sae import TrainingSAE
 
 __all__ = [
     "InterruptedException",
@@ -81,8 +85,6 @@ class SAETrainingRunner:
         override_model: HookedRootModule | None = None,
         override_sae: TrainingSAE | None = None,
     ) -> None:
-        from sae_lens.load_model import load_model
-        from sae_lens.training.activations_store import ActivationsStore
 
         _check_schedules(cfg)
         self.cfg = cfg
@@ -133,7 +135,6 @@ class SAETrainingRunner:
         self._resume_state = state
 
     def _build_sae(self) -> TrainingSAE:
-        from sae_lens.training.training_sae import TrainingSAE
 
         if self.cfg.from_pretrained_path is not None:
             return TrainingSAE.load_from_pretrained(self.cfg.from_pretrained_path, self.cfg.device)
@@ -144,7 +145,6 @@ class SAETrainingRunner:
 
     def _init_sae_group_b_decs(self, sae: TrainingSAE) -> None:
         """Set b_dec from a buffer of activations: their geometric median or mean."""
-        from sae_lens.training.geometric_median import compute_geometric_median
 
         method = self.cfg.b_dec_init_method
         if method == "zeros":
@@ -161,7 +161,6 @@ class SAETrainingRunner:
     # --- running ---------------------------------------------------------------------------
     def run(self) -> TrainingSAE:
         """Train the SAE (or finish a resumed run) and return it."""
-        from sae_lens.training.training_sae import TrainingSAE
 
         if self._finished_sae_folder is not None:
             return TrainingSAE.load_from_pretrained(str(self._finished_sae_folder), self.cfg.device)

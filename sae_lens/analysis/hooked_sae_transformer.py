@@ -27,9 +27,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
+from jaxtyping import Float
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 from transformer_lens.ActivationCache import ActivationCache
@@ -37,9 +38,13 @@ from transformer_lens.hook_points import HookedRootModule, HookPoint
 from transformer_lens.HookedTransformer import HookedTransformer
 
 from sae_lens.analysis.hook_checks import check_sae_fits, module_device_dtype, require_hook
+from sae_lens.sae import SAE
 
-if TYPE_CHECKING:
-    from sae_lens.sae import SAE
+# 5.6.0's type aliases for the loss a forward pass returns.
+SingleLoss = Float[torch.Tensor, ""]  # one element
+LossPerToken = Float[torch.Tensor, "batch pos-1"]
+Loss = SingleLoss | LossPerToken
+
 
 # What the model's forward returns, by return_type: logits [batch, pos, d_vocab], a loss
 # ([] or per token [batch, pos - 1]), both as a tuple, or None.

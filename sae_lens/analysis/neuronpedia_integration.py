@@ -19,12 +19,10 @@ import urllib.request
 import webbrowser
 from datetime import datetime
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from sae_lens import logger
-
-if TYPE_CHECKING:
-    from sae_lens.sae import SAE
+from sae_lens.sae import SAE
 
 NEURONPEDIA_DOMAIN = "https://neuronpedia.org"
 

@@ -19,6 +19,8 @@ from typing import Any, Protocol
 
 import torch
 
+from sae_lens import logger as logger  # 5.6.0 re-export
+from sae_lens.dtypes import DTYPE_MAP as DTYPE_MAP  # 5.6.0 re-export
 from sae_lens.toolkit.loaders.common import (
     LoadedSAE,
     SAEConfigLoadOptions,

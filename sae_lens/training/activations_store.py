@@ -34,8 +34,13 @@ from sae_lens.config import (
     LanguageModelSAERunnerConfig,
 )
 from sae_lens.dataset_sources import load_any_dataset
+from sae_lens.dtypes import DTYPE_MAP as DTYPE_MAP  # 5.6.0 re-export
 from sae_lens.dtypes import dtype_from_name
 from sae_lens.hook_activations import sae_view
+from sae_lens.sae import SAE as SAE  # 5.6.0 re-export
+from sae_lens.tokenization_and_batching import (
+    concat_and_batch_sequences as concat_and_batch_sequences,  # 5.6.0 re-export
+)
 from sae_lens.training.activation_scaler import ActivationScaler
 from sae_lens.training.cached_activations import CachedActivationReader, load_activation_cache
 from sae_lens.training.dataset_metadata import (

@@ -18,14 +18,15 @@ from tqdm.auto import tqdm
 
 from sae_lens import __version__, logger
 from sae_lens.config import LanguageModelSAERunnerConfig
+from sae_lens.eval_metrics import EvalConfig, run_evals
+from sae_lens.training.activations_store import ActivationsStore
 from sae_lens.training.metrics_log import METRICS_FILENAME, MetricsLog
 from sae_lens.training.optim import L1Scheduler, get_lr_scheduler, make_adam
+from sae_lens.training.training_sae import TrainingSAE, TrainStepOutput
 
 if TYPE_CHECKING:
     from transformer_lens.hook_points import HookedRootModule
 
-    from sae_lens.training.activations_store import ActivationsStore
-    from sae_lens.training.training_sae import TrainingSAE, TrainStepOutput
 
 # Rows per chunk when counting latent firings: small enough to stay in cache.
 _FIRING_COUNT_CHUNK_ROWS = 256
@@ -363,8 +364,6 @@ class SAETrainer:
 
     @torch.no_grad()
     def _eval_metrics(self) -> dict[str, Any]:
-        from sae_lens.evals import EvalConfig, run_evals
-
         eval_config = EvalConfig(
             batch_size_prompts=self.cfg.eval_batch_size_prompts,
             n_eval_reconstruction_batches=self.cfg.n_eval_batches,

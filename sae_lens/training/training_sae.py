@@ -13,12 +13,26 @@ from torch import nn
 
 from sae_lens import logger
 from sae_lens.config import LanguageModelSAERunnerConfig
+from sae_lens.lazy_names import lazy_names
 from sae_lens.sae import SAE, InputActs, LatentActs, SAEConfig, config_kwargs
 from sae_lens.saes.base import TrainingLossInputs
 from sae_lens.saes.jumprelu import JumpReLU, Step, rectangle
 from sae_lens.saes.registry import get_architecture
+from sae_lens.saes.sae_folder import SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME, SPARSITY_FILENAME
 from sae_lens.saes.standard import ghost_grad_loss
 from sae_lens.saes.topk import topk_aux_loss
+
+# 5.6.0 names of the SAE folder's files, and of two loaders it imported here.
+SPARSITY_PATH = SPARSITY_FILENAME
+SAE_WEIGHTS_PATH = SAE_WEIGHTS_FILENAME
+SAE_CFG_PATH = SAE_CFG_FILENAME
+__getattr__ = lazy_names(
+    globals(),
+    dict.fromkeys(
+        ("handle_config_defaulting", "read_sae_from_disk"),
+        "sae_lens.toolkit.pretrained_sae_loaders",
+    ),
+)
 
 __all__ = [
     "JumpReLU",

@@ -162,7 +162,6 @@ def test_non_finite_loss_stops_before_touching_the_weights(tmp_path: Path) -> No
 def test_evals_run_every_n_logs_and_are_flattened(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import sae_lens.evals
 
     calls: list[dict[str, Any]] = []
 
@@ -175,7 +174,7 @@ def test_evals_run_every_n_logs_and_are_flattened(
         }
         return metrics, {}
 
-    monkeypatch.setattr(sae_lens.evals, "run_evals", fake_run_evals)
+    monkeypatch.setattr(sae_trainer, "run_evals", fake_run_evals)
     cfg = make_cfg(tmp_path, wandb_log_frequency=5, eval_every_n_wandb_logs=2, n_eval_batches=3)
     trainer = make_trainer(cfg)
     trainer.fit()
