@@ -52,8 +52,8 @@ the multi-SAE runner and the command line.
 
 from __future__ import annotations
 
+import functools
 import math
-import subprocess
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -87,23 +87,54 @@ def get_library_version() -> str:
         return __version__
 
 
+@functools.cache
 def get_git_hash() -> str:
-    """Short commit hash of the git checkout holding this package, or "unknown"."""
-    checkout = Path(__file__).resolve().parent.parent
+    """Short commit hash of the git checkout holding this package, or "unknown". Read from
+    the checkout's own files, so no program runs (importing this module builds a default
+    EvalConfig); an installed copy is not a checkout."""
+    git_dir = _git_dir(Path(__file__).resolve().parent.parent)
+    commit = _head_commit(git_dir) if git_dir is not None else None
+    return commit[:_SHORT_HASH_LENGTH] if commit else "unknown"
+
+
+_SHORT_HASH_LENGTH = 7  # git's default abbreviation
+
+
+def _git_dir(checkout: Path) -> Path | None:
+    """The checkout's git directory: `.git`, or where a `.git` file (a worktree) points."""
+    dot_git = checkout / ".git"
+    if dot_git.is_dir():
+        return dot_git
+    if dot_git.is_file():
+        text = dot_git.read_text().strip()
+        if text.startswith("gitdir:"):
+            return (checkout / text.removeprefix("gitdir:").strip()).resolve()
+    return None
+
+
+def _head_commit(git_dir: Path) -> str | None:
+    """The commit HEAD names: detached, a loose ref, or a packed ref (in the common git
+    directory of a worktree)."""
     try:
-        result = subprocess.run(
-            ["git", "rev-parse", "--show-toplevel", "--short", "HEAD"],
-            cwd=checkout,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        )
-    except (subprocess.SubprocessError, OSError):
-        return "unknown"
-    toplevel, short_hash = result.stdout.split()
-    # An installed copy inside some other repository (e.g. a venv in a repo) is not a checkout.
-    return short_hash if Path(toplevel).resolve() == checkout else "unknown"
+        head = (git_dir / "HEAD").read_text().strip()
+        if not head.startswith("ref:"):
+            return head or None
+        ref = head.removeprefix("ref:").strip()
+        common = git_dir
+        if (git_dir / "commondir").is_file():
+            common = (git_dir / (git_dir / "commondir").read_text().strip()).resolve()
+        for base in (git_dir, common):
+            if (base / ref).is_file():
+                return (base / ref).read_text().strip()
+        packed = common / "packed-refs"
+        if packed.is_file():
+            for line in packed.read_text().splitlines():
+                commit, _, name = line.partition(" ")
+                if name == ref:
+                    return commit
+    except OSError:
+        return None
+    return None
 
 
 @dataclass

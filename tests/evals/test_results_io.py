@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -119,3 +120,51 @@ def test_versions_are_reported():
     except OSError:
         pytest.skip("git is not installed")
     assert get_git_hash() == (head or "unknown")
+
+
+def test_importing_the_evals_runs_no_program() -> None:
+    script = (
+        "import subprocess\n"
+        "def refuse(*args, **kwargs):\n"
+        "    raise AssertionError(f'a program was run: {args}')\n"
+        "subprocess.Popen.__init__ = refuse\n"
+        "import sae_lens.evals\n"
+        "print(sae_lens.evals.EvalConfig().git_hash)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == get_git_hash()
+
+
+@pytest.mark.parametrize("layout", ["loose", "packed", "detached", "worktree"])
+def test_the_commit_is_read_from_the_git_files(tmp_path: Path, layout: str) -> None:
+    from sae_lens.eval_metrics import _git_dir, _head_commit
+
+    def git(*args: str, cwd: Path = tmp_path / "repo") -> str:
+        return subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+            cwd=cwd, capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+
+    (tmp_path / "repo").mkdir()
+    try:
+        git("init", "-q")
+    except OSError:
+        pytest.skip("git is not installed")
+    (tmp_path / "repo" / "f").write_text("x")
+    git("add", "f")
+    git("commit", "-q", "-m", "one")
+    checkout = tmp_path / "repo"
+    if layout == "packed":
+        git("pack-refs", "--all")
+    elif layout == "detached":
+        git("checkout", "-q", "--detach")
+    elif layout == "worktree":
+        git("worktree", "add", "-q", str(tmp_path / "wt"))
+        checkout = tmp_path / "wt"
+    git_dir = _git_dir(checkout)
+    assert git_dir is not None
+    assert _head_commit(git_dir) == git("rev-parse", "HEAD", cwd=checkout)
+    assert _git_dir(tmp_path) is None
