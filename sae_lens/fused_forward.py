@@ -9,9 +9,9 @@ attention, `layer_norm`/`rms_norm`, `addmm`) and stops right after the hook. It 
 model's own weights at every call, so edits to the weights are seen.
 
 `FusedHookReader.for_model` returns None for anything it does not reproduce (another
-architecture or option, a hook it does not serve); `can_run` is False while a
-TransformerLens hook is attached to any hook point or an SAE is spliced in. Callers then use
-the model's own forward, so the two paths always give the same activations (up to float
+architecture or option, a hook it does not serve); `can_run` is False while any hook would
+run (TransformerLens, raw PyTorch or global module hooks, an SAE spliced in) or a module was
+swapped or had its forward replaced. Callers then use the model's own forward, so the two paths always give the same activations (up to float
 rounding: tests compare them hook by hook).
 """
 
@@ -38,7 +38,8 @@ from transformer_lens.components import (
     TransformerBlock,
 )
 from transformer_lens.components.mlps.mlp import MLP
-from transformer_lens.hook_points import HookPoint
+
+from sae_lens.module_hooks import global_hooks_active, own_hooks_active
 
 _ARCHITECTURES = {
     None,
@@ -108,6 +109,7 @@ class FusedHookReader:
         self.hook_name = hook_name
         self._target = target
         self._hook_points = dict(model.hook_dict)
+        self._module_ids = [(name, id(m)) for name, m in model.named_modules()]
         self._activation = _ACTIVATIONS.get(model.cfg.act_fn or "")
 
     @classmethod
@@ -126,15 +128,21 @@ class FusedHookReader:
         return self._target.layer
 
     def can_run(self) -> bool:
-        """False while any TransformerLens hook is attached or an SAE replaces a hook
-        point: only the model's own forward honours those."""
-        hook_dict = self.model.hook_dict
-        if len(hook_dict) != len(self._hook_points):
+        """Whether the fused pass computes what the model's own forward would now. False
+        while any hook would run (TransformerLens hooks, an SAE spliced into a hook point,
+        raw PyTorch hooks on any submodule, global module hooks), while a module differs
+        from the one the reader was built for (swapped, or its `forward` replaced on the
+        instance), or while the config no longer qualifies; callers then use the model's
+        own forward, which honours all of these."""
+        model = self.model
+        if global_hooks_active() or model.hook_dict != self._hook_points:
             return False
-        return all(
-            hook_dict.get(name) is point and type(point) is HookPoint and not point.fwd_hooks
-            for name, point in self._hook_points.items()
-        )
+        modules = list(model.named_modules())
+        if [(name, id(m)) for name, m in modules] != self._module_ids:
+            return False
+        if any(own_hooks_active(m) or "forward" in vars(m) for _, m in modules):
+            return False
+        return unsupported_reason(model, self.hook_name) is None
 
     def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
         """Activations at the hook for tokens [batch, pos], shaped as the hook sees them.

@@ -205,3 +205,85 @@ def test_half_precision_models_agree_to_their_rounding(dtype: torch.dtype) -> No
         assert fused.dtype == expected.dtype == dtype
         error = (fused.float() - expected.float()).abs().max()
         assert error <= relative_tolerance * expected.float().abs().max(), hook_name
+
+
+def _zero_output(module: torch.nn.Module, args: object, output: torch.Tensor) -> torch.Tensor:
+    return torch.zeros_like(output)
+
+
+class _DoublingMLP(torch.nn.Module):
+    def __init__(self, mlp: torch.nn.Module):
+        super().__init__()
+        self.inner = mlp
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 2 * self.inner(x)
+
+
+def _raw_forward_hook(model: HookedTransformer) -> object:
+    return model.blocks[0].mlp.register_forward_hook(_zero_output)
+
+
+def _raw_pre_hook_on_the_model(model: HookedTransformer) -> object:
+    return model.blocks[0].register_forward_pre_hook(lambda module, args: (args[0] * 0,))
+
+
+def _global_hook(model: HookedTransformer) -> object:
+    from torch.nn.modules.module import register_module_forward_hook
+
+    return register_module_forward_hook(
+        lambda module, args, output: output * 0 if module is model.blocks[0].mlp else None
+    )
+
+
+def _swapped_module(model: HookedTransformer) -> object:
+    original = model.blocks[0].mlp
+    model.blocks[0].mlp = _DoublingMLP(original)
+    return lambda: setattr(model.blocks[0], "mlp", original)
+
+
+def _forward_replaced_on_the_instance(model: HookedTransformer) -> object:
+    ln = model.blocks[0].ln2
+    ln.forward = lambda x: torch.zeros_like(x)
+    return lambda: delattr(ln, "forward")
+
+
+def _config_changed(model: HookedTransformer) -> object:
+    model.cfg.attn_scores_soft_cap = 1.0
+    return lambda: setattr(model.cfg, "attn_scores_soft_cap", -1.0)
+
+
+def _undo(handle: object) -> None:
+    if callable(handle):
+        handle()
+    else:
+        handle.remove()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "patch",
+    [
+        _raw_forward_hook,
+        _raw_pre_hook_on_the_model,
+        _global_hook,
+        _swapped_module,
+        _forward_replaced_on_the_instance,
+        _config_changed,
+    ],
+)
+def test_every_patch_of_the_model_stops_the_fused_pass_until_undone(patch) -> None:  # noqa: ANN001
+    model = _randomised(build_tiny_tl_model())
+    reader = FusedHookReader.for_model(model, "blocks.1.hook_resid_post")
+    assert reader is not None and reader.can_run()
+    tokens = torch.randint(0, model.cfg.d_vocab, (2, 8), generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        clean = reader(tokens)
+        handle = patch(model)
+        try:
+            assert not reader.can_run()
+            _, cache = model.run_with_cache(tokens, names_filter="blocks.1.hook_resid_post")
+            # the patch changes what the model computes, so the fused pass must not stand in
+            assert (cache["blocks.1.hook_resid_post"] - clean).abs().max() > 1e-3
+        finally:
+            _undo(handle)
+    assert reader.can_run()
