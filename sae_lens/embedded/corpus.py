@@ -1,7 +1,8 @@
 """The embedded default text corpus, built from documentation that ships with CPython.
 
 The corpus ("pydoc-corpus") holds the pydoc help topics, the docstrings of a fixed list of
-standard-library modules and the source of those that are pure Python. It is built on
+standard-library modules and the source of those that are pure Python, as documents in a
+fixed pseudo-random order (so the start of the corpus is like the rest). It is built on
 first use (a few seconds), in an isolated interpreter so that only the standard library
 is seen, and cached under ``$SAE_LENS_CACHE/embedded_corpus/<key>`` (default cache:
 ``~/.cache/sae_lens``). The key holds the corpus format version and the Python version,
@@ -24,7 +25,7 @@ from pathlib import Path
 import datasets
 
 EMBEDDED_DATASET_NAME = "pydoc-corpus"
-CORPUS_FORMAT_VERSION = 1
+CORPUS_FORMAT_VERSION = 2  # 2: documents in a fixed pseudo-random order
 TEST_EVERY = 20  # one document group in TEST_EVERY (by stable hash) goes to the test split
 SPLITS = ("train", "test")
 SPLIT_ALIASES = {"train": "train", "test": "test", "validation": "test"}
@@ -100,9 +101,21 @@ def _is_complete(path: Path) -> bool:
     return (path / _INFO_FILE).is_file() and all((path / s).is_dir() for s in SPLITS)
 
 
+def shuffled_documents(docs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The documents in a fixed pseudo-random order (by the sha256 of group and text), so
+    a run reading the corpus from the start sees every kind of text throughout, not the
+    help topics first and the source code last."""
+
+    def order(doc: tuple[str, str]) -> str:
+        group, text = doc
+        return hashlib.sha256(f"{group}\0{text}".encode()).hexdigest()
+
+    return sorted(docs, key=order)
+
+
 def _write_corpus(tmp: Path, docs: list[tuple[str, str]], key: str) -> None:
     rows: dict[str, list[str]] = {s: [] for s in SPLITS}
-    for group, text in docs:
+    for group, text in shuffled_documents(docs):
         rows["test" if is_test_group(group) else "train"].append(text)
     info: dict[str, object] = {"name": EMBEDDED_DATASET_NAME, "key": key}
     for split, texts in rows.items():

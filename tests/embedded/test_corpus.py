@@ -120,3 +120,21 @@ def test_failed_build_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyP
     with pytest.raises(KeyboardInterrupt):
         corpus.ensure_corpus(SMALL)
     assert os.listdir(tmp_path / "embedded_corpus") == []
+
+
+def test_documents_come_in_a_fixed_shuffled_order(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    # Read from the start, the corpus must not serve all help topics first and all module
+    # text last (a run's data, and its curves, would drift with the position).
+    monkeypatch.setenv("SAE_LENS_CACHE", str(tmp_path))
+    key = corpus.corpus_key(SMALL)
+    corpus.ensure_corpus(SMALL)
+    docs = corpus.collect_documents(SMALL)
+    expected = [t for g, t in corpus.shuffled_documents(docs) if not corpus.is_test_group(g)]
+    train = _texts(tmp_path, key, "train")
+    assert train == expected
+    kinds = [g.startswith("topic:") for g, _ in corpus.shuffled_documents(docs)]
+    collected_kinds = [g.startswith("topic:") for g, _ in docs]
+    assert collected_kinds == sorted(collected_kinds, reverse=True)  # topics, then modules
+    first_quarter = kinds[: len(kinds) // 4]
+    assert 0 < sum(first_quarter) < len(first_quarter)  # both kinds from the start
+    assert corpus.shuffled_documents(list(reversed(docs))) == corpus.shuffled_documents(docs)
