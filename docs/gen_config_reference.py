@@ -163,7 +163,7 @@ GROUPS: list[tuple[str, dict[str, str]]] = [
         "Checkpoints and resume",
         {
             "checkpoint_path": "Folder for checkpoints and the final SAE. A fresh run writes into `<checkpoint_path>/<run id>`; with `resume` the folder is used as given.",
-            "n_checkpoints": "Checkpoints written at evenly spaced points during training (the final SAE is always saved).",
+            "n_checkpoints": "Splits the run into this many equal parts and writes a checkpoint at each boundary inside the run: `n_checkpoints - 1` intermediate checkpoints (5.6.0's spacing; `2` writes one, halfway), plus the final SAE, which is always saved.",
             "resume": "Continue from the latest complete checkpoint in `checkpoint_path`; the result equals an uninterrupted run.",
         },
     ),
