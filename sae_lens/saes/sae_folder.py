@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from sae_lens.dtypes import dtype_from_name
+from sae_lens.file_modes import save_tensors
 
 SAE_CFG_FILENAME = "cfg.json"
 SAE_WEIGHTS_FILENAME = "sae_weights.safetensors"
@@ -131,10 +131,10 @@ def write_sae_folder(
         targets.append(folder / SPARSITY_FILENAME)
     temps = [_temp_name(t) for t in targets]
     try:
-        save_file({k: v.detach().contiguous() for k, v in state_dict.items()}, str(temps[0]))
+        save_tensors({k: v.detach().contiguous() for k, v in state_dict.items()}, temps[0])
         temps[1].write_text(json.dumps(cfg_dict, indent=2))
         if sparsity is not None:
-            save_file({"sparsity": sparsity.detach().contiguous()}, str(temps[2]))
+            save_tensors({"sparsity": sparsity.detach().contiguous()}, temps[2])
         for temp, target in zip(temps, targets, strict=True):
             os.replace(temp, target)
     finally:

@@ -74,11 +74,11 @@ def test_load_casts_to_a_requested_dtype(tmp_path: Path, random_sae: Callable[..
 def test_failed_save_leaves_no_file_behind(
     tmp_path: Path, random_sae: Callable[..., SAE], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def save_half_then_fail(tensors: dict, filename: str) -> None:
+    def save_half_then_fail(tensors: dict, filename: str | Path) -> None:
         Path(filename).write_bytes(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(sae_folder, "save_file", save_half_then_fail)
+    monkeypatch.setattr(sae_folder, "save_tensors", save_half_then_fail)
     with pytest.raises(OSError, match="disk full"):
         random_sae("standard").save_model(tmp_path)
     assert list(tmp_path.iterdir()) == []

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -90,3 +92,19 @@ def test_legacy_scaling_factor(tmp_path: Path) -> None:
         match="non-trivial 'scaling_factor' but cfg.json has finetuning_scaling_factor=false",
     ):
         read_sae_folder(tmp_path)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_every_file_gets_the_processs_normal_permissions(tmp_path: Path, umask: int) -> None:
+    # The weights must be as readable as the config next to them (collaborators on a
+    # shared disk), not owner-only as the safetensors writer leaves them.
+    from sae_lens.file_modes import current_umask
+
+    old = os.umask(umask)
+    try:
+        assert current_umask() == umask
+        written = write_sae_folder(tmp_path / "sae", CFG, _state(), torch.randn(4))
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in written}
+    assert modes == dict.fromkeys(modes, 0o666 & ~umask)
