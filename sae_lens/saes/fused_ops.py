@@ -1,34 +1,13 @@
 """Tensor helpers shared by the architectures' fused training steps: when a fused path
-may stand in for the step-by-step one (no hooks would run), the affine map, and gradient
-buffers that are added into in place."""
+may stand in for the step-by-step one (no hooks would run: `hooks_active`, from
+sae_lens.module_hooks), the affine map, and gradient buffers that are added into in
+place."""
 
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-
-def hooks_active(*modules: nn.Module) -> bool:
-    """Whether any hook (forward, backward, or a global module hook) would run when one of
-    `modules` (e.g. an SAE's hook points) is called. Fused training paths that skip a hook
-    point's call are taken only when this is False."""
-    if _global_hooks():
-        return True
-    return any(
-        m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
-        for m in modules
-    )
-
-
-def _global_hooks() -> bool:
-    from torch.nn.modules import module
-
-    return bool(
-        module._global_forward_hooks
-        or module._global_forward_pre_hooks
-        or module._global_backward_hooks
-        or module._global_backward_pre_hooks
-    )
+from sae_lens.module_hooks import hooks_active as hooks_active
 
 
 def affine(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
