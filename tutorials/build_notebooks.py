@@ -226,7 +226,11 @@ point by an SAE. `run_with_saes` splices the SAE in for one forward pass.""",
         "py",
         r'''from sae_lens import HookedSAETransformer
 
-model = HookedSAETransformer.from_pretrained("tiny-pydoc-gpt2")
+# the model as the SAE was trained on it (without weight processing; the SAE's config
+# records the loading kwargs)
+model = HookedSAETransformer.from_pretrained(
+    "tiny-pydoc-gpt2", **sae.cfg.model_from_pretrained_kwargs
+)
 prompt = (
     "def read_config(path):\n"
     '    """Read a JSON config file and return it as a dict."""\n'
