@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -45,6 +46,10 @@ TMP_DIR = ".tmp_shards"
 PROGRESS_FILE = "progress.json"
 STORE_STATE_FILE = "store_state.pt"
 _SHARD_FILE = "data-00000-of-00001.arrow"
+# What the final folder holds before state.json marks it finished.
+_CONSOLIDATED = re.compile(
+    rf"data-\d{{5}}-of-\d{{5}}\.arrow|dataset_info\.json|{re.escape(CONFIG_FILE)}"
+)
 _ROWS_PER_WRITE = 256
 # Config fields that do not change what is written: a resumed run may differ in these.
 _FIELDS_FREE_ON_RESUME = frozenset(
@@ -237,7 +242,7 @@ class CacheActivationsRunner:
             )
         names = [f"data-{i:05d}-of-{len(shards):05d}.arrow" for i in range(len(shards))]
         for shard, name in zip(shards, names, strict=True):
-            os.replace(shard / _SHARD_FILE, final_dir / name)
+            _move_once(shard / _SHARD_FILE, final_dir / name)
         shutil.copyfile(shards[0] / "dataset_info.json", final_dir / "dataset_info.json")
         (final_dir / CONFIG_FILE).write_text(json.dumps(_json_config(self.cfg), indent=2))
         fingerprint = hashlib.sha256(
@@ -293,13 +298,29 @@ def _write_state(folder: Path, data_files: list[str], fingerprint: str) -> None:
     _atomic_write_text(folder / "state.json", json.dumps(state, indent=2))
 
 
+def _move_once(source: Path, target: Path) -> None:
+    """Move `source` to `target`, where a run killed while moving the shards may already
+    have moved it."""
+    if source.exists():
+        os.replace(source, target)
+    elif not target.exists():
+        raise FileNotFoundError(f"cached shard {source} is missing: delete {target.parent}")
+
+
 def _check_output_dir(final_dir: Path) -> None:
+    """Refuse a finished cache, or a folder holding anything but an unfinished cache's
+    temporary shards and the files a killed run had already moved out of them."""
     if (final_dir / "state.json").exists():
         raise FileExistsError(
             f"{final_dir} already holds a finished activation cache: delete it or choose another path"
         )
     final_dir.mkdir(parents=True, exist_ok=True)
-    others = [p.name for p in final_dir.iterdir() if p.name != TMP_DIR]
+    unfinished = (final_dir / TMP_DIR / PROGRESS_FILE).exists()
+    others = [
+        p.name
+        for p in final_dir.iterdir()
+        if p.name != TMP_DIR and not (unfinished and _CONSOLIDATED.fullmatch(p.name))
+    ]
     if others:
         raise FileExistsError(
             f"{final_dir} is not empty ({sorted(others)[:5]}): delete it or choose another path"

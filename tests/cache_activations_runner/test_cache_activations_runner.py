@@ -234,3 +234,35 @@ def test_command_line_help_lists_the_config_fields(capsys: pytest.CaptureFixture
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "--new_cached_activations_path" in out and "--buffer_size_gb" in out
+
+
+def test_a_run_killed_while_moving_its_shards_into_place_resumes(
+    texts_file: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sae_lens.cache_activations_runner as runner_module
+
+    expected = CacheActivationsRunner(cache_config(texts_file, tmp_path / "reference")).run()
+    cfg = cache_config(texts_file, tmp_path / "cache")
+    moves = 0
+    original_replace = runner_module.os.replace
+
+    def replace_then_die_on_second_shard(src: Any, dst: Any) -> None:
+        nonlocal moves
+        if str(dst).endswith(".arrow") and Path(dst).parent == tmp_path / "cache":
+            moves += 1
+            if moves == 2:
+                raise KeyboardInterrupt
+        original_replace(src, dst)
+
+    monkeypatch.setattr(runner_module.os, "replace", replace_then_die_on_second_shard)
+    with pytest.raises(KeyboardInterrupt):
+        CacheActivationsRunner(cfg).run()
+    monkeypatch.setattr(runner_module.os, "replace", original_replace)
+    moved = sorted(p.name for p in (tmp_path / "cache").glob("data-*.arrow"))
+    assert len(moved) == 1 and moved[0].startswith("data-00000-of-")  # moved before the kill
+    assert not (tmp_path / "cache" / "state.json").exists()  # not finished
+
+    resumed = CacheActivationsRunner(cfg).run()
+    for got, want in zip(columns(resumed), columns(expected), strict=True):
+        assert torch.equal(got, want)
+    assert not (tmp_path / "cache" / ".tmp_shards").exists()
