@@ -250,7 +250,10 @@ def multiple_evals(
 
 
 def run_evaluations(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Run `multiple_evals` from parsed command-line arguments (see `build_arg_parser`)."""
+    """Run `multiple_evals` from parsed command-line arguments (see `build_arg_parser`).
+
+    It is called with 5.6.0's keyword arguments; `sae_paths`, `eval_config` and `device`
+    are added only when the arguments ask for local folders, chosen metrics or a device."""
     from sae_lens.embedded import EMBEDDED_DATASET_NAME
 
     sae_paths = list(getattr(args, "sae_paths", None) or [])
@@ -273,10 +276,20 @@ def run_evaluations(args: argparse.Namespace) -> list[dict[str, Any]]:
         ctx_lens=args.ctx_lens,
         output_dir=args.output_dir,
         verbose=args.verbose,
-        sae_paths=sae_paths,
-        eval_config=_eval_config_from_args(args),
-        device=getattr(args, "device", None),
+        **_extra_eval_options(args, sae_paths),
     )
+
+
+def _extra_eval_options(args: argparse.Namespace, sae_paths: list[str]) -> dict[str, Any]:
+    """`multiple_evals` arguments beyond 5.6.0's, for the options that are set."""
+    options: dict[str, Any] = {}
+    if sae_paths:
+        options["sae_paths"] = sae_paths
+    if any(getattr(args, flag, False) for flag in _METRIC_FLAGS):
+        options["eval_config"] = _eval_config_from_args(args)
+    if getattr(args, "device", None) is not None:
+        options["device"] = args.device
+    return options
 
 
 # EvalConfig switches exposed on the command line, with what each computes.
@@ -297,11 +310,8 @@ _METRIC_FLAGS = {
 
 
 def _eval_config_from_args(args: argparse.Namespace) -> EvalConfig:
-    """Only the metrics flagged on the command line, or all of them if none is flagged."""
-    chosen = {flag: bool(getattr(args, flag, False)) for flag in _METRIC_FLAGS}
-    if not any(chosen.values()):
-        return get_eval_everything_config()
-    return EvalConfig(**chosen)
+    """Only the metrics flagged on the command line."""
+    return EvalConfig(**{flag: bool(getattr(args, flag, False)) for flag in _METRIC_FLAGS})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -90,9 +90,12 @@ def pretokenize_dataset(
     dataset: Dataset | IterableDataset,
     tokenizer: PreTrainedTokenizerBase,
     cfg: PretokenizeRunnerConfig,
-) -> Dataset:
+) -> Dataset | IterableDataset:
     """Tokenize `cfg.column_name`, concatenate each map batch of texts into rows of
-    `cfg.context_size` tokens (column "input_ids"), and shuffle with `cfg.seed`."""
+    `cfg.context_size` tokens (column "input_ids"), shuffle with `cfg.seed`, and set the
+    torch format. A streamed `dataset` gives a lazy `IterableDataset` (as in 5.6.0)."""
+    if (cfg.streaming or isinstance(dataset, IterableDataset)) and cfg.num_proc > 1:
+        raise ValueError("num_proc must be 1 when streaming is True")
     special = {
         "begin_batch_token_id": get_special_token_from_cfg(cfg.begin_batch_token, tokenizer),
         "begin_sequence_token_id": get_special_token_from_cfg(cfg.begin_sequence_token, tokenizer),
@@ -108,29 +111,35 @@ def pretokenize_dataset(
         chunks = concat_and_batch_sequences(sequences, context_size, **special)
         return {"input_ids": [chunk.tolist() for chunk in chunks]}
 
-    if isinstance(dataset, IterableDataset):
-        if cfg.num_proc > 1:
-            raise ValueError("num_proc must be 1 when streaming is True")
-        dataset = _materialize(dataset)
-    if column not in dataset.column_names:
-        raise ValueError(f"dataset has columns {dataset.column_names}, not column_name {column!r}")
-    tokenized = dataset.map(
-        tokenize_and_chunk,
-        batched=True,
-        batch_size=cfg.pretokenize_batch_size,
-        num_proc=cfg.num_proc if cfg.num_proc > 1 else None,
-        remove_columns=dataset.column_names,
-        desc="Tokenizing",
-    )
+    columns = _column_names(dataset)
+    if column not in columns:
+        raise ValueError(f"dataset has columns {columns}, not column_name {column!r}")
+    map_options: dict[str, Any] = {"batched": True, "batch_size": cfg.pretokenize_batch_size}
+    if isinstance(dataset, Dataset):
+        map_options.update(num_proc=cfg.num_proc if cfg.num_proc > 1 else None, desc="Tokenizing")
+    tokenized = dataset.map(tokenize_and_chunk, remove_columns=columns, **map_options)
     if cfg.shuffle:
         tokenized = tokenized.shuffle(seed=cfg.seed)
+    if isinstance(tokenized, IterableDataset):
+        return tokenized.with_format("torch")
     tokenized.set_format(type="torch", columns=["input_ids"])
     return tokenized
 
 
+def _column_names(dataset: Dataset | IterableDataset) -> list[str]:
+    """The dataset's columns (for a stream of unknown features: its first row's keys)."""
+    if dataset.column_names is not None:
+        return list(dataset.column_names)
+    first = next(iter(dataset), None)
+    return [] if first is None else list(first)
+
+
 def _materialize(dataset: IterableDataset) -> Dataset:
-    """Write a streamed dataset to an arrow cache file so it can be mapped and saved."""
-    return Dataset.from_generator(lambda: iter(dataset), features=dataset.features)
+    """Write a streamed dataset to an arrow cache file so it can be saved or uploaded."""
+    rows = dataset.with_format(None)
+    dataset_out = Dataset.from_generator(lambda: iter(rows), features=rows.features)
+    dataset_out.set_format(type="torch", columns=["input_ids"])
+    return dataset_out
 
 
 def push_to_hugging_face_hub(dataset: Dataset, cfg: PretokenizeRunnerConfig) -> None:
@@ -164,7 +173,10 @@ class PretokenizeRunner:
     def __init__(self, cfg: PretokenizeRunnerConfig):
         self.cfg = cfg
 
-    def run(self) -> Dataset:
+    def run(self) -> Dataset | IterableDataset:
+        """Pretokenize, save and/or upload; returns the tokenized dataset (torch format):
+        with `cfg.streaming`, a lazy `IterableDataset` unless it is saved or uploaded, which
+        needs all its rows (the `Dataset` written is returned then)."""
         cfg = self.cfg
         if cfg.save_path is None and cfg.hf_repo_id is None:
             logger.warning("Neither save_path nor hf_repo_id is set: the result is only returned")
@@ -179,15 +191,16 @@ class PretokenizeRunner:
         tokenizer = _load_tokenizer(cfg.tokenizer_name)
         dataset = self._load_dataset()
         tokenized = pretokenize_dataset(dataset, tokenizer, cfg)
+        if cfg.save_path is None and cfg.hf_repo_id is None:
+            return tokenized
+        stored = _materialize(tokenized) if isinstance(tokenized, IterableDataset) else tokenized
         if cfg.save_path is not None:
-            tokenized.save_to_disk(cfg.save_path)
+            stored.save_to_disk(cfg.save_path)
             (Path(cfg.save_path) / PRETOKENIZE_METADATA_FILE).write_text(_metadata_json(cfg))
-            logger.info(
-                f"Saved {len(tokenized)} rows of {cfg.context_size} tokens to {cfg.save_path}"
-            )
+            logger.info(f"Saved {len(stored)} rows of {cfg.context_size} tokens to {cfg.save_path}")
         if cfg.hf_repo_id is not None:
-            push_to_hugging_face_hub(tokenized, cfg)
-        return tokenized
+            push_to_hugging_face_hub(stored, cfg)
+        return stored
 
     def _load_dataset(self) -> Dataset | IterableDataset:
         cfg = self.cfg
@@ -212,7 +225,7 @@ class PretokenizeRunner:
         return dataset
 
 
-def pretokenize_runner(cfg: PretokenizeRunnerConfig) -> Dataset:
+def pretokenize_runner(cfg: PretokenizeRunnerConfig) -> Dataset | IterableDataset:
     """Deprecated alias of `PretokenizeRunner(cfg).run()`."""
     warnings.warn(
         "pretokenize_runner is deprecated: use PretokenizeRunner", DeprecationWarning, stacklevel=2

@@ -42,8 +42,10 @@ def _window(x: torch.Tensor, threshold: torch.Tensor, bandwidth: float) -> torch
     return (x - threshold).div_(bandwidth).abs_().lt_(0.5)
 
 
-def _batch_sum(t: torch.Tensor, d_sae: int) -> torch.Tensor:
-    return t.reshape(-1, d_sae).sum(dim=0)
+def _sum_to(t: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+    """`t` [x's shape] summed over the dimensions along which `threshold` was broadcast
+    against x, giving threshold's shape (a scalar, [d_sae], [1, d_sae], ...)."""
+    return t.sum_to_size(threshold.shape)
 
 
 class ThresholdFunction(torch.autograd.Function):
@@ -72,7 +74,7 @@ class Step(ThresholdFunction):
         x, threshold = ctx.saved_tensors
         bandwidth = ctx.bandwidth
         kernel = _window(x, threshold, bandwidth).mul_(grad_output)
-        return None, -(1.0 / bandwidth) * _batch_sum(kernel, threshold.shape[-1]), None
+        return None, -(1.0 / bandwidth) * _sum_to(kernel, threshold), None
 
 
 class JumpReLU(ThresholdFunction):
@@ -91,7 +93,7 @@ class JumpReLU(ThresholdFunction):
         bandwidth = ctx.bandwidth
         x_grad = grad_output * (x > threshold)
         kernel = _window(x, threshold, bandwidth).mul_(grad_output)
-        return x_grad, -(threshold / bandwidth) * _batch_sum(kernel, threshold.shape[-1]), None
+        return x_grad, -(threshold / bandwidth) * _sum_to(kernel, threshold), None
 
 
 class JumpReLUDecode(torch.autograd.Function):
@@ -218,10 +220,11 @@ class JumpReLUArchitecture(Architecture):
         sae.b_enc.data *= norms
 
     def init_training_params(self, sae: TrainingSAEModule) -> None:
-        init_linear_params(sae)
+        # log_threshold first: parameters (and state dict keys) in 5.6.0's order
         sae.log_threshold = new_param(
             sae, sae.cfg.d_sae, fill=math.log(sae.cfg.jumprelu_init_threshold)
         )
+        init_linear_params(sae)
 
     def training_encode(
         self, sae: TrainingSAEModule, x: torch.Tensor

@@ -64,7 +64,13 @@ from sae_lens.training.store_inputs import (
     resolve_excluded_tokens,
     sliced_positions,
 )
-from sae_lens.training.token_stream import EndOfEpoch, TokenSequences, shuffled, single_split
+from sae_lens.training.token_stream import (
+    EndOfEpoch,
+    TokenSequences,
+    iter_row_tokens,
+    shuffled,
+    single_split,
+)
 
 __all__ = [
     "CHECKPOINT_STATE_VERSION",
@@ -339,14 +345,38 @@ class ActivationsStore:
     def reset_input_dataset(self) -> None:
         """Read the input dataset from its first row again."""
         self.iterable_dataset: Iterator[Any] = iter(self.dataset)
-        self._sequences = TokenSequences.for_store(
+        self._sequences = self._iterate_tokenized_sequences()
+
+    @property
+    def iterable_sequences(self) -> Iterator[torch.Tensor]:
+        """The store's stream of sequences [context_size] that `get_batch_tokens` reads
+        from: taking a sequence from it advances the store."""
+        return self._sequences
+
+    def _iterate_tokenized_sequences(self) -> TokenSequences:
+        """A new stream of sequences [context_size] over the input dataset from its first
+        row (5.6.0 name; the store's own position is unchanged)."""
+        return TokenSequences.for_store(
             self.dataset,
             self.tokens_column,
             self.context_size,
             self.store_batch_size_prompts,
-            None if self.is_dataset_tokenized else self.model.tokenizer,  # type: ignore[attr-defined]
+            self._text_tokenizer(),
             self.prepend_bos,
         )
+
+    def _iterate_raw_dataset(self) -> Iterator[Any]:
+        """The token (or text) column of each input dataset row, in order (5.6.0 name)."""
+        for row in self.dataset:
+            yield row[self.tokens_column]  # type: ignore[index]
+
+    def _iterate_raw_dataset_tokens(self) -> Iterator[torch.Tensor]:
+        """Each input dataset row as 1D tokens, text tokenized without BOS (5.6.0 name)."""
+        return iter_row_tokens(self._iterate_raw_dataset(), self._text_tokenizer())
+
+    def _text_tokenizer(self) -> Any:
+        """The model's tokenizer for a text dataset; None for a pretokenized one."""
+        return None if self.is_dataset_tokenized else self.model.tokenizer  # type: ignore[attr-defined]
 
     @property
     def n_dataset_processed(self) -> int:
@@ -471,6 +501,16 @@ class ActivationsStore:
             if self.exclude_special_tokens is not None and token_ids is not None:
                 acts = acts[~torch.isin(token_ids, self.exclude_special_tokens)]
             mixer.add(acts)
+
+    @property
+    def _storage_buffer(self) -> torch.Tensor | None:
+        """The rows kept for mixing [n, 1, d_in] (scaled once a factor is set), or None
+        while nothing is kept (5.6.0 name; `storage_buffer` fills it when empty)."""
+        mixer = self._mixer
+        if mixer is None or mixer.n_stored == 0:
+            return None
+        rows = mixer.stored_rows().unsqueeze(1)
+        return rows if self._scaler.needs_estimate else self._scaler.for_serving(rows)
 
     @property
     def storage_buffer(self) -> torch.Tensor:

@@ -9,7 +9,7 @@ TransformerLens' `to_tokens(text, prepend_bos=False)`) and concatenated into row
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -124,6 +124,17 @@ class TokenSequences:
             if raise_at_epoch_end:
                 raise EndOfEpoch(message)
         return torch.stack(rows)
+
+    def __iter__(self) -> TokenSequences:
+        return self
+
+    def __next__(self) -> torch.Tensor:
+        """The next sequence [context_size]; StopIteration when this epoch's data is used
+        up (the stream stays exhausted until `start_new_epoch`)."""
+        sequence = self.next()
+        if sequence is None:
+            raise StopIteration
+        return sequence
 
     def next(self) -> torch.Tensor | None:
         """The next sequence, or None when this epoch's data is used up."""
@@ -242,14 +253,28 @@ def _iter_row_batches(
     dataset: Dataset | IterableDataset, column: str, start: int, batch_size: int
 ) -> Iterator[Sequence[Any]]:
     """Values of `column` in groups of `batch_size` rows, from row `start` on."""
+    tokenized = column in ("tokens", "input_ids")
     if isinstance(dataset, Dataset):
-        formatted = dataset.with_format("torch" if column in ("tokens", "input_ids") else None)
+        formatted = dataset.with_format("torch" if tokenized else None)
         for i in range(start, len(dataset), batch_size):
             yield formatted[i : i + batch_size][column]
         return
-    source = dataset.skip(start) if start else dataset
+    # numpy, not torch: a stream's torch formatter copies tensors again (and warns)
+    source = dataset.with_format("numpy" if tokenized else None)
+    source = source.skip(start) if start else source
     for batch in source.iter(batch_size=batch_size):
         yield batch[column]
+
+
+def iter_row_tokens(
+    values: Iterable[Any], tokenizer: PreTrainedTokenizerBase | None
+) -> Iterator[torch.Tensor]:
+    """Each dataset row value as a 1D long tensor of tokens, in order: text tokenized
+    without BOS (as the store tokenizes it) when `tokenizer` is given, token rows as they
+    are otherwise."""
+    tokenize = None if tokenizer is None else _text_tokenizer(tokenizer)
+    for value in values:
+        yield _as_token_tensor(value) if tokenize is None else tokenize([value])[0]
 
 
 def _as_token_tensor(row: Any) -> torch.Tensor:
