@@ -63,6 +63,28 @@ def load_any_dataset(
     return datasets.load_dataset(path, split=split, streaming=streaming, **kwargs)
 
 
+HELD_OUT_SPLITS = ("test", "validation")
+
+
+def held_out_split(path: str) -> str | None:
+    """The split of the dataset named by `path` that training does not read ("test" or
+    "validation"), or None when it has none: local data files are one split, and a hub
+    dataset's splits are asked of the hub (None when it cannot be reached)."""
+    if is_embedded_dataset(path):
+        return "test"
+    if _is_saved_dataset(path):
+        loaded = datasets.load_from_disk(path)
+        names = list(loaded) if isinstance(loaded, DatasetDict) else []
+    elif _local_data_files(path) is not None or os.path.exists(path):
+        return None
+    else:
+        try:
+            names = datasets.get_dataset_split_names(path)
+        except Exception:  # offline, unknown name, or a dataset without split metadata
+            return None
+    return next((name for name in HELD_OUT_SPLITS if name in names), None)
+
+
 def find_tokens_column(columns: Iterable[str]) -> tuple[str, bool]:
     """The column holding the data and whether it is tokenized: `tokens`/`input_ids`
     (tokenized) are preferred over `text`/`problem` (raw text)."""

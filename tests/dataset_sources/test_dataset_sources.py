@@ -118,3 +118,32 @@ def test_find_tokens_column_prefers_tokens_over_text() -> None:
         match=r"columns \['id', 'body'\], none of the accepted ones \['tokens', 'input_ids', 'text', 'problem'\]",
     ):
         find_tokens_column(["id", "body"])
+
+
+def test_held_out_split_of_every_kind_of_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sae_lens.dataset_sources import held_out_split
+
+    assert held_out_split("pydoc-corpus") == "test"
+    splits = {name: Dataset.from_dict({"text": [name]}) for name in ("train", "validation")}
+    DatasetDict(splits).save_to_disk(str(tmp_path / "with_validation"))
+    assert held_out_split(str(tmp_path / "with_validation")) == "validation"
+    Dataset.from_dict({"text": TEXTS}).save_to_disk(str(tmp_path / "one_split"))
+    assert held_out_split(str(tmp_path / "one_split")) is None
+    write_jsonl(tmp_path / "data.jsonl", TEXTS)
+    assert held_out_split(str(tmp_path / "data.jsonl")) is None  # files are one split
+
+    asked: list[str] = []
+
+    def split_names(path: str) -> list[str]:
+        asked.append(path)
+        if path == "offline/or-unknown":
+            raise ConnectionError("no network")
+        return ["train", "test"] if path == "org/with-test" else ["train"]
+
+    monkeypatch.setattr(datasets, "get_dataset_split_names", split_names)
+    assert held_out_split("org/with-test") == "test"
+    assert held_out_split("org/train-only") is None
+    assert held_out_split("offline/or-unknown") is None
+    assert asked == ["org/with-test", "org/train-only", "offline/or-unknown"]
