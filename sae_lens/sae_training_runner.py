@@ -206,12 +206,14 @@ class SAETrainingRunner:
         return state["extra"].get("wandb_run_id") or default_id
 
     def _write_run_config(self) -> None:
-        """`run_config.json` in the run folder: `--config` for resuming from the CLI."""
+        """`run_config.json` in the run folder: `--config` for resuming from the CLI, from
+        any working directory (the run folder is stored as an absolute path)."""
         path = Path(self.cfg.checkpoint_path) / RUN_CONFIG_FILENAME
         path.parent.mkdir(parents=True, exist_ok=True)
+        run_config = {**self.cfg.to_dict(), "checkpoint_path": str(path.parent.resolve())}
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "w") as f:
-            json.dump(self.cfg.to_dict(), f, indent=2)
+            json.dump(run_config, f, indent=2)
         os.replace(tmp, path)
 
     def _compile_model_if_needed(self) -> None:
@@ -408,7 +410,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InterruptedException as error:
         print(
             f"{error}\nresume with: python -m sae_lens.sae_training_runner --config "
-            f"{Path(cfg.checkpoint_path) / RUN_CONFIG_FILENAME} --resume true",
+            f"{Path(cfg.checkpoint_path).resolve() / RUN_CONFIG_FILENAME} --resume true",
             file=sys.stderr,
         )
         return 130

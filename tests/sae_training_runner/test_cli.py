@@ -130,3 +130,20 @@ def test_cli_trains_on_the_embedded_model_and_resumes_a_finished_run(
 
     assert main(["--config", str(run_dir / "run_config.json"), "--resume", "true"]) == 0
     assert f"{run_dir / 'final_768'}" in capsys.readouterr().out
+
+
+def test_the_run_config_resumes_from_any_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "here").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    assert main([*TINY_RUN, "--checkpoint_path", "runs", "--wandb_id", "rel"]) == 0
+    run_config = tmp_path / "here" / "runs" / "rel" / "run_config.json"
+    assert json.loads(run_config.read_text())["checkpoint_path"] == str(run_config.parent)
+    capsys.readouterr()
+
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert main(["--config", str(run_config), "--resume", "true"]) == 0
+    assert str(run_config.parent / "final_768") in capsys.readouterr().out
+    assert list((tmp_path / "elsewhere").iterdir()) == []
