@@ -163,7 +163,12 @@ class SAETrainingRunner:
         """Train the SAE (or finish a resumed run) and return it."""
 
         if self._finished_sae_folder is not None:
+            self._announce(
+                f"run {Path(self.cfg.checkpoint_path).resolve()} already finished: returning "
+                f"its final SAE {self._finished_sae_folder.resolve()}"
+            )
             return TrainingSAE.load_from_pretrained(str(self._finished_sae_folder), self.cfg.device)
+        self._announce_start()
         trainer = SAETrainer(
             model=self.model,
             sae=self.sae,
@@ -187,6 +192,26 @@ class SAETrainingRunner:
             self._plot_curves()
         logger.info(f"training finished: run folder {self.cfg.checkpoint_path}")
         return sae
+
+    def _announce(self, message: str) -> None:
+        """Tell the user (on stderr, beside the progress bar) what the run does, when
+        `cfg.verbose`."""
+        if self.cfg.verbose:
+            print(message, file=sys.stderr, flush=True)
+
+    def _announce_start(self) -> None:
+        cfg, sae = self.cfg, self.sae
+        run_dir = Path(cfg.checkpoint_path).resolve()
+        what = (
+            f"{sae.cfg.architecture} SAE (d_in={sae.cfg.d_in}, d_sae={sae.cfg.d_sae}) on "
+            f"{cfg.model_name} {cfg.hook_name}: {cfg.total_training_steps:,} steps of "
+            f"{cfg.train_batch_size_tokens:,} tokens"
+        )
+        if self._resume_state is None:
+            self._announce(f"training a {what}; run folder {run_dir}")
+        else:
+            step = self._resume_state["trainer"]["n_training_steps"]
+            self._announce(f"resuming at step {step:,}: {what}; run folder {run_dir}")
 
     def _restore(self, trainer: SAETrainer) -> str:
         """Load the resume state into `trainer`; returns the wandb run id to use."""

@@ -185,3 +185,27 @@ def test_resume_errors_come_before_the_model_is_loaded(
         ValueError, match=r"cannot resume: .* in \['d_sae'\] \(d_sae: checkpoint 32, now 64\)"
     ):
         SAETrainingRunner(changed)
+
+
+def test_a_verbose_run_says_what_it_trains_where_and_from_which_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tiny_cfg(tmp_path, verbose=True)
+    run_dir = Path(cfg.checkpoint_path).resolve()
+    with signal_at_batch(monkeypatch, 30):
+        with pytest.raises(InterruptedException):
+            tiny_runner(cfg).run()
+    err = capsys.readouterr().err
+    assert (
+        "training a standard SAE (d_in=16, d_sae=32) on tiny-test-model "
+        f"blocks.1.hook_resid_pre: 60 steps of 32 tokens; run folder {run_dir}"
+    ) in err
+
+    tiny_runner(tiny_cfg(tmp_path, resume=True, verbose=True, checkpoint_path=str(run_dir))).run()
+    assert "resuming at step 30: standard SAE (d_in=16, d_sae=32)" in capsys.readouterr().err
+
+    tiny_runner(tiny_cfg(tmp_path, resume=True, verbose=True, checkpoint_path=str(run_dir))).run()
+    assert f"run {run_dir} already finished" in capsys.readouterr().err
+
+    tiny_runner(tiny_cfg(tmp_path / "quiet")).run()  # verbose=False: nothing said
+    assert capsys.readouterr().err == ""
