@@ -79,8 +79,6 @@ class CacheActivationsRunner:
             device=cfg.device,
             model_from_pretrained_kwargs=cfg.model_from_pretrained_kwargs,
         )
-        if cfg.compile_llm:
-            self.model = torch.compile(self.model, mode=cfg.llm_compilation_mode)  # type: ignore[assignment]
         self.activations_store = ActivationsStore(
             model=self.model,
             dataset=override_dataset if override_dataset is not None else cfg.dataset_path,
@@ -93,6 +91,8 @@ class CacheActivationsRunner:
             dataset_trust_remote_code=cfg.dataset_trust_remote_code,
             **cache_store_arguments(cfg),  # what the store reading the cache back uses too
         )
+        if cfg.compile_llm:
+            self.activations_store.compile_model_forward(cfg.llm_compilation_mode)
         self.context_size = cfg.sliced_context_size
         self.features = Features(
             {

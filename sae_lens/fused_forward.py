@@ -111,6 +111,10 @@ class FusedHookReader:
         self._hook_points = dict(model.hook_dict)
         self._module_ids = [(name, id(m)) for name, m in model.named_modules()]
         self._activation = _ACTIVATIONS.get(model.cfg.act_fn or "")
+        self._forward: Callable[[torch.Tensor], torch.Tensor] = self._fused_pass
+        # 1 / attn_scale per block as a Python float (TransformerLens keeps a NumPy scalar,
+        # which torch.compile cannot take under inference mode); the config fixes it.
+        self._attn_scales = {block: 1.0 / float(block.attn.attn_scale) for block in model.blocks}
 
     @classmethod
     def for_model(cls, model: Any, hook_name: str) -> FusedHookReader | None:
@@ -144,9 +148,18 @@ class FusedHookReader:
             return False
         return unsupported_reason(model, self.hook_name) is None
 
+    def compile(self, mode: str | None = None) -> None:
+        """Run the fused pass through `torch.compile` (with `mode`) from now on; it compiles
+        on its first call. The model's own forward, used while `can_run` is False, stays
+        eager."""
+        self._forward = torch.compile(self._fused_pass, mode=mode)
+
     def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
         """Activations at the hook for tokens [batch, pos], shaped as the hook sees them.
         Run it under `torch.inference_mode()`; the result may be a view."""
+        return self._forward(tokens)
+
+    def _fused_pass(self, tokens: torch.Tensor) -> torch.Tensor:
         model, target = self.model, self._target
         tokens = tokens.to(model.embed.W_E.device)
         n_pos = tokens.shape[1]
@@ -174,7 +187,7 @@ class FusedHookReader:
         cfg = self.model.cfg
         if point == "hook_resid_pre":
             return resid_pre, resid_pre
-        z = _attention(block.attn, _norm(block.ln1, resid_pre))
+        z = _attention(block.attn, _norm(block.ln1, resid_pre), self._attn_scales[block])
         if point == "attn.hook_z":
             return resid_pre, z
         attn_out = _linear(z.flatten(-2), block.attn.W_O.flatten(0, 1), block.attn.b_O)
@@ -307,7 +320,9 @@ def _norm(norm: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return normalized
 
 
-def _attention(attn: Attention | GroupedQueryAttention, x: torch.Tensor) -> torch.Tensor:
+def _attention(
+    attn: Attention | GroupedQueryAttention, x: torch.Tensor, scale: float
+) -> torch.Tensor:
     """hook_z [batch, pos, head, d_head] of causal multi-head attention over x."""
     n_heads, d_head = attn.b_Q.shape
     weights = torch.cat(
@@ -324,6 +339,6 @@ def _attention(attn: Attention | GroupedQueryAttention, x: torch.Tensor) -> torc
         k.transpose(1, 2),
         v.transpose(1, 2),
         is_causal=True,
-        scale=1.0 / float(attn.attn_scale),
+        scale=scale,
     )
     return z.transpose(1, 2)

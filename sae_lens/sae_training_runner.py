@@ -113,6 +113,8 @@ class SAETrainingRunner:
         self.activations_store = ActivationsStore.from_config(
             self.model, cfg, override_dataset=override_dataset
         )
+        if cfg.compile_llm:
+            self.activations_store.compile_model_forward(cfg.llm_compilation_mode)
         self.sae = override_sae if override_sae is not None else self._build_sae()
 
     # --- setup -----------------------------------------------------------------------------
@@ -179,7 +181,6 @@ class SAETrainingRunner:
         resuming = self._resume_state is not None
         wandb_run_id = self._restore(trainer)
         self._write_run_config()
-        self._compile_model_if_needed()
         if self.cfg.log_to_wandb:
             start_wandb_run(self.cfg, wandb_run_id, resume=resuming)
         succeeded = False
@@ -240,11 +241,6 @@ class SAETrainingRunner:
         with open(tmp, "w") as f:
             json.dump(run_config, f, indent=2)
         os.replace(tmp, path)
-
-    def _compile_model_if_needed(self) -> None:
-        if self.cfg.compile_llm:
-            self.model = torch.compile(self.model, mode=self.cfg.llm_compilation_mode)
-            self.activations_store.model = self.model
 
     def _plot_curves(self) -> None:
         run_dir = Path(self.cfg.checkpoint_path)

@@ -36,6 +36,7 @@ from sae_lens.config import (
 from sae_lens.dataset_sources import load_any_dataset
 from sae_lens.dtypes import DTYPE_MAP as DTYPE_MAP  # 5.6.0 re-export
 from sae_lens.dtypes import dtype_from_name
+from sae_lens.fused_forward import unsupported_reason
 from sae_lens.hook_activations import sae_view
 from sae_lens.sae import SAE as SAE  # 5.6.0 re-export
 from sae_lens.tokenization_and_batching import (
@@ -267,6 +268,21 @@ class ActivationsStore:
         self._mixer: MixingBuffer | None = None
         self._dataloader = None
         self._fused_reader = fused_reader_for(model, hook_name, hook_layer, self.model_kwargs)
+
+    def compile_model_forward(self, mode: str | None = None) -> None:
+        """Compile the pass that computes the activations (`compile_llm`): the fused forward
+        goes through `torch.compile`. A ValueError, before any work, when the fused forward
+        does not serve this model and hook (compiling the model object would not touch
+        the hooked forward the store runs)."""
+        if self._fused_reader is None:
+            reason = unsupported_reason(self.model, self.hook_name) or (
+                "model_kwargs are set" if self.model_kwargs else "hook_layer is below the hook"
+            )
+            raise ValueError(
+                f"compile_llm needs the fused forward pass, which cannot read {self.hook_name!r} "
+                f"of this model ({reason}); set compile_llm=False"
+            )
+        self._fused_reader.compile(mode)
 
     # ------------------------------------------------------------------ setup helpers
 

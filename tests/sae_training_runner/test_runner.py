@@ -14,6 +14,7 @@ from sae_lens.training.geometric_median import compute_geometric_median
 from sae_lens.training.metrics_log import read_metrics
 from sae_lens.training.sae_trainer import TrainingDivergedError
 from sae_lens.training.training_sae import TrainingSAE
+from tests.conftest import build_tiny_tl_model
 from tests.sae_training_runner.runner_helpers import (
     final_state,
     signal_at_batch,
@@ -209,3 +210,22 @@ def test_a_verbose_run_says_what_it_trains_where_and_from_which_step(
 
     tiny_runner(tiny_cfg(tmp_path / "quiet")).run()  # verbose=False: nothing said
     assert capsys.readouterr().err == ""
+
+
+def test_compile_llm_compiles_the_activation_pass_or_is_refused_before_training(
+    tmp_path: Path,
+) -> None:
+    from sae_lens.fused_forward import FusedHookReader
+
+    runner = tiny_runner(tiny_cfg(tmp_path, compile_llm=True))
+    reader = runner.activations_store._fused_reader
+    assert isinstance(reader, FusedHookReader)
+    assert reader._forward != reader._fused_pass  # the compiled pass serves activations
+
+    unserved = build_tiny_tl_model(use_attn_result=True)
+    with pytest.raises(ValueError, match="compile_llm needs the fused forward pass"):
+        SAETrainingRunner(
+            tiny_cfg(tmp_path, compile_llm=True),
+            override_model=unserved,
+            override_dataset=token_dataset(),
+        )

@@ -510,3 +510,27 @@ def test_reset_input_dataset_reads_from_the_first_row_again(model: HookedTransfo
     store.get_batch_tokens()
     store.reset_input_dataset()
     assert torch.equal(store.get_batch_tokens(), first)
+
+
+def test_compile_model_forward_compiles_the_pass_that_serves_activations(
+    model: HookedTransformer,
+) -> None:
+    from torch._dynamo.utils import counters
+
+    eager = make_store(model, token_dataset(8), hook_name="blocks.1.hook_resid_post")
+    compiled = make_store(model, token_dataset(8), hook_name="blocks.1.hook_resid_post")
+    compiled.compile_model_forward()
+    tokens = eager.get_batch_tokens()
+    frames_before = counters["frames"]["ok"]
+    acts = compiled.get_activations(tokens)
+    assert counters["frames"]["ok"] > frames_before  # torch.compile really ran
+    torch.testing.assert_close(acts, eager.get_activations(tokens), atol=1e-5, rtol=1e-5)
+
+
+def test_compile_model_forward_is_refused_where_the_fused_pass_cannot_serve() -> None:
+    unserved = build_tiny_tl_model(use_attn_result=True)
+    store = make_store(unserved, token_dataset(8), hook_name="blocks.1.hook_resid_post")
+    with pytest.raises(
+        ValueError, match=r"compile_llm needs the fused forward .*use_attn_result=True"
+    ):
+        store.compile_model_forward()
