@@ -55,9 +55,18 @@ def demo_config(output_dir: str, training_tokens: int) -> LanguageModelSAERunner
 
 
 def final_evaluation(runner: SAETrainingRunner, sae: Any) -> dict[str, float]:
-    """L0, explained variance and CE loss score of the trained SAE on fresh data."""
+    """L0, explained variance, CE loss score and never-firing latents of the trained SAE,
+    on the corpus's held-out split (documents training never read)."""
+    from sae_lens.dataset_sources import held_out_split, load_any_dataset
     from sae_lens.evals import EvalConfig, run_evals
+    from sae_lens.training.activations_store import ActivationsStore
 
+    cfg = runner.cfg
+    split = held_out_split(cfg.dataset_path)
+    assert split is not None, f"{cfg.dataset_path} has no held-out split"
+    held_out = ActivationsStore.from_config(
+        runner.model, cfg, override_dataset=load_any_dataset(cfg.dataset_path, split=split)
+    )
     eval_config = EvalConfig(
         batch_size_prompts=8,
         n_eval_reconstruction_batches=10,
@@ -65,9 +74,11 @@ def final_evaluation(runner: SAETrainingRunner, sae: Any) -> dict[str, float]:
         compute_ce_loss=True,
         compute_sparsity_metrics=True,
         compute_variance_metrics=True,
+        compute_featurewise_density_statistics=True,
     )
-    metrics, _ = run_evals(sae.eval(), runner.activations_store, runner.model, eval_config)
+    metrics, features = run_evals(sae.eval(), held_out, runner.model, eval_config)
     performance = metrics["model_performance_preservation"]
+    never_fired = sum(density == 0 for density in features["feature_density"])
     return {
         "L0 (active latents per token)": metrics["sparsity"]["l0"],
         "explained variance": metrics["reconstruction_quality"]["explained_variance"],
@@ -75,6 +86,7 @@ def final_evaluation(runner: SAETrainingRunner, sae: Any) -> dict[str, float]:
         "CE loss without SAE": performance["ce_loss_without_sae"],
         "CE loss with SAE": performance["ce_loss_with_sae"],
         "CE loss with zero ablation": performance["ce_loss_with_ablation"],
+        f"latents never firing (of {sae.cfg.d_sae})": never_fired,
     }
 
 
@@ -104,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_dir = Path(cfg.checkpoint_path)
     print("\nFinal evaluation (held-out batches of the corpus):")
     for name, value in metrics.items():
-        print(f"  {name:<28} {value:.4f}")
+        print(f"  {name:<32} {value:.4f}" if isinstance(value, float) else f"  {name:<32} {value}")
     print()
     print_run_outputs(run_dir)
     print(f"total time:       {elapsed:.0f} s")

@@ -17,6 +17,7 @@ import random
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
@@ -87,6 +88,7 @@ class SAETrainingRunner:
     ) -> None:
 
         _check_schedules(cfg)
+        _warn_if_dead_latents_cannot_show(cfg)
         self.cfg = cfg
         reuse_freed_memory_on_cpu(cfg.device)
         self._resume_state: dict[str, Any] | None = None
@@ -292,6 +294,20 @@ def _check_schedules(cfg: LanguageModelSAERunnerConfig) -> None:
         lr_end=cast(float, cfg.lr_end),
         num_cycles=cfg.n_restart_cycles,
     )
+
+
+def _warn_if_dead_latents_cannot_show(cfg: LanguageModelSAERunnerConfig) -> None:
+    """A latent counts as dead after `dead_feature_window` steps without firing: in a
+    shorter run none can, so say so rather than let the metrics read 0 dead."""
+    if cfg.dead_feature_window >= cfg.total_training_steps:
+        warnings.warn(
+            f"dead_feature_window ({cfg.dead_feature_window} steps) is not shorter than this "
+            f"run ({cfg.total_training_steps} steps): no latent can count as dead during "
+            "training, so the dead-feature metrics stay 0 and the losses that act on dead "
+            "latents (topk's AuxK, ghost grads) never switch on. Lower dead_feature_window "
+            "for short runs; an evaluation's feature density shows latents that never fire.",
+            stacklevel=3,
+        )
 
 
 def _seed_everything(seed: int) -> None:
