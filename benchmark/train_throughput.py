@@ -377,7 +377,7 @@ def _time_our_steps(job: dict[str, Any], cfg: Any, model: Any, store: Any) -> di
         model=model, sae=fresh, activation_store=store, save_checkpoint_fn=lambda **_: None, cfg=cfg
     )
     result["trainer_step"] = wl.time_steps(
-        lambda: trainer._train_step(batch, 0), job["step_bench_steps"]
+        lambda: trainer._train_step(trainer.sae, batch), job["step_bench_steps"]
     )
     return result
 

@@ -8,6 +8,7 @@ import json
 import math
 import os
 import uuid
+import warnings
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
@@ -37,6 +38,11 @@ SPECIAL_TOKEN_NAMES = ("bos", "eos", "sep")
 
 # The embedded default model's residual width: the default d_in matches it.
 EMBEDDED_D_MODEL = 128
+
+
+class ConfigFieldError(TypeError, ValueError):
+    """A config dict names a field the config class lacks, or lacks a required one. A
+    TypeError, as the dataclass call in 5.6.0 raised, and a ValueError (bad input)."""
 
 
 def json_dict(s: str) -> Any:
@@ -258,7 +264,8 @@ class LanguageModelSAERunnerConfig:
         _require_choice("model_class_name", self.model_class_name, MODEL_CLASS_NAMES)
         _require_choice("normalize_activations", self.normalize_activations, NORMALIZE_ACTIVATIONS)
         _require_choice("b_dec_init_method", self.b_dec_init_method, B_DEC_INIT_METHODS)
-        _require_choice("lr_scheduler_name", self.lr_scheduler_name, LR_SCHEDULERS)
+        # get_lr_scheduler reads the name case-insensitively, as 5.6.0 did
+        _require_choice("lr_scheduler_name", str(self.lr_scheduler_name).lower(), LR_SCHEDULERS)
         _require_choice(
             "mse_loss_normalization", self.mse_loss_normalization, MSE_LOSS_NORMALIZATIONS
         )
@@ -334,8 +341,8 @@ class LanguageModelSAERunnerConfig:
         required = architecture.required_activation_fn
         if required is not None and self.activation_fn != required:
             raise ValueError(
-                f"activation_fn must be {required!r} for architecture {self.architecture!r}, "
-                f"got {self.activation_fn!r}"
+                f"If using {self.architecture} architecture, activation_fn must be {required}. "
+                f"Got activation_fn={self.activation_fn!r}."
             )
         if self.activation_fn_kwargs is None:
             self.activation_fn_kwargs = (
@@ -345,6 +352,11 @@ class LanguageModelSAERunnerConfig:
             )
         if self.activation_fn == "topk":
             k = self.activation_fn_kwargs.get("k")
+            if k is None:
+                raise ValueError(
+                    "activation_fn_kwargs.k must be provided for topk architecture. "
+                    "(activation_fn 'topk' keeps each token's k largest latents)"
+                )
             if not isinstance(k, int) or k < 1:
                 raise ValueError(
                     f"activation_fn_kwargs['k'] must be a positive int for topk, got {k!r}"
@@ -357,8 +369,12 @@ class LanguageModelSAERunnerConfig:
                 self.expansion_factor = 4
         _require_positive("d_sae", self.d_sae)
         if self.activation_fn == "topk" and self.activation_fn_kwargs["k"] > self.d_sae:
-            raise ValueError(
-                f"activation_fn_kwargs['k'] ({self.activation_fn_kwargs['k']}) exceeds d_sae ({self.d_sae})"
+            # 5.6.0 accepted this (its tests build such configs); the SAE's forward fails
+            warnings.warn(
+                f"activation_fn_kwargs['k'] ({self.activation_fn_kwargs['k']}) exceeds d_sae "
+                f"({self.d_sae}): the SAE cannot encode until k <= d_sae",
+                UserWarning,
+                stacklevel=3,
             )
         self.tokens_per_buffer = (
             self.train_batch_size_tokens * self.context_size * self.n_batches_in_buffer
@@ -447,7 +463,7 @@ class LanguageModelSAERunnerConfig:
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - names - {"tokens_per_buffer"})
         if unknown:
-            raise ValueError(f"unknown LanguageModelSAERunnerConfig fields: {unknown}")
+            raise ConfigFieldError(f"unknown LanguageModelSAERunnerConfig fields: {unknown}")
         kwargs = {k: v for k, v in data.items() if k in names}
         if "seqpos_slice" in kwargs:
             kwargs["seqpos_slice"] = _as_seqpos_tuple(kwargs["seqpos_slice"])

@@ -24,6 +24,7 @@ from torch import nn
 from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
+from sae_lens.config import ConfigFieldError
 from sae_lens.dtypes import DTYPE_MAP as DTYPE_MAP  # 5.6.0 re-export
 from sae_lens.dtypes import dtype_from_name
 from sae_lens.lazy_names import lazy_names
@@ -73,6 +74,32 @@ _LEGACY_KEYS = {
     "activation_fn": "activation_fn_str",
 }
 
+# The order of `SAEConfig.to_dict` (and so of cfg.json) in 5.6.0.
+_CFG_JSON_ORDER = (
+    "architecture",
+    "d_in",
+    "d_sae",
+    "dtype",
+    "device",
+    "model_name",
+    "hook_name",
+    "hook_layer",
+    "hook_head_index",
+    "activation_fn_str",
+    "activation_fn_kwargs",
+    "apply_b_dec_to_input",
+    "finetuning_scaling_factor",
+    "sae_lens_training_version",
+    "prepend_bos",
+    "dataset_path",
+    "dataset_trust_remote_code",
+    "context_size",
+    "normalize_activations",
+    "neuronpedia_id",
+    "model_from_pretrained_kwargs",
+    "seqpos_slice",
+)
+
 T = TypeVar("T", bound="SAE")
 
 # Shapes of tensors crossing the SAE's boundary.
@@ -82,10 +109,13 @@ LatentActs = Float[torch.Tensor, "... d_sae"]
 
 def config_kwargs(cls: type, config_dict: dict[str, Any]) -> dict[str, Any]:
     """The entries of `config_dict` that are fields of dataclass `cls` (unknown keys are
-    dropped, legacy names renamed, `seqpos_slice` made a tuple); refuses missing fields."""
+    dropped, legacy names renamed where the current name is absent, `seqpos_slice` made a
+    tuple); a missing required field is a `ConfigFieldError` (a TypeError, as in 5.6.0)."""
     names = {f.name for f in fields(cls)}
-    kwargs = {_LEGACY_KEYS.get(k, k): v for k, v in config_dict.items()}
-    kwargs = {k: v for k, v in kwargs.items() if k in names}
+    kwargs = {k: v for k, v in config_dict.items() if k in names}
+    for old, new in _LEGACY_KEYS.items():
+        if old in config_dict and new not in config_dict and new in names:
+            kwargs[new] = config_dict[old]
     if "seqpos_slice" in kwargs:
         seqpos = kwargs["seqpos_slice"]
         kwargs["seqpos_slice"] = tuple(seqpos) if isinstance(seqpos, (list, tuple)) else (seqpos,)
@@ -96,7 +126,7 @@ def config_kwargs(cls: type, config_dict: dict[str, Any]) -> dict[str, Any]:
     ]
     missing = [name for name in required if name not in kwargs]
     if missing:
-        raise ValueError(f"{cls.__name__} is missing required field(s) {missing}")
+        raise ConfigFieldError(f"{cls.__name__} is missing required field(s) {missing}")
     return kwargs
 
 
@@ -133,8 +163,8 @@ class SAEConfig:
         return cls(**config_kwargs(cls, config_dict))
 
     def to_dict(self) -> dict[str, Any]:
-        """All fields, JSON-serialisable (what `cfg.json` holds)."""
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        """All fields, JSON-serialisable (what `cfg.json` holds), in 5.6.0's key order."""
+        out = {name: getattr(self, name) for name in _CFG_JSON_ORDER}
         out["activation_fn_kwargs"] = self.activation_fn_kwargs or {}
         return out
 
@@ -171,7 +201,8 @@ class SAE(HookedRootModule):
     def __init__(self, cfg: SAEConfig, use_error_term: bool = False):
         super().__init__()
         self.architecture = get_architecture(cfg.architecture)
-        if cfg.normalize_activations not in NORMALIZE_ACTIVATIONS:
+        # None (5.6.0's Gemma Scope configs) means "none", as it did there.
+        if cfg.normalize_activations not in (*NORMALIZE_ACTIVATIONS, None):
             raise ValueError(
                 f"normalize_activations must be one of {list(NORMALIZE_ACTIVATIONS)}, "
                 f"got {cfg.normalize_activations!r}"
@@ -295,7 +326,8 @@ class SAE(HookedRootModule):
 
     # --- device and dtype --------------------------------------------------------------
     def to(self, *args: Any, **kwargs: Any) -> SAE:  # type: ignore[override]
-        """`nn.Module.to`, also updating `self.device`/`self.dtype` and the config."""
+        """`nn.Module.to`, also updating `self.device`/`self.dtype` and the config (as
+        5.6.0: `cfg.device = str(device)`, `cfg.dtype = str(dtype)`, e.g. "torch.float16")."""
         device, dtype = _parse_to_args(args, kwargs)
         result = super().to(*args, **kwargs)
         if device is not None:
@@ -303,7 +335,7 @@ class SAE(HookedRootModule):
             self.cfg.device = str(device)
         if dtype is not None:
             self.dtype = dtype
-            self.cfg.dtype = str(dtype).removeprefix("torch.")
+            self.cfg.dtype = str(dtype)
         return result
 
     # --- forward pass ------------------------------------------------------------------
@@ -314,7 +346,7 @@ class SAE(HookedRootModule):
         sae_out = self.decode(feature_acts)
         if self.use_error_term:
             with torch.no_grad():
-                with _hooks_bypassed(self):
+                with _disable_hooks(self):
                     clean_out = self.decode(self.encode(x))
                 error = x - clean_out
                 hooked_error = self.hook_sae_error(error)
@@ -456,7 +488,7 @@ _IDENTITY = nn.Identity()
 
 
 @contextmanager
-def _hooks_bypassed(sae: SAE) -> Iterator[None]:
+def _disable_hooks(sae: SAE) -> Iterator[None]:
     """Run the SAE with its hook points replaced by identities (no hook fires)."""
     hook_points = dict(sae.hook_dict)
     try:

@@ -3,6 +3,7 @@ and `topk` (keep the k largest pre-activations of each token, zero the rest)."""
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -23,9 +24,9 @@ class TopK(nn.Module):
 
     def __init__(self, k: int, postact_fn: Callable[[torch.Tensor], torch.Tensor] = nn.ReLU()):
         super().__init__()
-        if not isinstance(k, int) or k < 1:
+        if not isinstance(k, numbers.Integral) or k < 1:
             raise ValueError(f"TopK needs a positive int k, got {k!r}")
-        self.k = k
+        self.k = int(k)
         self.postact_fn = postact_fn
 
     def select(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -149,6 +149,8 @@ def get_sae_config(release: str, sae_id: str, options: SAEConfigLoadOptions) -> 
     """The SAE's config: its format's config, then the release's `config_overrides` and
     Neuronpedia id, then `options.cfg_overrides`, then defaults for missing fields."""
     sae_info = get_pretrained_saes_directory().get(release)
+    if sae_info is None and not looks_like_repo_id(release):
+        raise ValueError(unknown_release_message(release))
     repo_id, folder_name = get_repo_id_and_folder_name(release, sae_id)
     overrides: dict[str, Any] = {}
     if sae_info is not None:

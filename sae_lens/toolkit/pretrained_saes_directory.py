@@ -121,13 +121,12 @@ def looks_like_repo_id(name: str) -> bool:
 def get_repo_id_and_folder_name(release: str, sae_id: str) -> tuple[str, str]:
     """The Hugging Face repo and the path inside it of `sae_id` from `release`.
 
-    A release that is not in the registry but looks like a repo id ('owner/name') is
-    taken as that repo, with `sae_id` as the folder inside it.
+    A release that is not in the registry is taken as a repo id, with `sae_id` as the
+    folder inside it (as in 5.6.0; `SAE.from_pretrained` refuses names that are not
+    'owner/name' repo ids or local folders, with a hint of the closest releases).
     """
     sae_info = get_pretrained_saes_directory().get(release)
     if sae_info is None:
-        if not looks_like_repo_id(release):
-            raise ValueError(unknown_release_message(release))
         return release, sae_id
     if sae_id not in sae_info.saes_map:
         raise ValueError(unknown_sae_id_message(release, sae_id))

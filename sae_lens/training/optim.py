@@ -3,14 +3,13 @@
 The learning rate follows three phases, as in SAELens 5.6.0: an optional linear warm-up
 from `lr / warm_up_steps` to `lr`, a main phase (constant, cosine annealing to `lr_end`,
 or cosine annealing with warm restarts), and an optional linear decay to 0 over the last
-`decay_steps` steps. The schedule is computed in closed form from the step index, so a
-restored scheduler continues exactly where it stopped.
+`decay_steps` steps. `get_lr_scheduler` builds the same torch schedulers 5.6.0 did, chained
+by a `SequentialLR`, so code that inspects them (`scheduler._schedulers`) keeps working and
+`state_dict()` / `load_state_dict()` continue a schedule where it stopped.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from typing import Any
 
 from torch import nn, optim
@@ -30,43 +29,7 @@ def make_adam(module: nn.Module, lr: float, betas: tuple[float, float]) -> optim
     return optim.Adam(params, lr=lr, betas=betas, fused=fused or None)
 
 
-@dataclass
-class LRMultiplier:
-    """Maps an optimizer step index to the factor applied to the base learning rate."""
-
-    scheduler_name: str
-    warm_up_steps: int
-    main_steps: int
-    decay_steps: int
-    end_ratio: float  # lr_end / lr: the floor of the cosine schedules
-    decay_start_ratio: float  # where the linear decay starts, relative to lr
-    cycle_steps: int  # length of one cosine cycle
-
-    def __call__(self, step: int) -> float:
-        if step < self.warm_up_steps:
-            return self._warm_up(step)
-        step_in_main = step - self.warm_up_steps
-        if self.decay_steps > 0 and step_in_main >= self.main_steps:
-            decay_step = min(step_in_main - self.main_steps, self.decay_steps)
-            return self.decay_start_ratio * (1.0 - decay_step / self.decay_steps)
-        return self._main(step_in_main)
-
-    def _warm_up(self, step: int) -> float:
-        if self.warm_up_steps == 1:
-            return 1.0
-        start = 1.0 / self.warm_up_steps
-        return start + (1.0 - start) * step / (self.warm_up_steps - 1)
-
-    def _main(self, step: int) -> float:
-        if self.scheduler_name == "constant":
-            return 1.0
-        if self.scheduler_name == "cosineannealingwarmrestarts":
-            step = step % self.cycle_steps
-        cosine = (1.0 + math.cos(math.pi * step / self.cycle_steps)) / 2.0
-        return self.end_ratio + (1.0 - self.end_ratio) * cosine
-
-
-def lr_multiplier(
+def check_lr_schedule(
     scheduler_name: str,
     training_steps: int,
     lr: float,
@@ -74,13 +37,13 @@ def lr_multiplier(
     decay_steps: int,
     lr_end: float,
     num_cycles: int,
-) -> LRMultiplier:
-    """The step -> lr factor of a schedule (see `get_lr_scheduler` for the arguments);
-    raises ValueError naming the problem when the settings do not form a schedule."""
+) -> None:
+    """Raise ValueError naming the problem when these settings (see `get_lr_scheduler`)
+    do not form a schedule; 5.6.0's messages where it raised."""
     name = scheduler_name.lower()
     if name not in LR_SCHEDULER_NAMES:
         raise ValueError(
-            f"lr scheduler must be one of {list(LR_SCHEDULER_NAMES)}, got {scheduler_name!r}"
+            f"Unsupported scheduler: {name} (expected one of {list(LR_SCHEDULER_NAMES)})"
         )
     main_steps = training_steps - warm_up_steps - decay_steps
     if main_steps < 0:
@@ -94,18 +57,32 @@ def lr_multiplier(
             f"and decay, {num_cycles} cycle(s)"
         )
     # The constant schedule never reaches lr_end, so its decay starts from lr.
-    decay_start = lr if name == "constant" else lr_end
-    if decay_steps > 0 and decay_start == 0.0:
-        raise ValueError("lr decay steps need lr_end > 0: decaying from 0 to 0 does nothing")
-    return LRMultiplier(
-        scheduler_name=name,
-        warm_up_steps=warm_up_steps,
-        main_steps=main_steps,
-        decay_steps=decay_steps,
-        end_ratio=lr_end / lr,
-        decay_start_ratio=decay_start / lr,
-        cycle_steps=max(main_steps // num_cycles, 1),
+    if decay_steps > 0 and name != "constant" and lr_end == 0.0:
+        raise ValueError(
+            "Cannot have decay_steps with lr_end=0.0, this would decay from 0 to 0 and be "
+            "a waste (set lr_end > 0)."
+        )
+
+
+# The name sae_training_runner validates a run's schedule with.
+lr_multiplier = check_lr_schedule
+
+
+def _main_lr_scheduler(
+    name: str, optimizer: optim.Optimizer, steps: int, lr_end: float, num_cycles: int
+) -> lr_scheduler.LRScheduler:
+    """The scheduler of the phase between warm-up and decay."""
+    if name == "constant":
+        return lr_scheduler.LambdaLR(optimizer, lr_lambda=_constant_factor)
+    if name == "cosineannealing":
+        return lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps, eta_min=lr_end)
+    return lr_scheduler.CosineAnnealingWarmRestarts(
+        optimizer, T_0=steps // num_cycles, eta_min=lr_end
     )
+
+
+def _constant_factor(step: int) -> float:
+    return 1.0
 
 
 def get_lr_scheduler(
@@ -118,7 +95,9 @@ def get_lr_scheduler(
     lr_end: float,
     num_cycles: int,
 ) -> lr_scheduler.LRScheduler:
-    """Build the learning-rate schedule of a training run.
+    """Build the learning-rate schedule of a training run: a `SequentialLR` of an optional
+    warm-up `LinearLR`, the main scheduler (`LambdaLR`, `CosineAnnealingLR` or
+    `CosineAnnealingWarmRestarts`) and an optional decay `LinearLR`, as 5.6.0 built it.
 
     Args:
         scheduler_name: "constant", "cosineannealing" or "cosineannealingwarmrestarts"
@@ -132,10 +111,30 @@ def get_lr_scheduler(
         lr_end: the lowest learning rate of the cosine schedules.
         num_cycles: number of cosine cycles for "cosineannealingwarmrestarts".
     """
-    multiplier = lr_multiplier(
+    check_lr_schedule(
         scheduler_name, training_steps, lr, warm_up_steps, decay_steps, lr_end, num_cycles
     )
-    return lr_scheduler.LambdaLR(optimizer, lr_lambda=multiplier)
+    name = scheduler_name.lower()
+    main_steps = training_steps - warm_up_steps - decay_steps
+    schedulers = [_main_lr_scheduler(name, optimizer, main_steps, lr_end, num_cycles)]
+    milestones: list[int] = []
+    if warm_up_steps > 0:
+        warm_up = lr_scheduler.LinearLR(
+            optimizer,
+            start_factor=1 / warm_up_steps,
+            end_factor=1.0,
+            total_iters=warm_up_steps - 1,
+        )
+        schedulers.insert(0, warm_up)
+        milestones.append(warm_up_steps)
+    if decay_steps > 0:
+        decay_start = lr if name == "constant" else lr_end
+        decay = lr_scheduler.LinearLR(
+            optimizer, start_factor=decay_start / lr, end_factor=0.0, total_iters=decay_steps
+        )
+        schedulers.append(decay)
+        milestones.append(training_steps - decay_steps)
+    return lr_scheduler.SequentialLR(optimizer, schedulers=schedulers, milestones=milestones)
 
 
 class L1Scheduler:

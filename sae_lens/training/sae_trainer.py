@@ -77,6 +77,11 @@ def _log_feature_sparsity(feature_sparsity: torch.Tensor, eps: float = 1e-10) ->
     return torch.log10(feature_sparsity + eps).detach().cpu()
 
 
+def _update_sae_lens_training_version(sae: TrainingSAE) -> None:
+    """Record in the SAE's config the sae_lens version that trains it."""
+    sae.cfg.sae_lens_training_version = str(__version__)
+
+
 def _checkpoint_thresholds(cfg: LanguageModelSAERunnerConfig) -> list[int]:
     """Token counts after which a checkpoint is written: `n_checkpoints` evenly spaced
     points strictly inside the run (5.6.0's spacing)."""
@@ -127,7 +132,7 @@ class SAETrainer:
         # Why `request_stop` was called (e.g. from a signal handler), if it was.
         self.stop_requested: str | None = None
 
-        self.sae.cfg.sae_lens_training_version = str(__version__)
+        _update_sae_lens_training_version(self.sae)
         self.checkpoint_thresholds = _checkpoint_thresholds(cfg)
 
         d_sae = sae.cfg.d_sae
@@ -154,6 +159,23 @@ class SAETrainer:
             l1_warm_up_steps=cfg.l1_warm_up_steps,
             total_steps=cfg.total_training_steps,
             final_l1_coefficient=cfg.l1_coefficient,
+        )
+        device_type = torch.device(cfg.device).type
+        # As 5.6.0: gradients are scaled only under autocast (a no-op otherwise).
+        self.scaler = torch.amp.GradScaler(device=device_type, enabled=cfg.autocast)
+        self.autocast_if_enabled: contextlib.AbstractContextManager[Any] = (
+            torch.autocast(device_type=device_type, dtype=torch.bfloat16)
+            if cfg.autocast
+            else contextlib.nullcontext()
+        )
+        self.trainer_eval_config = EvalConfig(
+            batch_size_prompts=cfg.eval_batch_size_prompts,
+            n_eval_reconstruction_batches=cfg.n_eval_batches,
+            n_eval_sparsity_variance_batches=cfg.n_eval_batches,
+            compute_ce_loss=True,
+            compute_l2_norms=True,
+            compute_sparsity_metrics=True,
+            compute_variance_metrics=True,
         )
         self.metrics_log = MetricsLog(Path(cfg.checkpoint_path) / METRICS_FILENAME)
         self._training_forward_pass = self._maybe_compile(sae.training_forward_pass)
@@ -199,6 +221,7 @@ class SAETrainer:
             "optimizer": self.optimizer.state_dict(),
             "lr_scheduler": self.lr_scheduler.state_dict(),
             "l1_scheduler": self.l1_scheduler.state_dict(),
+            "grad_scaler": self.scaler.state_dict(),  # {} unless autocast
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -213,6 +236,8 @@ class SAETrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         self.l1_scheduler.load_state_dict(state["l1_scheduler"])
+        if state.get("grad_scaler"):
+            self.scaler.load_state_dict(state["grad_scaler"])
         if state["started_fine_tuning"]:
             self._start_fine_tuning()
 
@@ -232,17 +257,17 @@ class SAETrainer:
         )
         with progress:
             while self.n_training_tokens < self.cfg.total_training_tokens:
-                step = self.n_training_steps
                 sae_in = self._fetch_batch()
-                self._close_sparsity_window_if_due(step)
-                output = self._train_step(sae_in, step)
+                self._close_sparsity_window_if_due()
+                output = self._train_step(sae=self.sae, sae_in=sae_in)
                 self.n_training_tokens += self.cfg.train_batch_size_tokens
+                self._log_train_step(output)
+                self._run_and_log_evals()
+                # counted before checkpointing, so a checkpoint resumes at the next step
                 self.n_training_steps += 1
-                self._log_train_step_if_due(output, step)
-                self._run_evals_if_due(step)
-                self._checkpoint_if_due()
+                self._checkpoint_if_needed()
                 self._begin_finetuning_if_needed()
-                self._update_progress(progress, output, step)
+                self._update_pbar(output, progress)
                 self._stop_if_requested()
         self._finish()
         return self.sae
@@ -251,25 +276,29 @@ class SAETrainer:
         batch = self.activations_store.next_batch()  # [train_batch_size_tokens, 1, d_in]
         return batch[:, 0, :].to(self.sae.device)  # [batch, d_in]
 
-    def _train_step(self, sae_in: torch.Tensor, step: int) -> TrainStepOutput:
-        """One optimizer step. Raises `TrainingDivergedError` before touching the weights,
-        statistics or schedules if the loss or the gradient norm is not finite."""
-        self.sae.train()
-        with self._autocast():
-            output = self._training_forward_pass(
+    def _train_step(self, sae: TrainingSAE, sae_in: torch.Tensor) -> TrainStepOutput:
+        """One optimizer step of `sae` (the trainer's SAE) on `sae_in` [batch, d_in] (5.6.0's
+        signature). Raises `TrainingDivergedError` before touching the weights, statistics
+        or schedules if the loss or the gradient norm is not finite."""
+        sae.train()
+        forward = self._training_forward_pass if sae is self.sae else sae.training_forward_pass
+        with self.autocast_if_enabled:
+            output = forward(
                 sae_in=sae_in,
                 current_l1_coefficient=self.current_l1_coefficient,
                 dead_neuron_mask=self.dead_neurons,
             )
-        output.loss.backward()
-        self.sae.before_optimizer_step()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.sae.parameters(), 1.0)
+        self.scaler.scale(output.loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        sae.before_optimizer_step()
+        grad_norm = torch.nn.utils.clip_grad_norm_(sae.parameters(), 1.0)
         if not bool(torch.isfinite(output.loss) & torch.isfinite(grad_norm)):
             self.optimizer.zero_grad()
-            raise self._divergence_error(output, grad_norm, step)
+            raise self._divergence_error(output, grad_norm, self.n_training_steps)
         self._update_feature_stats(output.feature_acts)
-        self.optimizer.step()
-        self.sae.after_optimizer_step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        sae.after_optimizer_step()
         self.optimizer.zero_grad()
         self.lr_scheduler.step()
         self.l1_scheduler.step()
@@ -297,17 +326,22 @@ class SAETrainer:
         self.act_freq_scores += counts
         self.n_frac_active_tokens += feature_acts.shape[0]
 
-    def _close_sparsity_window_if_due(self, step: int) -> None:
+    def _close_sparsity_window_if_due(self) -> None:
         """Every `feature_sampling_window` steps: log the window's firing statistics and
         start a new window (before the step, as 5.6.0)."""
+        step = self.n_training_steps
         if (step + 1) % self.cfg.feature_sampling_window != 0:
             return
-        self._log(self._sparsity_metrics(), step)
+        self._log(self._build_sparsity_log_dict(), step)
+        self._reset_running_sparsity_stats()
+
+    def _reset_running_sparsity_stats(self) -> None:
+        """Start a new window of firing frequencies (5.6.0's name)."""
         self.act_freq_scores = torch.zeros_like(self.act_freq_scores)
         self.n_frac_active_tokens = 0
 
     @torch.no_grad()
-    def _sparsity_metrics(self) -> dict[str, Any]:
+    def _build_sparsity_log_dict(self) -> dict[str, Any]:
         sparsity = self.feature_sparsity
         log_sparsity = _log_feature_sparsity(sparsity)
         metrics: dict[str, Any] = {
@@ -324,12 +358,17 @@ class SAETrainer:
             metrics["plots/feature_density_line_chart"] = wandb.Histogram(log_sparsity.numpy())
         return metrics
 
-    def _log_train_step_if_due(self, output: TrainStepOutput, step: int) -> None:
+    def _log_train_step(self, step_output: TrainStepOutput) -> None:
+        """Every `wandb_log_frequency` steps: log the step's metrics."""
+        step = self.n_training_steps
         if (step + 1) % self.cfg.wandb_log_frequency == 0:
-            self._log(self._train_step_metrics(output), step)
+            self._log(self._build_train_step_log_dict(step_output, self.n_training_tokens), step)
 
     @torch.no_grad()
-    def _train_step_metrics(self, output: TrainStepOutput) -> dict[str, Any]:
+    def _build_train_step_log_dict(
+        self, output: TrainStepOutput, n_training_tokens: int
+    ) -> dict[str, Any]:
+        """The metrics logged for one training step (5.6.0's keys and values)."""
         sae_in, sae_out = output.sae_in.float(), output.sae_out.float()  # [batch, d_in]
         per_token_l2 = (sae_out - sae_in).pow(2).sum(-1)  # [batch]
         total_variance = (sae_in - sae_in.mean(0)).pow(2).sum(-1)  # [batch]
@@ -344,7 +383,7 @@ class SAETrainer:
             "sparsity/dead_features": self.dead_neurons.sum().item(),
             "details/current_learning_rate": self.optimizer.param_groups[0]["lr"],
             "details/current_l1_coefficient": l1_coefficient,
-            "details/n_training_tokens": self.n_training_tokens,
+            "details/n_training_tokens": n_training_tokens,
         }
         for name, value in output.losses.items():
             if name != "l1_loss":
@@ -352,27 +391,20 @@ class SAETrainer:
                 continue
             # 5.6.0 reports the L1 loss per unit of the (current) coefficient, and the raw
             # value beside it; with a zero coefficient only the raw value means something.
-            metrics["losses/raw_l1_loss"] = _item(value)
             if l1_coefficient != 0:
                 metrics["losses/l1_loss"] = _item(value) / l1_coefficient
+            metrics["losses/raw_l1_loss"] = _item(value)
         return metrics
 
-    def _run_evals_if_due(self, step: int) -> None:
+    def _run_and_log_evals(self) -> None:
+        """Every `wandb_log_frequency * eval_every_n_wandb_logs` steps: run and log evals."""
+        step = self.n_training_steps
         every = self.cfg.wandb_log_frequency * self.cfg.eval_every_n_wandb_logs
         if (step + 1) % every == 0:
             self._log(self._eval_metrics(), step)
 
     @torch.no_grad()
     def _eval_metrics(self) -> dict[str, Any]:
-        eval_config = EvalConfig(
-            batch_size_prompts=self.cfg.eval_batch_size_prompts,
-            n_eval_reconstruction_batches=self.cfg.n_eval_batches,
-            n_eval_sparsity_variance_batches=self.cfg.n_eval_batches,
-            compute_ce_loss=True,
-            compute_l2_norms=True,
-            compute_sparsity_metrics=True,
-            compute_variance_metrics=True,
-        )
         excluded = self.activations_store.exclude_special_tokens
         ignore_tokens = set(excluded.tolist()) if excluded is not None else set()
         self.sae.eval()
@@ -381,7 +413,7 @@ class SAETrainer:
                 sae=self.sae,
                 activation_store=self.activations_store,
                 model=self.model,
-                eval_config=eval_config,
+                eval_config=self.trainer_eval_config,
                 model_kwargs=self.cfg.model_kwargs,
                 ignore_tokens=ignore_tokens,
             )
@@ -416,7 +448,7 @@ class SAETrainer:
 
             wandb.log(metrics, step=step)
 
-    def _checkpoint_if_due(self) -> None:
+    def _checkpoint_if_needed(self) -> None:
         thresholds = self.checkpoint_thresholds
         if thresholds and self.n_training_tokens > thresholds[0]:
             self.save_checkpoint(trainer=self, checkpoint_name=str(self.n_training_tokens))
@@ -436,12 +468,17 @@ class SAETrainer:
             # names exactly, so it never trained during fine-tuning.
             param.requires_grad = any(name == p or name.endswith(f"_{p}") for p in trainable)
 
-    def _update_progress(self, progress: tqdm, output: TrainStepOutput, step: int) -> None:
-        progress.update(self.cfg.train_batch_size_tokens)
-        if step % 10 == 0 and not progress.disable:
+    def _update_pbar(
+        self, step_output: TrainStepOutput, pbar: tqdm, update_interval: int = 10
+    ) -> None:
+        """Advance the bar by the step's tokens; every `update_interval` steps (from the
+        first) show the step, loss and L0."""
+        pbar.update(self.cfg.train_batch_size_tokens)
+        step = self.n_training_steps - 1  # the step just taken
+        if step % update_interval == 0 and not pbar.disable:
             with torch.no_grad():
-                l0 = (output.feature_acts > 0).float().sum(-1).mean().item()
-            progress.set_postfix(step=step, loss=f"{output.loss.item():.4g}", l0=f"{l0:.1f}")
+                l0 = (step_output.feature_acts > 0).float().sum(-1).mean().item()
+            pbar.set_postfix(step=step, loss=f"{step_output.loss.item():.4g}", l0=f"{l0:.1f}")
 
     def _stop_if_requested(self) -> None:
         if self.stop_requested is None or self.n_training_tokens >= self.cfg.total_training_tokens:
@@ -469,12 +506,6 @@ class SAETrainer:
         )
 
     # --- performance options -------------------------------------------------------------
-    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if not self.cfg.autocast:
-            return contextlib.nullcontext()
-        device_type = torch.device(self.cfg.device).type
-        return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
-
     def _maybe_compile(self, forward: Any) -> Any:
         if not self.cfg.compile_sae:
             return forward

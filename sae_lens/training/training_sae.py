@@ -20,7 +20,7 @@ from sae_lens.saes.jumprelu import JumpReLU, Step, rectangle
 from sae_lens.saes.registry import get_architecture
 from sae_lens.saes.sae_folder import SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME, SPARSITY_FILENAME
 from sae_lens.saes.standard import ghost_grad_loss
-from sae_lens.saes.topk import topk_aux_loss
+from sae_lens.saes.topk import topk_aux_acts, topk_aux_loss
 
 # 5.6.0 names of the SAE folder's files, and of two loaders it imported here.
 SPARSITY_PATH = SPARSITY_FILENAME
@@ -88,9 +88,33 @@ class TrainingSAEConfig(SAEConfig):
         """Build from a dict (e.g. a whole runner config); unknown keys are ignored."""
         return cls(**config_kwargs(cls, config_dict))
 
+    def to_dict(self) -> dict[str, Any]:
+        """All fields, JSON-serialisable, in 5.6.0's key order (fields it lacked last)."""
+        names = [*_TRAINING_CFG_JSON_ORDER]
+        names += [f.name for f in fields(self) if f.name not in (*_SAE_CONFIG_FIELDS, *names)]
+        return {**super().to_dict(), **{name: getattr(self, name) for name in names}}
+
     def get_base_sae_cfg_dict(self) -> dict[str, Any]:
         """Only the `SAEConfig` fields."""
-        return {f.name: getattr(self, f.name) for f in fields(SAEConfig)}
+        return {name: getattr(self, name) for name in _SAE_CONFIG_FIELDS}
+
+
+_SAE_CONFIG_FIELDS = tuple(f.name for f in fields(SAEConfig))
+# The order 5.6.0's `TrainingSAEConfig.to_dict` adds the training fields in.
+_TRAINING_CFG_JSON_ORDER = (
+    "l1_coefficient",
+    "lp_norm",
+    "use_ghost_grads",
+    "normalize_sae_decoder",
+    "noise_scale",
+    "decoder_orthogonal_init",
+    "init_encoder_as_decoder_transpose",
+    "mse_loss_normalization",
+    "decoder_heuristic_init",
+    "scale_sparsity_penalty_by_decoder_norm",
+    "jumprelu_init_threshold",
+    "jumprelu_bandwidth",
+)
 
 
 def _mse_per_item(preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -110,20 +134,22 @@ _MSE_LOSS_FNS: dict[str | None, Callable[[torch.Tensor, torch.Tensor], torch.Ten
 
 
 class TrainingSAE(SAE):
-    """An SAE being trained: `training_forward_pass` gives the loss and its named terms."""
+    """An SAE being trained: `training_forward_pass` gives the loss and its named terms.
+
+    `cfg` may also be a `LanguageModelSAERunnerConfig` (as 5.6.0 accepted): it is converted
+    with `TrainingSAEConfig.from_sae_runner_config`, and `self.cfg` is the converted one."""
 
     cfg: TrainingSAEConfig  # type: ignore[assignment]
     _warn_about_model_kwargs = False
 
-    def __init__(self, cfg: TrainingSAEConfig, use_error_term: bool = False):
-        if cfg.mse_loss_normalization not in _MSE_LOSS_FNS:
-            raise ValueError(
-                f"mse_loss_normalization must be one of {list(_MSE_LOSS_FNS)}, "
-                f"got {cfg.mse_loss_normalization!r}"
-            )
+    def __init__(
+        self, cfg: TrainingSAEConfig | LanguageModelSAERunnerConfig, use_error_term: bool = False
+    ):
+        if isinstance(cfg, LanguageModelSAERunnerConfig):
+            cfg = TrainingSAEConfig.from_sae_runner_config(cfg)
         get_architecture(cfg.architecture).check_training_cfg(cfg, use_error_term)
         super().__init__(cfg, use_error_term=use_error_term)
-        self.mse_loss_fn = _MSE_LOSS_FNS[cfg.mse_loss_normalization]
+        self.mse_loss_fn = self._get_mse_loss_fn()
         self.initialize_weights_complex()
         # The activation store flattens hook_z heads for training.
         self.turn_off_forward_pass_hook_z_reshaping()
@@ -134,6 +160,33 @@ class TrainingSAE(SAE):
     @classmethod
     def from_dict(cls, config_dict: dict[str, Any]) -> TrainingSAE:
         return cls(TrainingSAEConfig.from_dict(config_dict))
+
+    def _get_mse_loss_fn(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """The per-element MSE of `cfg.mse_loss_normalization` (5.6.0's name; assign the
+        result to `mse_loss_fn` after changing the config)."""
+        normalization = self.cfg.mse_loss_normalization
+        if normalization not in _MSE_LOSS_FNS:
+            raise ValueError(
+                f"mse_loss_normalization must be one of {list(_MSE_LOSS_FNS)}, "
+                f"got {normalization!r}"
+            )
+        return _MSE_LOSS_FNS[normalization]
+
+    @property
+    def encode_with_hidden_pre_fn(
+        self,
+    ) -> Callable[[InputActs], tuple[LatentActs, LatentActs]]:
+        """5.6.0's name for this SAE's training encode: `encode_with_hidden_pre`."""
+        return self.encode_with_hidden_pre
+
+    @property
+    def bandwidth(self) -> float:
+        """The JumpReLU straight-through estimator's kernel width (jumprelu only)."""
+        if "log_threshold" not in self._parameters:
+            raise AttributeError(
+                f"bandwidth is only defined for jumprelu SAEs, this one is {self.cfg.architecture}"
+            )
+        return self.cfg.jumprelu_bandwidth
 
     @property
     def threshold(self) -> torch.Tensor:
@@ -311,3 +364,11 @@ class TrainingSAE(SAE):
         """Called by the trainer after optimizer.step()."""
         if self.cfg.normalize_sae_decoder:
             self.set_decoder_norm_to_unit_norm()
+
+
+def _calculate_topk_aux_acts(
+    k_aux: int, hidden_pre: torch.Tensor, dead_neuron_mask: torch.Tensor
+) -> torch.Tensor:
+    """hidden_pre [batch, d_sae] kept only at each token's k_aux largest dead latents
+    (5.6.0's name and argument order for `sae_lens.saes.topk.topk_aux_acts`)."""
+    return topk_aux_acts(hidden_pre, dead_neuron_mask, k_aux)

@@ -13,6 +13,8 @@ import yaml
 from sae_lens.toolkit.pretrained_sae_loaders import (
     NAMED_PRETRAINED_SAE_CONFIG_GETTERS,
     NAMED_PRETRAINED_SAE_LOADERS,
+    SAEConfigLoadOptions,
+    get_sae_config,
 )
 from sae_lens.toolkit.pretrained_saes_directory import (
     PretrainedSAELookup,
@@ -52,8 +54,10 @@ def test_every_release_has_the_required_keys_and_a_known_format(raw_registry: di
     for name, release in raw_registry.items():
         assert REPO_ID.match(release["repo_id"]), f"{name}: bad repo id {release['repo_id']!r}"
         assert isinstance(release["model"], str) and release["model"], name
-        assert release["conversion_func"] in NAMED_PRETRAINED_SAE_LOADERS, name
-        assert release["conversion_func"] in NAMED_PRETRAINED_SAE_CONFIG_GETTERS, name
+        # null (as in 5.6.0) is the sae_lens folder format
+        conversion_func = release["conversion_func"] or "sae_lens"
+        assert conversion_func in NAMED_PRETRAINED_SAE_LOADERS, name
+        assert conversion_func in NAMED_PRETRAINED_SAE_CONFIG_GETTERS, name
         assert set(release) <= {
             "repo_id",
             "model",
@@ -74,9 +78,23 @@ def test_every_sae_entry_is_well_formed_and_ids_are_unique(raw_registry: dict) -
             assert set(sae) <= allowed, f"{name}/{sae['id']}: unknown keys {set(sae) - allowed}"
             assert isinstance(sae["path"], str) and sae["path"], f"{name}/{sae['id']}"
             for key in ("l0", "variance_explained", "norm_scaling_factor"):
-                assert isinstance(sae.get(key, 0.0), float), f"{name}/{sae['id']}: {key}"
+                value = sae.get(key, 0.0)  # an int or a float, as 5.6.0 wrote it
+                assert type(value) in (int, float), f"{name}/{sae['id']}: {key}"
             neuronpedia = sae.get("neuronpedia")
             assert neuronpedia is None or "/" in neuronpedia, f"{name}/{sae['id']}"
+
+
+def _as_the_script_writes_values(release: dict) -> dict:
+    """A release with the two value forms the registry keeps from 5.6.0 (a null
+    conversion_func, int numbers) as the normalising script writes them."""
+    return {
+        **release,
+        "conversion_func": release["conversion_func"] or "sae_lens",
+        "saes": [
+            {k: float(v) if isinstance(v, int) else v for k, v in sae.items()}
+            for sae in release["saes"]
+        ],
+    }
 
 
 def test_registry_file_is_in_normalised_layout(
@@ -87,7 +105,7 @@ def test_registry_file_is_in_normalised_layout(
     assert list(normalised) == list(raw_registry)  # releases sorted
     for name, release in raw_registry.items():
         assert list(release) == list(normalised[name]), f"{name}: key order"
-        assert release == normalised[name]
+        assert _as_the_script_writes_values(release) == normalised[name]
 
 
 # --- lookups -------------------------------------------------------------------------------
@@ -129,15 +147,16 @@ def test_repo_id_and_folder_name() -> None:
     lookup = get_pretrained_saes_directory()["gpt2-small-hook-z-kk"]
     sae_id, path = next(iter(lookup.saes_map.items()))
     assert get_repo_id_and_folder_name("gpt2-small-hook-z-kk", sae_id) == (lookup.repo_id, path)
-    # An unregistered 'owner/name' is taken as a hub repo, the id as a folder in it.
+    # An unregistered release is taken as a hub repo, the id as a folder in it (5.6.0).
     assert get_repo_id_and_folder_name("me/my-saes", "layer_3") == ("me/my-saes", "layer_3")
+    assert get_repo_id_and_folder_name("release1", "sae1") == ("release1", "sae1")
 
 
 def test_unknown_names_get_close_matches() -> None:
     with pytest.raises(
         ValueError, match=r"Release 'gemma-scope-2b-pt-re' .*Did you mean .*'gemma-scope-2b-pt-res'"
     ):
-        get_repo_id_and_folder_name("gemma-scope-2b-pt-re", "x")
+        get_sae_config("gemma-scope-2b-pt-re", "x", SAEConfigLoadOptions())
     with pytest.raises(
         ValueError,
         match=r"SAE id 'blocks.0.hook_z ' not found .*Did you mean one of \['blocks.0.hook_z'",

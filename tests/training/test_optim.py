@@ -95,12 +95,15 @@ def test_scheduler_state_round_trip_continues_the_schedule() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        (dict(scheduler_name="linear"), r"lr scheduler must be one of .*'linear'"),
+        (dict(scheduler_name="linear"), r"Unsupported scheduler: linear \(expected one of"),
         (
             dict(warm_up_steps=8, decay_steps=5),
             r"warm-up steps \(8\) \+ decay steps \(5\) exceed the 10",
         ),
-        (dict(scheduler_name="cosineannealing", decay_steps=3, lr_end=0.0), "need lr_end > 0"),
+        (
+            dict(scheduler_name="cosineannealing", decay_steps=3, lr_end=0.0),
+            r"Cannot have decay_steps with lr_end=0.0, .*set lr_end > 0",
+        ),
         (
             dict(scheduler_name="cosineannealingwarmrestarts", num_cycles=20),
             "at least one step per cycle",
