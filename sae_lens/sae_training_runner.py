@@ -31,6 +31,7 @@ import yaml
 from sae_lens import logger
 from sae_lens.allocator import reuse_freed_memory_on_cpu
 from sae_lens.config import HfDataset, LanguageModelSAERunnerConfig
+from sae_lens.dataset_sources import held_out_split, load_any_dataset
 from sae_lens.load_model import load_model
 from sae_lens.training import checkpoints
 from sae_lens.training.activations_store import ActivationsStore
@@ -117,9 +118,30 @@ class SAETrainingRunner:
         )
         if cfg.compile_llm:
             self.activations_store.compile_model_forward(cfg.llm_compilation_mode)
+        self.eval_activations_store = self._evaluation_store(override_dataset)
         self.sae = override_sae if override_sae is not None else self._build_sae()
 
     # --- setup -----------------------------------------------------------------------------
+    def _evaluation_store(self, override_dataset: HfDataset | None) -> ActivationsStore | None:
+        """The store periodic evaluation reads, apart from the training stream: the
+        dataset's held-out split where it has one, else a pass of its own over the training
+        data. None when the run is too short to evaluate."""
+        cfg = self.cfg
+        if cfg.total_training_steps < cfg.wandb_log_frequency * cfg.eval_every_n_wandb_logs:
+            return None
+        split = None if override_dataset is not None else held_out_split(cfg.dataset_path)
+        dataset = override_dataset
+        if split is not None:
+            dataset = load_any_dataset(
+                cfg.dataset_path,
+                split=split,
+                streaming=cfg.streaming,
+                trust_remote_code=cfg.dataset_trust_remote_code,
+            )
+        where = f"the held-out {split!r} split" if split else "a pass of its own over the data"
+        logger.info(f"evaluation during training reads {where}")
+        return ActivationsStore.from_config(self.model, cfg, override_dataset=dataset)
+
     def _prepare_resume(self) -> None:
         run_dir = checkpoints.find_run_to_resume(self.cfg.checkpoint_path)
         self.cfg.checkpoint_path = str(run_dir)
@@ -179,6 +201,7 @@ class SAETrainingRunner:
             activation_store=self.activations_store,
             save_checkpoint_fn=self.save_checkpoint,
             cfg=self.cfg,
+            eval_activation_store=self.eval_activations_store,
         )
         resuming = self._resume_state is not None
         wandb_run_id = self._restore(trainer)

@@ -221,6 +221,7 @@ def save_training_checkpoint(
                 "trainer": trainer.state_dict(),
                 "sae_state_dict": trainer.sae.state_dict(),
                 "activations_store": trainer.activations_store.checkpoint_state(),
+                "eval_activations_store": trainer.eval_activations_store.checkpoint_state(),
                 "rng": capture_rng_state(),
                 "extra": extra_state or {},
             }
@@ -351,5 +352,7 @@ def restore_training_state(trainer: SAETrainer, state: dict[str, Any]) -> dict[s
     trainer.sae.load_state_dict(state["sae_state_dict"])
     trainer.load_state_dict(state["trainer"])
     trainer.activations_store.load_checkpoint_state(state["activations_store"])
+    if "eval_activations_store" in state:  # checkpoints written before it was saved lack it
+        trainer.eval_activations_store.load_checkpoint_state(state["eval_activations_store"])
     restore_rng_state(state["rng"])
     return state["extra"]

@@ -117,10 +117,14 @@ class SAETrainer:
         activation_store: ActivationsStore,
         save_checkpoint_fn: SaveCheckpointFn,
         cfg: LanguageModelSAERunnerConfig,
+        eval_activation_store: ActivationsStore | None = None,
     ) -> None:
         self.model = model
         self.sae = sae
         self.activations_store = activation_store
+        # Periodic evaluation reads its own stream, so how often it runs cannot change the
+        # training data; without one it reads the training store, as 5.6.0 did.
+        self.eval_activations_store = eval_activation_store or activation_store
         self.save_checkpoint = save_checkpoint_fn
         self.cfg = cfg
 
@@ -407,11 +411,16 @@ class SAETrainer:
     def _eval_metrics(self) -> dict[str, Any]:
         excluded = self.activations_store.exclude_special_tokens
         ignore_tokens = set(excluded.tolist()) if excluded is not None else set()
+        eval_store = self.eval_activations_store
+        # the SAE trains on scaled activations: evaluate with the training store's factor
+        eval_store.estimated_norm_scaling_factor = (
+            self.activations_store.estimated_norm_scaling_factor
+        )
         self.sae.eval()
         try:
             metrics, _ = run_evals(
                 sae=self.sae,
-                activation_store=self.activations_store,
+                activation_store=eval_store,
                 model=self.model,
                 eval_config=self.trainer_eval_config,
                 model_kwargs=self.cfg.model_kwargs,

@@ -4,6 +4,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import datasets
 import pytest
 import torch
 
@@ -229,3 +230,29 @@ def test_compile_llm_compiles_the_activation_pass_or_is_refused_before_training(
             override_model=unserved,
             override_dataset=token_dataset(),
         )
+
+
+def test_evaluation_frequency_does_not_change_the_trained_weights(tmp_path: Path) -> None:
+    # Periodic evaluation reads a stream of its own: evaluating every 10 steps or never
+    # trains on exactly the same batches.
+    never = tiny_runner(tiny_cfg(tmp_path / "never")).run()
+    runner = tiny_runner(tiny_cfg(tmp_path / "often", eval_every_n_wandb_logs=2))
+    assert runner.eval_activations_store is not runner.activations_store
+    often = runner.run()
+    for name, param in never.state_dict().items():
+        assert torch.equal(param, often.state_dict()[name]), name
+    rows = read_metrics(Path(runner.cfg.checkpoint_path) / "metrics.jsonl")
+    evaluated = [r for r in rows if "reconstruction_quality/explained_variance" in r]
+    assert len(evaluated) == 6  # after steps 10, 20, ..., 60
+
+
+def test_evaluation_reads_the_held_out_split_where_the_dataset_has_one(tmp_path: Path) -> None:
+    train = token_dataset(400, seed=0)
+    test = token_dataset(50, seed=1)
+    datasets.DatasetDict({"train": train, "test": test}).save_to_disk(str(tmp_path / "data"))
+    cfg = tiny_cfg(tmp_path, dataset_path=str(tmp_path / "data"), eval_every_n_wandb_logs=2)
+    runner = SAETrainingRunner(cfg, override_model=build_tiny_tl_model())
+    held_out = runner.eval_activations_store.get_batch_tokens().tolist()
+    trained_on = runner.activations_store.get_batch_tokens().tolist()
+    assert all(row in test["tokens"] for row in held_out)
+    assert all(row in train["tokens"] and row not in test["tokens"] for row in trained_on)
