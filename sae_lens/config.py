@@ -33,7 +33,11 @@ B_DEC_INIT_METHODS = ("geometric_median", "mean", "zeros")
 LR_SCHEDULERS = ("constant", "cosineannealing", "cosineannealingwarmrestarts")
 MSE_LOSS_NORMALIZATIONS = (None, "dense_batch")
 FINETUNING_METHODS = (None, "scale", "decoder", "unrotated_decoder")
-MODEL_CLASS_NAMES = ("HookedTransformer", "HookedMamba", "AutoModelForCausalLM")
+MODEL_CLASS_NAMES = ("HookedTransformer", "AutoModelForCausalLM")
+HOOKED_MAMBA_UNSUPPORTED = (
+    "model_class_name 'HookedMamba' is not supported: it needs mamba_lens, which does not work "
+    "with the installed transformer-lens; use 'HookedTransformer' or 'AutoModelForCausalLM'"
+)
 SPECIAL_TOKEN_NAMES = ("bos", "eos", "sep")
 
 # The embedded default model's residual width: the default d_in matches it.
@@ -82,6 +86,14 @@ def _validate_seqpos(seqpos: tuple[int | None, ...], context_size: int) -> None:
         raise ValueError(
             f"seqpos_slice {seqpos!r} selects no positions of a context of {context_size} tokens"
         )
+
+
+def _require_model_class(name: str) -> None:
+    """The model classes a run can load; HookedMamba (a 5.6.0 choice) is refused here,
+    before any loading, with the reason."""
+    if name == "HookedMamba":
+        raise ValueError(HOOKED_MAMBA_UNSUPPORTED)
+    _require_choice("model_class_name", name, MODEL_CLASS_NAMES)
 
 
 def _as_seqpos_tuple(value: Any) -> tuple[int | None, ...]:
@@ -261,7 +273,7 @@ class LanguageModelSAERunnerConfig:
 
     def _validate_choices(self) -> None:
         _require_choice("architecture", self.architecture, tuple(architecture_names()))
-        _require_choice("model_class_name", self.model_class_name, MODEL_CLASS_NAMES)
+        _require_model_class(self.model_class_name)
         _require_choice("normalize_activations", self.normalize_activations, NORMALIZE_ACTIVATIONS)
         _require_choice("b_dec_init_method", self.b_dec_init_method, B_DEC_INIT_METHODS)
         # get_lr_scheduler reads the name case-insensitively, as 5.6.0 did
@@ -505,7 +517,7 @@ class CacheActivationsRunnerConfig:
 
     def __post_init__(self) -> None:
         dtype_from_name(self.dtype)
-        _require_choice("model_class_name", self.model_class_name, MODEL_CLASS_NAMES)
+        _require_model_class(self.model_class_name)
         for name in ("model_batch_size", "d_in", "training_tokens"):
             _require_positive(name, getattr(self, name))
         _require_positive("buffer_size_gb", self.buffer_size_gb)

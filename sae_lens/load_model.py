@@ -17,6 +17,7 @@ from transformer_lens.utilities import USE_DEFAULT_VALUE, lm_cross_entropy_loss
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from sae_lens import logger
+from sae_lens.config import HOOKED_MAMBA_UNSUPPORTED
 from sae_lens.embedded import (
     embedded_model_dir,
     is_embedded_model,
@@ -59,10 +60,7 @@ def load_model(
         hf_model.eval()
         return HookedProxyLM(hf_model, AutoTokenizer.from_pretrained(source))
     if model_class_name == "HookedMamba":
-        raise ValueError(
-            "HookedMamba needs mamba_lens, which does not work with the installed "
-            "transformer-lens; use 'HookedTransformer' or 'AutoModelForCausalLM'"
-        )
+        raise ValueError(HOOKED_MAMBA_UNSUPPORTED)
     raise ValueError(
         f"unknown model_class_name {model_class_name!r}; supported: {list(SUPPORTED_MODEL_CLASSES[:2])}"
     )

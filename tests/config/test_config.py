@@ -192,3 +192,23 @@ def test_pretokenize_config_refuses_unknown_special_token_name() -> None:
         ValueError, match=r"begin_batch_token must be a token id, one of \['bos', 'eos', 'sep'\]"
     ):
         PretokenizeRunnerConfig(begin_batch_token="cls")  # type: ignore[arg-type]
+
+
+def test_hooked_mamba_is_refused_when_the_config_is_built() -> None:
+    # 5.6.0 accepted it and failed when loading the model; it cannot work here
+    # (mamba_lens does not work with transformer-lens 3), so say so up front.
+    from sae_lens.config import CacheActivationsRunnerConfig
+
+    with pytest.raises(ValueError, match=r"model_class_name 'HookedMamba' is not supported"):
+        LanguageModelSAERunnerConfig(model_class_name="HookedMamba", log_to_wandb=False)
+    with pytest.raises(ValueError, match=r"model_class_name 'HookedMamba' is not supported"):
+        CacheActivationsRunnerConfig(
+            model_name="state-spaces/mamba-130m",
+            model_class_name="HookedMamba",
+            model_batch_size=4,
+            dataset_path="pydoc-corpus",
+            hook_name="blocks.0.hook_resid_post",
+            hook_layer=0,
+            d_in=768,
+            training_tokens=4096,
+        )

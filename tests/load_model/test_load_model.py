@@ -140,7 +140,7 @@ def test_local_hf_folder_loads_as_both_model_classes(tmp_path: Path) -> None:
 
 
 def test_unsupported_model_classes_are_refused() -> None:
-    with pytest.raises(ValueError, match="HookedMamba needs mamba_lens"):
+    with pytest.raises(ValueError, match="HookedMamba. is not supported: it needs mamba_lens"):
         load_model("HookedMamba", "state-spaces/mamba-130m")
     with pytest.raises(
         ValueError,
