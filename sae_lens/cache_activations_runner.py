@@ -19,6 +19,7 @@ import json
 import os
 import re
 import shutil
+import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -33,7 +34,7 @@ from tqdm import tqdm
 from transformer_lens import HookedRootModule
 
 from sae_lens import logger
-from sae_lens.allocator import reuse_freed_memory_on_cpu
+from sae_lens.allocator import freed_memory_reused
 from sae_lens.config import CacheActivationsRunnerConfig
 from sae_lens.dtypes import DTYPE_MAP as DTYPE_MAP  # 5.6.0 re-export
 from sae_lens.load_model import load_model
@@ -57,6 +58,7 @@ _FIELDS_FREE_ON_RESUME = frozenset(
         "device",
         "compile_llm",
         "llm_compilation_mode",
+        "reuse_freed_memory",
         "new_cached_activations_path",
         "hf_repo_id",
         "hf_num_shards",
@@ -72,7 +74,6 @@ class CacheActivationsRunner:
 
     def __init__(self, cfg: CacheActivationsRunnerConfig, override_dataset: Dataset | None = None):
         self.cfg = cfg
-        reuse_freed_memory_on_cpu(cfg.device)
         self.model: HookedRootModule = load_model(
             model_class_name=cfg.model_class_name,
             model_name=cfg.model_name,
@@ -120,19 +121,8 @@ class CacheActivationsRunner:
         tmp_dir = final_dir / TMP_DIR
         _check_output_dir(final_dir)
         first_shard = self._resume_or_start(tmp_dir)
-        for index in tqdm(
-            range(first_shard, cfg.n_buffers),
-            desc="Caching activations",
-            initial=first_shard,
-            total=cfg.n_buffers,
-        ):
-            table, exhausted = self._collect_shard()
-            if table is not None:
-                self._write_shard(table, index, tmp_dir)
-            if exhausted:
-                n_written = index + (table is not None)
-                logger.warning(f"The dataset ran out after {n_written} of {cfg.n_buffers} shards")
-                break
+        with freed_memory_reused(cfg.device, cfg.reuse_freed_memory):
+            self._write_shards(first_shard, tmp_dir)
         dataset = self._consolidate(tmp_dir, final_dir)
         if cfg.hf_repo_id is not None:
             self._push_to_hub(dataset)
@@ -184,6 +174,23 @@ class CacheActivationsRunner:
                 {"config": _content_config(self.cfg), "completed_shards": index + 1}, indent=2
             ),
         )
+
+    def _write_shards(self, first_shard: int, tmp_dir: Path) -> None:
+        """Cache shards `first_shard`... until `n_buffers` or the end of the dataset."""
+        cfg = self.cfg
+        for index in tqdm(
+            range(first_shard, cfg.n_buffers),
+            desc="Caching activations",
+            initial=first_shard,
+            total=cfg.n_buffers,
+        ):
+            table, exhausted = self._collect_shard()
+            if table is not None:
+                self._write_shard(table, index, tmp_dir)
+            if exhausted:
+                n_written = index + (table is not None)
+                logger.warning(f"The dataset ran out after {n_written} of {cfg.n_buffers} shards")
+                break
 
     def _legacy_features(self) -> dict[str, Any]:
         """The features as `datasets` < 4 writes them ("Sequence", not "List"), which every
@@ -348,7 +355,10 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
 
 
 def main(args: Sequence[str] | None = None) -> None:
+    args = sys.argv[1:] if args is None else list(args)
     cfg = simple_parsing.parse(CacheActivationsRunnerConfig, args=args, description=__doc__)
+    if "--reuse_freed_memory" not in args:  # on the command line, on unless told
+        cfg.reuse_freed_memory = True
     CacheActivationsRunner(cfg).run()
 
 

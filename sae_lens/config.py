@@ -187,6 +187,7 @@ class LanguageModelSAERunnerConfig:
     autocast_lm: bool = False
     compile_llm: bool = False
     llm_compilation_mode: str | None = None
+    reuse_freed_memory: bool = False
     compile_sae: bool = False
     sae_compilation_mode: str | None = None
 
@@ -509,6 +510,7 @@ class CacheActivationsRunnerConfig:
     model_from_pretrained_kwargs: dict[str, Any] = field(default_factory=dict)
     compile_llm: bool = False
     llm_compilation_mode: str | None = None
+    reuse_freed_memory: bool = False
     prepend_bos: bool = True
     seqpos_slice: tuple[int | None, ...] = (None,)
     streaming: bool = True

@@ -29,7 +29,7 @@ import torch
 import yaml
 
 from sae_lens import logger
-from sae_lens.allocator import reuse_freed_memory_on_cpu
+from sae_lens.allocator import freed_memory_reused
 from sae_lens.config import HfDataset, LanguageModelSAERunnerConfig
 from sae_lens.dataset_sources import held_out_split, load_any_dataset
 from sae_lens.load_model import load_model
@@ -91,7 +91,6 @@ class SAETrainingRunner:
         _check_schedules(cfg)
         _warn_if_dead_latents_cannot_show(cfg)
         self.cfg = cfg
-        reuse_freed_memory_on_cpu(cfg.device)
         self._resume_state: dict[str, Any] | None = None
         self._finished_sae_folder: Path | None = None
         if cfg.resume:
@@ -210,7 +209,8 @@ class SAETrainingRunner:
             start_wandb_run(self.cfg, wandb_run_id, resume=resuming)
         succeeded = False
         try:
-            sae = self.run_trainer_with_interruption_handling(trainer)
+            with freed_memory_reused(self.cfg.device, self.cfg.reuse_freed_memory):
+                sae = self.run_trainer_with_interruption_handling(trainer)
             succeeded = True
         finally:
             if self.cfg.log_to_wandb:
@@ -423,7 +423,10 @@ def parse_cli_config(argv: Sequence[str]) -> LanguageModelSAERunnerConfig:
     pre.add_argument("--config", type=Path)
     pre.add_argument("--exclude_special_tokens")
     known, rest = pre.parse_known_args(list(argv))
-    defaults = _read_config_file(known.config) if known.config is not None else {}
+    # on the command line a long CPU run is the common case: reuse freed memory unless told
+    defaults = {"reuse_freed_memory": True}
+    if known.config is not None:
+        defaults.update(_read_config_file(known.config))
     if known.exclude_special_tokens is not None:
         defaults["exclude_special_tokens"] = _bool_or_token_ids(known.exclude_special_tokens)
 

@@ -64,6 +64,7 @@ RESUME_MAY_DIFFER = frozenset(
         "act_store_device",
         "compile_llm",
         "llm_compilation_mode",
+        "reuse_freed_memory",
         "compile_sae",
         "sae_compilation_mode",
         "sae_lens_version",

@@ -65,3 +65,58 @@ def test_glibc_accepts_the_settings_on_this_machine() -> None:
         pytest.skip("the C library is not glibc")
     assert mallopt(-3, allocator.MMAP_THRESHOLD_BYTES) == 1
     assert mallopt(-1, allocator.TRIM_THRESHOLD_BYTES) == 1
+
+
+def test_the_context_applies_announces_and_restores(
+    fake_mallopt: list[tuple[int, int]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    trims: list[int] = []
+    monkeypatch.setattr(allocator, "_malloc_trim", lambda: trims.append(0))
+    with allocator.freed_memory_reused("cpu", enabled=True) as on:
+        assert on and allocator._applied
+        assert fake_mallopt == [(-3, 1 << 30), (-1, (1 << 31) - 1)]
+    assert capsys.readouterr().err.count("\n") == 1  # announced in one line
+    assert fake_mallopt[2:] == [(-3, 128 * 1024), (-1, 128 * 1024)]  # glibc's defaults back
+    assert trims == [0] and not allocator._applied
+    assert not allocator.restore_malloc_defaults()  # nothing left to undo
+
+
+def test_the_context_does_nothing_when_off_or_not_on_cpu(
+    fake_mallopt: list[tuple[int, int]],
+) -> None:
+    with allocator.freed_memory_reused("cpu", enabled=False) as on:
+        assert not on
+    with allocator.freed_memory_reused("meta", enabled=True) as on:
+        assert not on
+    assert fake_mallopt == []
+
+
+def test_the_python_api_leaves_the_allocator_alone_and_the_clis_opt_in() -> None:
+    from sae_lens.config import LanguageModelSAERunnerConfig
+    from sae_lens.sae_training_runner import parse_cli_config
+
+    assert LanguageModelSAERunnerConfig(log_to_wandb=False).reuse_freed_memory is False
+    assert parse_cli_config([]).reuse_freed_memory is True
+    assert parse_cli_config(["--reuse_freed_memory", "false"]).reuse_freed_memory is False
+
+
+def test_a_cpu_training_run_restores_the_defaults_when_it_ends(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    from tests.sae_training_runner.runner_helpers import tiny_cfg, tiny_runner
+
+    seen: list[bool] = []
+    monkeypatch.setattr(allocator, "_applied", False)
+    monkeypatch.setattr(allocator, "_glibc_mallopt", lambda: lambda param, value: 1)
+    monkeypatch.setattr(allocator, "_malloc_trim", lambda: None)
+    monkeypatch.delenv(allocator.OPT_OUT_VARIABLE, raising=False)
+    runner = tiny_runner(tiny_cfg(tmp_path, reuse_freed_memory=True))
+    fit = runner.run_trainer_with_interruption_handling
+
+    def fit_and_look(trainer):  # noqa: ANN001, ANN202
+        seen.append(allocator._applied)
+        return fit(trainer)
+
+    monkeypatch.setattr(runner, "run_trainer_with_interruption_handling", fit_and_look)
+    runner.run()
+    assert seen == [True] and not allocator._applied
