@@ -132,6 +132,7 @@ GROUPS: list[tuple[str, dict[str, str]]] = [
             "autocast": "Run the SAE training step under `torch.autocast`.",
             "autocast_lm": "Run the model under `torch.autocast` while producing activations.",
             "compile_llm": "`torch.compile` the pass that computes the activations (the fused forward); refused where that pass cannot serve the hook.",
+            "fused_forward": "Compute the hook's activations with the fused forward pass where it reproduces the model's (it steps aside by itself whenever hooks, swapped modules or a changed config could make it differ); `False` always runs the model's own forward.",
             "reuse_freed_memory": "On a CPU device, make glibc keep freed large blocks for reuse during `run()` (faster steps; the memory is given back when the run ends). Off by default in Python, on by default in the command-line runners; `SAE_LENS_KEEP_MALLOC_DEFAULTS=1` refuses it everywhere.",
             "llm_compilation_mode": "Mode passed to `torch.compile` for the model.",
             "compile_sae": "`torch.compile` the SAE training step.",

@@ -188,6 +188,7 @@ class LanguageModelSAERunnerConfig:
     compile_llm: bool = False
     llm_compilation_mode: str | None = None
     reuse_freed_memory: bool = False
+    fused_forward: bool = True
     compile_sae: bool = False
     sae_compilation_mode: str | None = None
 

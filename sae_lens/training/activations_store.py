@@ -144,6 +144,7 @@ class ActivationsStore:
             autocast_lm=cfg.autocast_lm,
             exclude_special_tokens=resolve_excluded_tokens(model, cfg.exclude_special_tokens),
             seed=cfg.seed,
+            fused_forward=cfg.fused_forward,
             **hook_settings(cfg),
         )
         store._check_train_batch_fits()
@@ -202,6 +203,7 @@ class ActivationsStore:
         seqpos_slice: tuple[int | None, ...] = (None,),
         exclude_special_tokens: torch.Tensor | list[int] | None = None,
         seed: int = 42,
+        fused_forward: bool = True,
     ):
         self.model = model
         self.model_kwargs = model_kwargs or {}
@@ -267,7 +269,14 @@ class ActivationsStore:
         )
         self._mixer: MixingBuffer | None = None
         self._dataloader = None
-        self._fused_reader = fused_reader_for(model, hook_name, hook_layer, self.model_kwargs)
+        # The fused forward reproduces the model's own, and steps aside whenever the model
+        # is patched; `fused_forward=False` always runs the model's own forward.
+        self.fused_forward = fused_forward
+        self._fused_reader = (
+            fused_reader_for(model, hook_name, hook_layer, self.model_kwargs)
+            if fused_forward
+            else None
+        )
 
     def compile_model_forward(self, mode: str | None = None) -> None:
         """Compile the pass that computes the activations (`compile_llm`): the fused forward
@@ -275,8 +284,11 @@ class ActivationsStore:
         does not serve this model and hook (compiling the model object would not touch
         the hooked forward the store runs)."""
         if self._fused_reader is None:
-            reason = unsupported_reason(self.model, self.hook_name) or (
-                "model_kwargs are set" if self.model_kwargs else "hook_layer is below the hook"
+            reason = (
+                "fused_forward=False"
+                if not self.fused_forward
+                else unsupported_reason(self.model, self.hook_name)
+                or ("model_kwargs are set" if self.model_kwargs else "hook_layer is below the hook")
             )
             raise ValueError(
                 f"compile_llm needs the fused forward pass, which cannot read {self.hook_name!r} "

@@ -65,6 +65,7 @@ RESUME_MAY_DIFFER = frozenset(
         "compile_llm",
         "llm_compilation_mode",
         "reuse_freed_memory",
+        "fused_forward",
         "compile_sae",
         "sae_compilation_mode",
         "sae_lens_version",

@@ -534,3 +534,40 @@ def test_compile_model_forward_is_refused_where_the_fused_pass_cannot_serve() ->
         ValueError, match=r"compile_llm needs the fused forward .*use_attn_result=True"
     ):
         store.compile_model_forward()
+
+
+def test_a_raw_pytorch_hook_added_after_the_store_was_built_is_honoured(
+    model: HookedTransformer,
+) -> None:
+    store = make_store(model, token_dataset(8), hook_name="blocks.1.hook_resid_post")
+    tokens = store.get_batch_tokens()
+    clean = store.get_activations(tokens)
+    handle = model.blocks[0].mlp.register_forward_hook(
+        lambda module, args, output: torch.zeros_like(output)
+    )
+    try:
+        patched = store.get_activations(tokens)
+        expected = direct_activations(model, tokens, "blocks.1.hook_resid_post")
+    finally:
+        handle.remove()
+    torch.testing.assert_close(patched[:, :, 0], expected)
+    assert (patched - clean).abs().max() > 0.1
+    torch.testing.assert_close(store.get_activations(tokens), clean)
+
+
+def test_fused_forward_false_always_runs_the_models_own_forward(
+    model: HookedTransformer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sae_lens.fused_forward import FusedHookReader
+
+    def refuse(*args: object) -> None:
+        raise AssertionError("the fused pass ran")
+
+    monkeypatch.setattr(FusedHookReader, "__call__", refuse)
+    store = make_store(model, token_dataset(8), fused_forward=False)
+    tokens = store.get_batch_tokens()
+    torch.testing.assert_close(
+        store.get_activations(tokens)[:, :, 0], direct_activations(model, tokens)
+    )
+    with pytest.raises(ValueError, match=r"compile_llm needs .*\(fused_forward=False\)"):
+        store.compile_model_forward()
