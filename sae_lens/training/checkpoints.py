@@ -191,7 +191,7 @@ def _write_marker(folder: Path, kind: str, trainer: SAETrainer) -> None:
 
 def _write_sae_folder(trainer: SAETrainer, folder: Path) -> None:
     """The SAE as `save_model` writes it, with the run config merged into `cfg.json`."""
-    trainer.sae.save_model(str(folder), trainer.log_feature_sparsity)
+    trainer.sae.save_model(str(folder), trainer.saved_log_feature_sparsity)
     cfg_path = folder / SAE_CFG_FILENAME
     with open(cfg_path) as f:
         sae_cfg = json.load(f)

@@ -182,6 +182,8 @@ class SAETrainer:
             compute_variance_metrics=True,
         )
         self.metrics_log = MetricsLog(Path(cfg.checkpoint_path) / METRICS_FILENAME)
+        self._step_metrics: dict[str, Any] = {}  # this step's metrics, one metrics.jsonl row
+        self._final_sparsity: torch.Tensor | None = None  # [d_sae], of the final SAE
         self._training_forward_pass = self._maybe_compile(sae.training_forward_pass)
 
     # --- public state ------------------------------------------------------------------
@@ -193,6 +195,15 @@ class SAETrainer:
     @property
     def log_feature_sparsity(self) -> torch.Tensor:
         return _log_feature_sparsity(self.feature_sparsity)
+
+    @property
+    def saved_log_feature_sparsity(self) -> torch.Tensor:
+        """What a checkpoint's sparsity.safetensors holds: log10 firing frequencies of the
+        final SAE once training is complete (measured on the evaluation stream), else of
+        the current sampling window."""
+        if self.training_complete and self._final_sparsity is not None:
+            return _log_feature_sparsity(self._final_sparsity)
+        return self.log_feature_sparsity
 
     @property
     def current_l1_coefficient(self) -> float:
@@ -269,10 +280,13 @@ class SAETrainer:
                 self._run_and_log_evals()
                 # counted before checkpointing, so a checkpoint resumes at the next step
                 self.n_training_steps += 1
+                self._flush_step_metrics()  # before a checkpoint, which a resume starts after
                 self._checkpoint_if_needed()
                 self._begin_finetuning_if_needed()
                 self._update_pbar(output, progress)
                 self._stop_if_requested()
+        # the final SAE's firing frequencies, for sparsity.safetensors
+        self._final_sparsity = self._measure_feature_sparsity(max(self.cfg.n_eval_batches, 1))
         self._finish()
         return self.sae
 
@@ -365,7 +379,8 @@ class SAETrainer:
     def _log_train_step(self, step_output: TrainStepOutput) -> None:
         """Every `wandb_log_frequency` steps: log the step's metrics."""
         step = self.n_training_steps
-        if (step + 1) % self.cfg.wandb_log_frequency == 0:
+        last = self.n_training_tokens >= self.cfg.total_training_tokens
+        if (step + 1) % self.cfg.wandb_log_frequency == 0 or last:
             self._log(self._build_train_step_log_dict(step_output, self.n_training_tokens), step)
 
     @torch.no_grad()
@@ -401,11 +416,34 @@ class SAETrainer:
         return metrics
 
     def _run_and_log_evals(self) -> None:
-        """Every `wandb_log_frequency * eval_every_n_wandb_logs` steps: run and log evals."""
+        """Every `wandb_log_frequency * eval_every_n_wandb_logs` steps, and after the last
+        step of a run long enough to evaluate at all: run and log evals."""
         step = self.n_training_steps
-        every = self.cfg.wandb_log_frequency * self.cfg.eval_every_n_wandb_logs
-        if (step + 1) % every == 0:
+        last = self.n_training_tokens >= self.cfg.total_training_tokens
+        if (step + 1) % self._eval_period == 0 or (last and step + 1 >= self._eval_period):
             self._log(self._eval_metrics(), step)
+
+    @property
+    def _eval_period(self) -> int:
+        return self.cfg.wandb_log_frequency * self.cfg.eval_every_n_wandb_logs
+
+    @torch.no_grad()
+    def _measure_feature_sparsity(self, n_batches: int) -> torch.Tensor:
+        """[d_sae]: the fraction of `n_batches` evaluation-stream batches' tokens on which
+        each latent of the current SAE fires."""
+        store = self.eval_activations_store
+        store.estimated_norm_scaling_factor = self.activations_store.estimated_norm_scaling_factor
+        counts = torch.zeros(self.sae.cfg.d_sae, device=self.sae.device)
+        n_tokens = 0
+        self.sae.eval()
+        try:
+            for _ in range(n_batches):
+                batch = store.next_batch()[:, 0, :].to(self.sae.device)  # [batch, d_in]
+                counts += (self.sae.encode(batch) > 0).sum(dim=0)
+                n_tokens += batch.shape[0]
+        finally:
+            self.sae.train()
+        return counts / n_tokens
 
     @torch.no_grad()
     def _eval_metrics(self) -> dict[str, Any]:
@@ -451,11 +489,19 @@ class SAETrainer:
         return histograms
 
     def _log(self, metrics: dict[str, Any], step: int) -> None:
-        self.metrics_log.log(metrics, step)
+        """Send `metrics` to wandb now; metrics.jsonl gets one row per step, with everything
+        logged for the step (training, sparsity window, evaluation), when it is flushed."""
+        self._step_metrics.update(metrics)
         if self.cfg.log_to_wandb:
             import wandb
 
             wandb.log(metrics, step=step)
+
+    def _flush_step_metrics(self) -> None:
+        """Write the metrics logged during the step just taken as one metrics.jsonl row."""
+        if self._step_metrics:
+            self.metrics_log.log(self._step_metrics, self.n_training_steps - 1)
+            self._step_metrics = {}
 
     def _checkpoint_if_needed(self) -> None:
         thresholds = self.checkpoint_thresholds

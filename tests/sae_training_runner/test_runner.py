@@ -7,10 +7,12 @@ from typing import Any
 import datasets
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from sae_lens.sae import SAE
 from sae_lens.sae_training_runner import InterruptedException, SAETrainingRunner
 from sae_lens.training import checkpoints
+from sae_lens.training.activations_store import ActivationsStore
 from sae_lens.training.geometric_median import compute_geometric_median
 from sae_lens.training.metrics_log import read_metrics
 from sae_lens.training.sae_trainer import TrainingDivergedError
@@ -256,3 +258,34 @@ def test_evaluation_reads_the_held_out_split_where_the_dataset_has_one(tmp_path:
     trained_on = runner.activations_store.get_batch_tokens().tolist()
     assert all(row in test["tokens"] for row in held_out)
     assert all(row in train["tokens"] and row not in test["tokens"] for row in trained_on)
+
+
+def test_metrics_have_one_row_per_step_the_last_step_and_the_final_evaluation(
+    tmp_path: Path,
+) -> None:
+    cfg = tiny_cfg(tmp_path, wandb_log_frequency=7, eval_every_n_wandb_logs=1)
+    tiny_runner(cfg).run()
+    rows = read_metrics(Path(cfg.checkpoint_path) / "metrics.jsonl")
+    steps = [r["step"] for r in rows]
+    assert steps == [*range(6, 60, 7), 59]  # every 7th step, then the last one
+    evaluated = [r["step"] for r in rows if "reconstruction_quality/explained_variance" in r]
+    assert evaluated == steps  # evaluations share their step's row; the final one too
+    assert all("losses/overall_loss" in r for r in rows)
+
+
+def test_the_final_sparsity_file_describes_the_final_sae(tmp_path: Path) -> None:
+    # A standard SAE fires densely early on; the saved frequencies must be the final
+    # SAE's (its L0 on fresh activations), not an average over the whole run.
+    cfg = tiny_cfg(tmp_path, l1_coefficient=3.0, n_eval_batches=20)
+    runner = tiny_runner(cfg)
+    sae = runner.run()
+    folder = checkpoints.final_sae_folder(cfg.checkpoint_path)
+    saved = load_file(str(folder / "sparsity.safetensors"))["sparsity"]
+    saved_l0 = (10**saved).sum().item()
+    fresh = ActivationsStore.from_config(runner.model, cfg, override_dataset=token_dataset(seed=5))
+    with torch.no_grad():
+        acts = torch.cat([fresh.next_batch()[:, 0] for _ in range(20)])
+        final_l0 = (sae.eval().encode(acts) > 0).float().sum(-1).mean().item()
+        first_l0 = TrainingSAE.from_dict(cfg.get_training_sae_cfg_dict()).encode(acts) > 0
+    assert first_l0.float().sum(-1).mean().item() > 2 * final_l0  # the run did sparsify
+    assert saved_l0 == pytest.approx(final_l0, rel=0.2)
