@@ -48,6 +48,11 @@ class InterruptedException(Exception):
         self.checkpoint = checkpoint
 
 
+class EvaluationInterrupted(Exception):
+    """Raised (by `request_stop`, from a signal handler) into a running periodic
+    evaluation, which is then dropped so that the run stops promptly."""
+
+
 class TrainingDivergedError(ValueError):
     """A training step produced a non-finite loss or gradient; no checkpoint was written
     from that state."""
@@ -135,6 +140,7 @@ class SAETrainer:
         self.training_complete: bool = False
         # Why `request_stop` was called (e.g. from a signal handler), if it was.
         self.stop_requested: str | None = None
+        self.evaluating = False  # inside a periodic evaluation (a stop request drops it)
 
         _update_sae_lens_training_version(self.sae)
         self.checkpoint_thresholds = _checkpoint_thresholds(cfg)
@@ -218,10 +224,10 @@ class SAETrainer:
         """Ask `fit()` to save a checkpoint and raise `InterruptedException` once the
         current step is complete (safe to call from a signal handler)."""
         if self.stop_requested is None:
-            logger.warning(
-                f"{reason}: finishing step {self.n_training_steps}, then saving a checkpoint"
-            )
+            logger.warning(f"{reason}: stopping after the current step, then saving a checkpoint")
         self.stop_requested = reason
+        if self.evaluating:
+            raise EvaluationInterrupted(reason)  # an evaluation can take seconds: drop it
 
     def state_dict(self) -> dict[str, Any]:
         """Counters, feature statistics, optimizer and schedules (not the SAE weights)."""
@@ -420,6 +426,8 @@ class SAETrainer:
         step of a run long enough to evaluate at all: run and log evals."""
         step = self.n_training_steps
         last = self.n_training_tokens >= self.cfg.total_training_tokens
+        if self.stop_requested is not None:
+            return  # stopping: do not start an evaluation
         if (step + 1) % self._eval_period == 0 or (last and step + 1 >= self._eval_period):
             self._log(self._eval_metrics(), step)
 
@@ -455,6 +463,7 @@ class SAETrainer:
             self.activations_store.estimated_norm_scaling_factor
         )
         self.sae.eval()
+        self.evaluating = True
         try:
             metrics, _ = run_evals(
                 sae=self.sae,
@@ -464,7 +473,10 @@ class SAETrainer:
                 model_kwargs=self.cfg.model_kwargs,
                 ignore_tokens=ignore_tokens,
             )
+        except EvaluationInterrupted:
+            return {}  # the run is stopping: no metrics from a partial evaluation
         finally:
+            self.evaluating = False
             self.sae.train()
         flat = _flatten_eval_metrics(metrics)
         if self.cfg.log_to_wandb:

@@ -1,5 +1,6 @@
 import copy
 import json
+import os
 import signal
 from pathlib import Path
 from typing import Any
@@ -289,3 +290,26 @@ def test_the_final_sparsity_file_describes_the_final_sae(tmp_path: Path) -> None
         first_l0 = TrainingSAE.from_dict(cfg.get_training_sae_cfg_dict()).encode(acts) > 0
     assert first_l0.float().sum(-1).mean().item() > 2 * final_l0  # the run did sparsify
     assert saved_l0 == pytest.approx(final_l0, rel=0.2)
+
+
+def test_a_signal_during_an_evaluation_stops_the_run_without_finishing_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from sae_lens.training import sae_trainer
+
+    def slow_evaluation(*args: Any, **kwargs: Any) -> Any:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(60)  # an evaluation that would take a minute
+        raise AssertionError("the evaluation was not interrupted")
+
+    monkeypatch.setattr(sae_trainer, "run_evals", slow_evaluation)
+    cfg = tiny_cfg(tmp_path, eval_every_n_wandb_logs=2)  # first evaluation at step 9
+    started = time.monotonic()
+    with pytest.raises(InterruptedException, match="stopped after step 9") as info:
+        tiny_runner(cfg).run()
+    assert time.monotonic() - started < 30
+    assert info.value.checkpoint == str(Path(cfg.checkpoint_path) / "320")
+    rows = read_metrics(Path(cfg.checkpoint_path) / "metrics.jsonl")
+    assert rows[-1]["step"] == 9 and not any(k.startswith("reconstruction") for k in rows[-1])
