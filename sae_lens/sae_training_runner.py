@@ -33,6 +33,7 @@ from sae_lens.allocator import freed_memory_reused
 from sae_lens.config import HfDataset, LanguageModelSAERunnerConfig
 from sae_lens.dataset_sources import held_out_split, load_any_dataset
 from sae_lens.load_model import load_model
+from sae_lens.toolkit.pretrained_sae_loaders import read_local_sae_folder
 from sae_lens.training import checkpoints
 from sae_lens.training.activations_store import ActivationsStore
 from sae_lens.training.geometric_median import compute_geometric_median
@@ -162,11 +163,31 @@ class SAETrainingRunner:
     def _build_sae(self) -> TrainingSAE:
 
         if self.cfg.from_pretrained_path is not None:
-            return TrainingSAE.load_from_pretrained(self.cfg.from_pretrained_path, self.cfg.device)
+            return self._sae_from_pretrained_path(self.cfg.from_pretrained_path)
         sae = TrainingSAE.from_dict(self.cfg.get_training_sae_cfg_dict())
         if self._resume_state is None and self._finished_sae_folder is None:
             self._init_sae_group_b_decs(sae)
         return sae
+
+    def _sae_from_pretrained_path(self, path: str) -> TrainingSAE:
+        """A TrainingSAE holding the weights of the SAE folder at `path`, in any format the
+        loaders read (a training checkpoint, a folder saved for inference, a published
+        SAE), with this run's training options. Its architecture and sizes must be the run
+        config's."""
+        folder_cfg, state_dict, _ = read_local_sae_folder(path, device=self.cfg.device)
+        run_cfg = self.cfg.get_training_sae_cfg_dict()
+        differing = [k for k in ("architecture", "d_in", "d_sae") if folder_cfg[k] != run_cfg[k]]
+        if differing:
+            found = ", ".join(f"{k}={folder_cfg[k]!r}" for k in differing)
+            wanted = ", ".join(f"{k}={run_cfg[k]!r}" for k in differing)
+            raise ValueError(
+                f"from_pretrained_path {path!r} holds an SAE with {found} but the run config "
+                f"has {wanted}: set those fields to the folder's values"
+            )
+        weights_define = ("activation_fn_str", "activation_fn_kwargs", "apply_b_dec_to_input")
+        sae_cfg = {**run_cfg, **{k: folder_cfg[k] for k in weights_define if k in folder_cfg}}
+        sae_cfg["finetuning_scaling_factor"] = "finetuning_scaling_factor" in state_dict
+        return TrainingSAE._from_cfg_and_weights(sae_cfg, state_dict)
 
     def _init_sae_group_b_decs(self, sae: TrainingSAE) -> None:
         """Set b_dec from a buffer of activations: their geometric median or mean."""

@@ -313,3 +313,39 @@ def test_a_signal_during_an_evaluation_stops_the_run_without_finishing_it(
     assert info.value.checkpoint == str(Path(cfg.checkpoint_path) / "320")
     rows = read_metrics(Path(cfg.checkpoint_path) / "metrics.jsonl")
     assert rows[-1]["step"] == 9 and not any(k.startswith("reconstruction") for k in rows[-1])
+
+
+@pytest.mark.parametrize("architecture", ["standard", "jumprelu"])
+def test_from_pretrained_path_continues_from_an_sae_saved_for_inference(
+    tmp_path: Path, architecture: str
+) -> None:
+    from sae_lens.sae import SAE
+
+    base = tiny_cfg(tmp_path / "base", architecture=architecture)
+    inference_sae = SAE.from_dict(base.get_base_sae_cfg_dict())
+    with torch.no_grad():
+        for param in inference_sae.parameters():
+            param.copy_(torch.rand_like(param) * 0.1)
+    inference_sae.save_model(str(tmp_path / "published"))  # cfg.json without training fields
+
+    cfg = tiny_cfg(
+        tmp_path, architecture=architecture, from_pretrained_path=str(tmp_path / "published")
+    )
+    runner = tiny_runner(cfg)
+    x = torch.randn(5, cfg.d_in)
+    with torch.no_grad():
+        torch.testing.assert_close(runner.sae.eval().encode(x), inference_sae.encode(x))
+    trained = runner.run()
+    assert not torch.equal(trained.W_dec, inference_sae.W_dec)
+
+    with pytest.raises(
+        ValueError, match=r"holds an SAE with d_sae=32 but the run config has d_sae=64"
+    ):
+        tiny_runner(
+            tiny_cfg(
+                tmp_path,
+                architecture=architecture,
+                d_sae=64,
+                from_pretrained_path=str(tmp_path / "published"),
+            )
+        )
