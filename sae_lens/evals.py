@@ -13,6 +13,7 @@ import argparse
 import json
 import math
 import re
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,10 +130,13 @@ class _SAESource:
         return f"{self.sae_set}-{self.sae_id}"
 
     def load(self, device: str) -> SAE:
-
-        if self.path is not None:
-            return SAE.load_from_pretrained(self.path, device=device)
-        return SAE.from_pretrained(release=self.sae_set, sae_id=self.sae_id, device=device)[0]
+        """The SAE. Its warning about loading the model with the SAE's
+        `model_from_pretrained_kwargs` is not shown: the evals load it that way."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="This SAE was trained on a model loaded")
+            if self.path is not None:
+                return SAE.load_from_pretrained(self.path, device=device)
+            return SAE.from_pretrained(self.sae_set, self.sae_id, device=device)[0]
 
 
 LOCAL_SAE_SET = "local"

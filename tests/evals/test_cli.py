@@ -144,3 +144,27 @@ def test_help_documents_the_command_line():
     assert result.returncode == 0, result.stderr
     for flag in ("sae_regex_pattern", "--sae_paths", "--datasets", "--ctx_lens", "--plots"):
         assert flag in result.stdout
+
+
+def test_the_cli_does_not_warn_about_how_to_load_the_model(
+    tmp_path, make_sae, embedded_model, recwarn
+):
+    # The SAE says to load its model with its kwargs; the evals command does exactly that,
+    # so the warning would only mislead there. Python users still get it.
+    sae = make_sae(
+        HOOK,
+        d_in=embedded_model.cfg.d_model,
+        d_sae=64,
+        model_name="tiny-pydoc-gpt2",
+        dataset_path="pydoc-corpus",
+        context_size=CTX,
+        model_from_pretrained_kwargs={"center_writing_weights": False},
+    )
+    sae.save_model(tmp_path / "sae")
+    recwarn.clear()  # building the SAE above warned, as it should
+    run_cli(str(tmp_path / "sae"), "--output_dir", str(tmp_path / "out"))
+    assert not [w for w in recwarn if "This SAE was trained on a model" in str(w.message)]
+    from sae_lens.sae import SAE
+
+    with pytest.warns(UserWarning, match="This SAE was trained on a model loaded"):
+        SAE.load_from_pretrained(str(tmp_path / "sae"))
