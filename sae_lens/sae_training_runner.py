@@ -151,6 +151,9 @@ class SAETrainingRunner:
             not resumable or finals[-1].n_training_steps >= resumable[-1].n_training_steps
         ):
             final = finals[-1].path
+            run_config = run_dir / RUN_CONFIG_FILENAME
+            if run_config.is_file():  # a finished run cannot take other settings
+                checkpoints.check_resume_config(json.loads(run_config.read_text()), self.cfg)
             logger.warning(f"run {run_dir} already finished: run() returns its final SAE {final}")
             self._finished_sae_folder = final
             return

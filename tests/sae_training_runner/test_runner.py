@@ -349,3 +349,16 @@ def test_from_pretrained_path_continues_from_an_sae_saved_for_inference(
                 from_pretrained_path=str(tmp_path / "published"),
             )
         )
+
+
+def test_resuming_a_finished_run_with_other_settings_is_refused(tmp_path: Path) -> None:
+    cfg = tiny_cfg(tmp_path)
+    tiny_runner(cfg).run()
+    with pytest.raises(ValueError, match=r"cannot resume: the config differs .*\['lr', 'lr_end'\]"):
+        tiny_runner(tiny_cfg(tmp_path, resume=True, lr=1e-2, checkpoint_path=cfg.checkpoint_path))
+    with pytest.raises(ValueError, match=r"\['training_tokens'\]"):
+        tiny_runner(
+            tiny_cfg(
+                tmp_path, resume=True, training_tokens=32 * 90, checkpoint_path=cfg.checkpoint_path
+            )
+        )
