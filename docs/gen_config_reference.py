@@ -215,6 +215,14 @@ def _default_text(field: dataclasses.Field[Any]) -> str:
     return f"`{value!r}`"
 
 
+def _annotation(name: str) -> str:
+    """The field's annotation as written in the source (argument parsers may resolve a
+    dataclass field's `type` to a class in place, which would print as `<class 'str'>`)."""
+    from sae_lens.config import LanguageModelSAERunnerConfig
+
+    return str(LanguageModelSAERunnerConfig.__annotations__[name])
+
+
 def _cell(text: str) -> str:
     # A literal "|" would split the Markdown table cell.
     return text.replace("|", "&#124;")
@@ -229,7 +237,7 @@ def render_reference() -> str:
         lines += [f"### {topic}", "", "| Field | Type | Default | Meaning |", "|---|---|---|---|"]
         for name, meaning in group.items():
             field = fields[name]
-            type_text = f"<code>{_cell(str(field.type))}</code>"
+            type_text = f"<code>{_cell(_annotation(name))}</code>"
             lines.append(
                 f"| `{name}` | {type_text} | {_cell(_default_text(field))} | {_cell(meaning)} |"
             )
