@@ -301,3 +301,15 @@ def _extract_logits(output: Any) -> torch.Tensor:
     if isinstance(logits, torch.Tensor):
         return logits
     raise ValueError(f"cannot find logits in a model output of type {type(output).__name__}")
+
+
+def _extract_logits_from_output(output: Any) -> torch.Tensor:
+    """The logits of a model's output: a tensor, a tuple starting with them, or a mapping
+    with "logits" (5.6.0's helper)."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, tuple) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    if isinstance(output, dict) and "logits" in output:
+        return output["logits"]
+    raise ValueError(f"Unknown output type: {type(output)}")

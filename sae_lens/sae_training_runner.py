@@ -476,6 +476,17 @@ def parse_cli_config(argv: Sequence[str]) -> LanguageModelSAERunnerConfig:
     return namespace.cfg
 
 
+def _parse_cfg_args(args: Sequence[str]) -> LanguageModelSAERunnerConfig:
+    """5.6.0's parser entry point: the run config from command-line arguments (no
+    arguments print the help, as in 5.6.0)."""
+    return parse_cli_config(list(args) or ["--help"])
+
+
+def _run_cli(args: Sequence[str]) -> None:
+    """5.6.0's command-line entry point: parse `args` and train."""
+    SAETrainingRunner(cfg=_parse_cfg_args(args)).run()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the process exit code."""
     args = sys.argv[1:] if argv is None else list(argv)

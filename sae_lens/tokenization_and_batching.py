@@ -137,3 +137,36 @@ def concat_and_batch_sequences(
         concatenator.push(tokens)
         while (row := concatenator.pop()) is not None:
             yield row
+
+
+def _add_tokens_to_batch(
+    batch: torch.Tensor | None,
+    tokens: torch.Tensor,
+    offset: int,
+    context_size: int,
+    is_start_of_sequence: bool,
+    begin_batch_token_id: int | None = None,
+    begin_sequence_token_id: int | None = None,
+    sequence_separator_token_id: int | None = None,
+) -> tuple[torch.Tensor, int]:
+    """5.6.0's step of `concat_and_batch_sequences`: `batch` (None for a new one) extended
+    by `tokens[offset:]`, with the special tokens that belong in front (begin-sequence,
+    begin-batch or separator, each only when the next token is not already it), up to
+    `context_size` tokens; returns (batch, the offset of the first token not taken)."""
+    prefix: list[int] = []
+    first = int(tokens[offset])
+
+    def put_in_front(token_id: int | None) -> None:
+        nonlocal first
+        if token_id is not None and first != token_id:
+            prefix.insert(0, token_id)
+            first = token_id
+
+    if is_start_of_sequence:
+        put_in_front(begin_sequence_token_id)
+    put_in_front(begin_batch_token_id if batch is None else sequence_separator_token_id)
+    current = tokens.new_empty(0) if batch is None else batch
+    room = max(context_size - current.shape[0], 0)
+    n_taken = max(room - len(prefix), 0)
+    front = torch.tensor(prefix[:room], dtype=torch.long, device=tokens.device)
+    return torch.cat([current, front, tokens[offset : offset + n_taken]]), offset + n_taken

@@ -176,6 +176,11 @@ class HookedSAETransformer(HookedTransformer):
         self.setup()  # the removed SAE's hook points must leave hook_dict first
         self.add_sae(prev_sae)
 
+    def _reset_sae(self, act_name: str, prev_sae: SAE | None = None) -> None:
+        """Remove the SAE at `act_name` (5.6.0's helper of `reset_saes`), putting `prev_sae`
+        there instead when given."""
+        self.reset_saes([act_name], None if prev_sae is None else [prev_sae])
+
     def reset_saes(
         self,
         act_names: str | list[str] | None = None,

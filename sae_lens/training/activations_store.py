@@ -19,7 +19,7 @@ store serves exactly the batches an uninterrupted one would have served.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from datasets import Dataset
@@ -72,6 +72,9 @@ from sae_lens.training.token_stream import (
     shuffled,
     single_split,
 )
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 __all__ = [
     "CHECKPOINT_STATE_VERSION",
@@ -663,3 +666,31 @@ class _ServedBatches:
         self._scaler.check_ready()
         rows = self._mixer.next_rows(self._store.train_batch_size_tokens)
         return self._scaler.for_serving(rows.unsqueeze(1))
+
+
+# --- 5.6.0's module-level helpers, which code written for it imports from here ------------
+
+
+def _filter_buffer_acts(
+    buffer: tuple[torch.Tensor, torch.Tensor | None], exclude_tokens: torch.Tensor | None
+) -> torch.Tensor:
+    """The activations of `buffer` = (activations [n, ...], token ids [n] or None) whose
+    token is not in `exclude_tokens`."""
+    activations, tokens = buffer
+    if tokens is None or exclude_tokens is None:
+        return activations
+    return activations[~torch.isin(tokens, exclude_tokens)]
+
+
+def _get_special_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Every special token id of `tokenizer`: its `*_token_id` attributes and the ids of
+    the tokens in its special-tokens map."""
+    ids = {
+        getattr(tokenizer, attr)
+        for attr in dir(tokenizer)
+        if attr.endswith("_token_id") and isinstance(getattr(tokenizer, attr, None), int)
+    }
+    for tokens in getattr(tokenizer, "special_tokens_map", {}).values():
+        for token in [tokens] if isinstance(tokens, str) else tokens:
+            ids.add(tokenizer.convert_tokens_to_ids(token))
+    return list(ids)

@@ -51,7 +51,7 @@ def upload_saes_to_huggingface(
         saes_dict.items(), desc="Uploading SAEs", disable=not show_progress
     ):
         with TemporaryDirectory() as tmp_dir:
-            folder = _sae_folder(sae_ref, Path(tmp_dir))
+            folder = _build_sae_path(sae_ref, tmp_dir)
             api.upload_folder(
                 folder_path=folder,
                 path_in_repo=sae_id,
@@ -102,17 +102,33 @@ def default_readme(repo_id: str, sae_ids: Iterable[str]) -> str:
 
 def validate_sae_folder(path: Path) -> None:
     """One-line error unless `path` is an SAE folder with a readable config."""
-    if not path.is_dir():
-        raise FileNotFoundError(f"SAE folder not found: {path}")
-    for filename in (SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME):
-        if not (path / filename).is_file():
-            raise FileNotFoundError(f"{path} is not an SAE folder: it has no {filename}")
+    _validate_sae_path(path)
     try:
         cfg = json.loads((path / SAE_CFG_FILENAME).read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{path / SAE_CFG_FILENAME} is not valid JSON: {e}") from None
     if not isinstance(cfg, dict):
         raise ValueError(f"{path / SAE_CFG_FILENAME} must hold a JSON object")
+
+
+def _validate_sae_path(path: Path) -> None:
+    """FileNotFoundError unless `path` is a folder with the SAE's config and weights files
+    (5.6.0's name)."""
+    if not path.is_dir():
+        raise FileNotFoundError(f"SAE folder not found: {path}")
+    for filename in (SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME):
+        if not (path / filename).is_file():
+            raise FileNotFoundError(f"{path} is not an SAE folder: it has no {filename}")
+
+
+def _repo_exists(api: HfApi, repo_id: str) -> bool:
+    """Whether the hub has the model repo `repo_id` (5.6.0's helper)."""
+    return api.repo_exists(repo_id)
+
+
+def _repo_file_exists(repo_id: str, filename: str, revision: str) -> bool:
+    """Whether `filename` exists in `repo_id` at `revision` (5.6.0's helper)."""
+    return HfApi().file_exists(repo_id, filename, revision=revision)
 
 
 def _validate_sae_id(sae_id: str) -> None:
@@ -124,8 +140,9 @@ def _validate_sae_id(sae_id: str) -> None:
         )
 
 
-def _sae_folder(sae_ref: SAE | Path | str, tmp_dir: Path) -> Path:
+def _build_sae_path(sae_ref: SAE | Path | str, tmp_dir: str | Path) -> Path:
+    """The folder to upload: `sae_ref` itself, or a live SAE saved into `tmp_dir`."""
     if isinstance(sae_ref, SAE):
-        sae_ref.save_model(tmp_dir)
-        return tmp_dir
+        sae_ref.save_model(str(tmp_dir))
+        return Path(tmp_dir)
     return Path(sae_ref)
