@@ -100,6 +100,9 @@ def default_readme(repo_id: str, sae_ids: Iterable[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+_create_default_readme = default_readme  # 5.6.0's name (its card's wording differs)
+
+
 def validate_sae_folder(path: Path) -> None:
     """One-line error unless `path` is an SAE folder with a readable config."""
     _validate_sae_path(path)
