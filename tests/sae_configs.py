@@ -9,10 +9,11 @@ import torch
 from sae_lens.training.training_sae import TrainingSAE
 
 
-def training_sae_cfg_dict(
+def sae_cfg_dict(
     architecture: str = "standard", *, d_in: int, d_sae: int, k: int = 2, **overrides: Any
 ) -> dict[str, Any]:
-    """Every TrainingSAEConfig field, with options off; `k` is used by topk only."""
+    """Every SAEConfig field of a small SAE on a layer-0 residual hook; `k` is used by topk
+    only."""
     cfg: dict[str, Any] = dict(
         architecture=architecture,
         d_in=d_in,
@@ -33,6 +34,16 @@ def training_sae_cfg_dict(
         dtype="float32",
         device="cpu",
         sae_lens_training_version=None,
+    )
+    cfg.update(overrides)
+    return cfg
+
+
+def training_sae_cfg_dict(
+    architecture: str = "standard", *, d_in: int, d_sae: int, k: int = 2, **overrides: Any
+) -> dict[str, Any]:
+    """Every TrainingSAEConfig field, with options off; `k` is used by topk only."""
+    training = dict(
         l1_coefficient=1.0,
         lp_norm=1.0,
         use_ghost_grads=False,
@@ -46,8 +57,7 @@ def training_sae_cfg_dict(
         init_encoder_as_decoder_transpose=False,
         scale_sparsity_penalty_by_decoder_norm=False,
     )
-    cfg.update(overrides)
-    return cfg
+    return sae_cfg_dict(architecture, d_in=d_in, d_sae=d_sae, k=k, **{**training, **overrides})
 
 
 def perturbed_training_sae(cfg: dict[str, Any], scale: float = 0.3) -> TrainingSAE:

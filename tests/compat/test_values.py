@@ -28,28 +28,12 @@ from sae_lens.toolkit.pretrained_saes_directory import (
 )
 from sae_lens.training.optim import get_lr_scheduler
 from sae_lens.training.training_sae import TrainingSAE, TrainingSAEConfig
+from tests.sae_configs import sae_cfg_dict
 
 
 def small_sae_config() -> SAEConfig:
-    return SAEConfig(
-        architecture="standard",
-        d_in=4,
-        d_sae=8,
-        activation_fn_str="relu",
-        apply_b_dec_to_input=True,
-        finetuning_scaling_factor=False,
-        context_size=16,
-        model_name="m",
-        hook_name="blocks.0.hook_resid_pre",
-        hook_layer=0,
-        hook_head_index=None,
-        prepend_bos=True,
-        dataset_path="d",
-        dataset_trust_remote_code=False,
-        normalize_activations="none",
-        dtype="float32",
-        device="cpu",
-        sae_lens_training_version=None,
+    return SAEConfig.from_dict(
+        sae_cfg_dict(d_in=4, d_sae=8, context_size=16, model_name="m", dataset_path="d")
     )
 
 

@@ -9,35 +9,14 @@ import pytest
 import torch
 
 from sae_lens.sae import SAE
+from tests.sae_configs import sae_cfg_dict
 
 D_IN, D_SAE, K = 6, 10, 3
 
 
 def make_cfg_dict(architecture: str = "standard", **overrides: Any) -> dict[str, Any]:
     """A complete cfg.json-style dict for a tiny SAE (topk gets k=3)."""
-    d: dict[str, Any] = dict(
-        architecture=architecture,
-        d_in=D_IN,
-        d_sae=D_SAE,
-        activation_fn_str="topk" if architecture == "topk" else "relu",
-        activation_fn_kwargs={"k": K} if architecture == "topk" else {},
-        apply_b_dec_to_input=True,
-        finetuning_scaling_factor=False,
-        context_size=8,
-        model_name="tiny",
-        hook_name="blocks.0.hook_resid_pre",
-        hook_layer=0,
-        hook_head_index=None,
-        prepend_bos=True,
-        dataset_path="data",
-        dataset_trust_remote_code=False,
-        normalize_activations="none",
-        dtype="float32",
-        device="cpu",
-        sae_lens_training_version=None,
-    )
-    d.update(overrides)
-    return d
+    return sae_cfg_dict(architecture, d_in=D_IN, d_sae=D_SAE, k=K, **overrides)
 
 
 def make_random_sae(architecture: str = "standard", seed: int = 0, **overrides: Any) -> SAE:

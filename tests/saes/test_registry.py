@@ -14,40 +14,10 @@ from sae_lens.sae import SAE
 from sae_lens.saes import architecture_names, get_architecture, register_architecture
 from sae_lens.saes.standard import StandardArchitecture
 from sae_lens.training.training_sae import TrainingSAE
+from tests.sae_configs import sae_cfg_dict, training_sae_cfg_dict
 
-CFG = dict(
-    d_in=4,
-    d_sae=8,
-    activation_fn_str="relu",
-    apply_b_dec_to_input=True,
-    finetuning_scaling_factor=False,
-    context_size=8,
-    model_name="tiny",
-    hook_name="blocks.0.hook_resid_pre",
-    hook_layer=0,
-    hook_head_index=None,
-    prepend_bos=True,
-    dataset_path="data",
-    dataset_trust_remote_code=False,
-    normalize_activations="none",
-    dtype="float32",
-    device="cpu",
-    sae_lens_training_version=None,
-)
-TRAINING = dict(
-    l1_coefficient=1.0,
-    lp_norm=1.0,
-    use_ghost_grads=False,
-    normalize_sae_decoder=False,
-    noise_scale=0.0,
-    decoder_orthogonal_init=False,
-    mse_loss_normalization=None,
-    jumprelu_init_threshold=0.001,
-    jumprelu_bandwidth=0.001,
-    decoder_heuristic_init=False,
-    init_encoder_as_decoder_transpose=False,
-    scale_sparsity_penalty_by_decoder_norm=False,
-)
+CFG = sae_cfg_dict(d_in=4, d_sae=8)
+TRAINING = {k: v for k, v in training_sae_cfg_dict(d_in=4, d_sae=8).items() if k not in CFG}
 
 
 class ShiftedReLU(StandardArchitecture):
