@@ -306,14 +306,21 @@ def run_our_job(job: dict[str, Any]) -> None:
     (unless the job's token budget is 0), then time the step on the fixed batch."""
     import sae_lens
     from sae_lens import SAETrainingRunner
+    from sae_lens.allocator import freed_memory_reused
 
+    # as the command line runs (reuse_freed_memory on), for the step timing below too
+    with freed_memory_reused("cpu", enabled=True):
+        _run_our_job(job, sae_lens.__version__, SAETrainingRunner)
+
+
+def _run_our_job(job: dict[str, Any], version: str, runner_class: Any) -> None:
     model = wl.load_hooked_transformer(job["model_dir"])
     dataset = wl.load_tokens(job["tokens"])
     cfg = ours_runner_config(job)
     rss_before = wl.current_rss_mb()
     clock = wl.Clock()
-    runner = SAETrainingRunner(cfg, override_model=model, override_dataset=dataset)
-    result: dict[str, Any] = {"library": f"sae_lens {sae_lens.__version__} (this project)"}
+    runner = runner_class(cfg, override_model=model, override_dataset=dataset)
+    result: dict[str, Any] = {"library": f"sae_lens {version} (this project)"}
     if job["training_tokens"] > 0:
         result.update(_train_ours(job, runner, clock))
         result["rss_before_mb"] = rss_before
