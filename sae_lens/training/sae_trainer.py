@@ -88,8 +88,8 @@ def _update_sae_lens_training_version(sae: TrainingSAE) -> None:
 
 
 def _checkpoint_thresholds(cfg: LanguageModelSAERunnerConfig) -> list[int]:
-    """Token counts after which a checkpoint is written: `n_checkpoints` evenly spaced
-    points strictly inside the run (5.6.0's spacing)."""
+    """Token counts after which a checkpoint is written: every `total / n_checkpoints`
+    tokens strictly inside the run, so `n_checkpoints - 1` of them (5.6.0's spacing)."""
     if cfg.n_checkpoints == 0:
         return []
     spacing = max(cfg.total_training_tokens // cfg.n_checkpoints, 1)
