@@ -50,8 +50,10 @@ def load_any_dataset(
     data_files = _local_data_files(path)
     if data_files is not None:
         builder = _builder_for(data_files, path)
+        # the files are the split named before any slice ("train" of "train[:20]")
+        split_name = split.split("[", 1)[0]
         return datasets.load_dataset(
-            builder, data_files={split: data_files}, split=split, streaming=streaming, **kwargs
+            builder, data_files={split_name: data_files}, split=split, streaming=streaming, **kwargs
         )
     if os.path.exists(path):
         raise ValueError(

@@ -147,3 +147,9 @@ def test_held_out_split_of_every_kind_of_source(
     assert held_out_split("org/train-only") is None
     assert held_out_split("offline/or-unknown") is None
     assert asked == ["org/with-test", "org/train-only", "offline/or-unknown"]
+
+
+def test_a_sliced_split_of_local_files(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "data.jsonl", TEXTS)
+    sliced = load_any_dataset(str(tmp_path / "data.jsonl"), split="train[:2]", streaming=False)
+    assert texts_of(sliced) == TEXTS[:2]
