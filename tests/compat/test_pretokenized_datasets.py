@@ -123,29 +123,22 @@ def test_pretokenize_runner_save_dataset_locally(
 
 
 def test_pretokenize_runner_streaming_dataset(texts_file: str) -> None:
-    cfg = PretokenizeRunnerConfig(
-        tokenizer_name="tiny-pydoc-gpt2",
-        context_size=10,
-        num_proc=1,
-        dataset_path=texts_file,
-        split="train",
-        streaming=True,
-    )
-    streamed = PretokenizeRunner(cfg).run()
+    def run(streaming: bool, num_proc: int) -> Any:
+        cfg = PretokenizeRunnerConfig(
+            tokenizer_name="tiny-pydoc-gpt2",
+            context_size=10,
+            num_proc=num_proc,
+            dataset_path=texts_file,
+            split="train",
+            streaming=streaming,
+        )
+        return PretokenizeRunner(cfg).run()
+
+    streamed = run(streaming=True, num_proc=1)
     assert isinstance(streamed, IterableDataset)
     first = next(iter(streamed))["input_ids"]
     assert isinstance(first, torch.Tensor) and first.shape == (10,)
-
-    cfg = PretokenizeRunnerConfig(
-        tokenizer_name="tiny-pydoc-gpt2",
-        context_size=10,
-        num_proc=2,
-        dataset_path=texts_file,
-        split="train",
-        streaming=False,
-    )
-    dataset = PretokenizeRunner(cfg).run()
-    assert not isinstance(dataset, IterableDataset)
+    assert not isinstance(run(streaming=False, num_proc=2), IterableDataset)
 
 
 def test_streamed_rows_equal_the_unstreamed_ones_and_save_in_full(
