@@ -11,14 +11,21 @@ with the embedded tokenizer, rows of 256 tokens starting with BOS, shuffled).
 
 Steps, one after the other (never in parallel), each library in its own subprocess:
   1. this CPU's fp32 matmul GFLOP/s on the SAE step's matmul shapes (best of several);
-  2. each architecture (standard, gated, jumprelu, topk) trained end to end with this
-     library's `SAETrainingRunner` (override model and dataset, no wandb);
+  2. each architecture (standard, gated, jumprelu, topk, batchtopk, matryoshka_batchtopk)
+     trained end to end with this library's `SAETrainingRunner` (override model and
+     dataset, no wandb);
   3. the same with SAELens 6.54.12 (benchmark/peers/saelens6_driver.py, /work/peer-venv);
   4. TopK with sparsify (benchmark/peers/sparsify_driver.py, /work/peer-loaders-venv);
   each job then times the SAE step alone (forward + backward + optimiser) on one fixed
   activation batch;
   5. one evaluation function, applied to every library's trained weights: L0, explained
-     variance and CE loss score on held-out activations (test split).
+     variance and CE loss score on held-out activations (test split). BatchTopK-family SAEs
+     are evaluated twice: as saved (JumpReLU with each library's running threshold) and
+     with the batch top-k of training applied to the held-out tokens (L0 = K exactly on
+     both sides, so explained variance compares at equal L0).
+
+With `--repeats N` every job runs N times, the libraries alternating (ours, peer, ours,
+peer, ...), so that load on the shared machine hits both sides; speeds are the medians.
 
 Writes benchmark/results/train_throughput.json and train_throughput.md.
 """
@@ -29,6 +36,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -45,8 +53,14 @@ import workload as wl  # noqa: E402  (benchmark/peers/workload.py)
 RESULTS_DIR = HERE / "results"
 SAELENS6_PYTHON = "/work/peer-venv/bin/python"
 SPARSIFY_PYTHON = "/work/peer-loaders-venv/bin/python"
-ARCHITECTURES = ("standard", "gated", "jumprelu", "topk")
+ARCHITECTURES = ("standard", "gated", "jumprelu", "topk", "batchtopk", "matryoshka_batchtopk")
+BATCHTOPK_FAMILY = ("batchtopk", "matryoshka_batchtopk")
 K = 32  # TopK's active latents; the sparsity the other architectures are tuned towards
+# Matryoshka prefixes: this library's default for d_sae 2048, given to both libraries.
+MATRYOSHKA_WIDTHS = [32, 128, 512, 2048]
+# The BatchTopK running threshold's rate, both libraries: the default 0.01 averages about
+# the last 100 steps, i.e. this whole run, whose early cuts are far from the final one.
+THRESHOLD_LR = 0.1
 EVAL_ROWS = 32  # held-out rows of CONTEXT tokens for the common evaluation
 DEFAULT_TOKENS = 100 * wl.BATCH_TOKENS
 
@@ -60,7 +74,14 @@ DEFAULT_TOKENS = 100 * wl.BATCH_TOKENS
 # for it). Sparsity coefficients (and JumpReLU's thresholds) put L0 near K = 32, since
 # explained variance is compared at equal L0. sparsify runs with its defaults (signum
 # optimiser, learning rate from the number of latents).
-LR = {"standard": 3e-3, "gated": 3e-3, "jumprelu": 3e-3, "topk": 1e-2}
+LR = {
+    "standard": 3e-3,
+    "gated": 3e-3,
+    "jumprelu": 3e-3,
+    "topk": 1e-2,
+    "batchtopk": 1e-2,
+    "matryoshka_batchtopk": 1e-2,
+}
 SAELENS6_RECIPE: dict[str, Any] = dict(
     adam_beta1=0.9, normalize_sae_decoder=False, decoder_init_norm=0.1
 )
@@ -76,12 +97,25 @@ OURS: dict[str, dict[str, Any]] = {
         jumprelu_bandwidth=0.01,
     ),
     "topk": dict(SAELENS6_RECIPE, activation_fn_kwargs={"k": K}),
+    "batchtopk": dict(
+        SAELENS6_RECIPE, activation_fn_kwargs={"k": K}, topk_threshold_lr=THRESHOLD_LR
+    ),
+    "matryoshka_batchtopk": dict(
+        SAELENS6_RECIPE,
+        activation_fn_kwargs={"k": K},
+        topk_threshold_lr=THRESHOLD_LR,
+        matryoshka_widths=MATRYOSHKA_WIDTHS,
+    ),
 }
 SAELENS6: dict[str, dict[str, Any]] = {
     "standard": dict(sae_options=dict(l1_coefficient=0.09)),
     "gated": dict(sae_options=dict(l1_coefficient=0.15)),
     "jumprelu": dict(sae_options=dict(l0_coefficient=0.0006, jumprelu_init_threshold=0.005)),
     "topk": dict(sae_options=dict(k=K)),
+    "batchtopk": dict(sae_options=dict(k=K, topk_threshold_lr=THRESHOLD_LR)),
+    "matryoshka_batchtopk": dict(
+        sae_options=dict(k=K, topk_threshold_lr=THRESHOLD_LR, matryoshka_widths=MATRYOSHKA_WIDTHS)
+    ),
 }
 SPARSIFY_TOPK: dict[str, Any] = dict(sae_options=dict(k=K), runner_options={})
 
@@ -420,7 +454,7 @@ def reference_latents(
         magnitude = x @ (w["W_enc"] * w["r_mag"].exp()) + w["b_mag"]
         return torch.relu(magnitude) * gate
     pre = x @ w["W_enc"] + w["b_enc"]
-    if architecture == "jumprelu":
+    if architecture in ("jumprelu", *BATCHTOPK_FAMILY):  # the batchtopk family saves JumpReLU
         return torch.relu(pre) * (pre > w["threshold"])
     if architecture == "topk":
         top = pre.topk(K, dim=-1)
@@ -490,13 +524,23 @@ def evaluate(
     latents = reference_latents(architecture, w, eval_acts)
     recon = latents @ w["W_dec"] + w["b_dec"]
     total_variance = (eval_acts - eval_acts.mean(0)).pow(2).sum()
-    return {
+    result = {
         "l0": (latents > 0).float().sum(-1).mean().item(),
         "explained_variance": 1 - ((eval_acts - recon).pow(2).sum() / total_variance).item(),
         "mse_per_token": (eval_acts - recon).pow(2).sum(-1).mean().item(),
         "dead_latents_on_eval": int(((latents > 0).sum(0) == 0).sum().item()),
         **downstream.score(reconstruct),
     }
+    if architecture in BATCHTOPK_FAMILY:
+        # the training-time rule on the held-out tokens: the K * n largest of ReLU(pre)
+        pre = torch.relu((eval_acts - w["b_dec"]) @ w["W_enc"] + w["b_enc"]).flatten()
+        top = pre.topk(K * eval_acts.shape[0])
+        batch_latents = torch.zeros_like(pre).scatter(0, top.indices, top.values)
+        batch_recon = batch_latents.view(eval_acts.shape[0], -1) @ w["W_dec"] + w["b_dec"]
+        error = (eval_acts - batch_recon).pow(2).sum()
+        result["batch_topk_l0"] = (batch_latents > 0).float().sum().item() / eval_acts.shape[0]
+        result["batch_topk_explained_variance"] = 1 - (error / total_variance).item()
+    return result
 
 
 # ---------------------------------------------------------------- orchestration
@@ -572,9 +616,34 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "explained_variance_diff": ours["eval"]["explained_variance"]
                     - other["eval"]["explained_variance"],
                     "l0_ratio": ours["eval"]["l0"] / max(other["eval"]["l0"], 1e-9),
+                    "batch_topk_explained_variance_diff": ours["eval"].get(
+                        "batch_topk_explained_variance", float("nan")
+                    )
+                    - other["eval"].get("batch_topk_explained_variance", float("nan")),
                 }
             )
     return rows
+
+
+def median_runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per (library, architecture) from repeated runs: the median end-to-end
+    tokens/s and CPU seconds, the best SAE and trainer step, the first run's evaluation
+    (training is deterministic, so every repeat trains the same SAE)."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for run in runs:
+        groups.setdefault((run["library_key"], run["architecture"]), []).append(run)
+    merged = []
+    for group in groups.values():
+        record = dict(group[0], repeats=len(group))
+        for key in ("tokens_per_s", "train_cpu_s", "train_wall_s"):
+            if key in record:
+                record[key] = statistics.median(r[key] for r in group)
+        for key in ("sae_step", "trainer_step"):
+            if record.get(key):
+                record[key] = min((r[key] for r in group), key=lambda t: t["best_ms"])
+        record["step_over_matmul_min"] = record["sae_step"]["over_matmul_floor"]
+        merged.append(record)
+    return merged
 
 
 def write_markdown(report: dict[str, Any], path: Path) -> None:
@@ -617,6 +686,20 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
                 f"{e['ce_loss_score']:.3f} | {e['kl_score']:.3f} |"
             )
         lines.append(row)
+    batch_rows = [r for r in report["runs"] if "batch_topk_explained_variance" in r.get("eval", {})]
+    if batch_rows:
+        lines += [
+            "",
+            "BatchTopK family with the batch top-k of training on the held-out tokens:",
+            "",
+        ]
+        lines += ["| library | arch | L0 | expl. var. |", "|---|---|---:|---:|"]
+        for r in batch_rows:
+            e = r["eval"]
+            lines.append(
+                f"| {r['library_key']} | {r['architecture']} | {e['batch_topk_l0']:.1f} | "
+                f"{e['batch_topk_explained_variance']:.4f} |"
+            )
     if tokens:
         lines += _ratio_lines(report)
     path.write_text("\n".join(lines) + "\n")
@@ -628,14 +711,16 @@ def _ratio_lines(report: dict[str, Any]) -> list[str]:
         "Ours / peer (speed-ups > 1: we are faster; EV diff > 0: we reconstruct better):",
         "",
         "| arch | peer | end-to-end (wall) | end-to-end (CPU) | SAE step | peak RSS | EV diff "
-        "| L0 ours / peer |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| L0 ours / peer | EV diff at batch top-k (L0 = K) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in report["ratios"]:
+        batch_diff = s.get("batch_topk_explained_variance_diff", float("nan"))
         lines.append(
             f"| {s['architecture']} | {s['peer']} | {s['end_to_end_speedup']:.2f}x | "
             f"{s['end_to_end_cpu_speedup']:.2f}x | {s['sae_step_speedup']:.2f}x | "
-            f"{s['peak_rss_ratio']:.2f} | {s['explained_variance_diff']:+.3f} | {s['l0_ratio']:.2f} |"
+            f"{s['peak_rss_ratio']:.2f} | {s['explained_variance_diff']:+.3f} | {s['l0_ratio']:.2f} "
+            f"| {'-' if batch_diff != batch_diff else f'{batch_diff:+.4f}'} |"
         )
     base = report["downstream_baseline"]
     lines += [
@@ -682,6 +767,12 @@ def main() -> None:
         action="store_true",
         help=f"run every job with {TUNED_MALLOC} (results in files named *_tuned_malloc)",
     )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="run every job this many times, libraries alternating; speeds are medians",
+    )
     parser.add_argument("--job", type=Path, help=argparse.SUPPRESS)  # internal: one of our jobs
     args = parser.parse_args()
     if args.job is not None:
@@ -706,25 +797,19 @@ def main() -> None:
     downstream = Downstream(model, eval_tokens)
 
     tokens = 0 if args.step_only else args.tokens
-    runs = []
-    for library, arch, script, job in job_specs(
-        paths, args.work, tokens, args.step_steps, args.architectures, args.libraries
-    ):
-        print(f"running {job['name']} ...", flush=True)
-        result = run_job(PYTHONS[library], script, job, 1800, args.tuned_malloc)
-        result.update(
-            library_key=library,
-            architecture=arch,
-            training_tokens=tokens,
-            options=job.get("options") or {k: job[k] for k in ("sae_options", "runner_options")},
-            step_over_matmul_min=result["sae_step"]["over_matmul_floor"],
-        )
-        if tokens:
-            result["tokens_per_s"] = tokens / result["train_wall_s"]
-            weights = Path(job["out_dir"]) / "weights.safetensors"
-            result["eval"] = evaluate(arch, weights, eval_acts, downstream)
-        print(f"  {_one_line(result)}", flush=True)
-        runs.append(result)
+    all_runs = []
+    specs = job_specs(paths, args.work, tokens, args.step_steps, args.architectures, args.libraries)
+    for repeat in range(args.repeats):
+        for library, arch, script, job in specs:
+            if args.repeats > 1:
+                job = dict(
+                    job, name=f"{job['name']} #{repeat + 1}", out_dir=f"{job['out_dir']}_r{repeat}"
+                )
+            result = run_and_evaluate(
+                library, arch, script, job, args.tuned_malloc, eval_acts, downstream
+            )
+            all_runs.append(result)
+    runs = median_runs(all_runs)
 
     report = {
         "machine": {
@@ -749,7 +834,9 @@ def main() -> None:
             "hf_tl_max_abs_diff": hf_tl_max_abs_diff(paths),
         },
         "matmul_roofline": roofline,
+        "repeats": args.repeats,
         "runs": runs,
+        "all_runs": all_runs,
     }
     if tokens:
         report["downstream_baseline"] = downstream.baseline()
@@ -760,6 +847,34 @@ def main() -> None:
     (args.results / f"{name}.json").write_text(json.dumps(report, indent=2))
     write_markdown(report, args.results / f"{name}.md")
     print((args.results / f"{name}.md").read_text())
+
+
+def run_and_evaluate(
+    library: str,
+    arch: str,
+    script: Path,
+    job: dict[str, Any],
+    tuned_malloc: bool,
+    eval_acts: torch.Tensor,
+    downstream: Downstream,
+) -> dict[str, Any]:
+    """Run one job, then (when it trained) evaluate its weights on the held-out tokens."""
+    print(f"running {job['name']} ...", flush=True)
+    result = run_job(PYTHONS[library], script, job, 1800, tuned_malloc)
+    tokens = job["training_tokens"]
+    result.update(
+        library_key=library,
+        architecture=arch,
+        training_tokens=tokens,
+        options=job.get("options") or {k: job[k] for k in ("sae_options", "runner_options")},
+        step_over_matmul_min=result["sae_step"]["over_matmul_floor"],
+    )
+    if tokens:
+        result["tokens_per_s"] = tokens / result["train_wall_s"]
+        weights = Path(job["out_dir"]) / "weights.safetensors"
+        result["eval"] = evaluate(arch, weights, eval_acts, downstream)
+    print(f"  {_one_line(result)}", flush=True)
+    return result
 
 
 def _one_line(result: dict[str, Any]) -> str:

@@ -55,8 +55,7 @@ def reuse_freed_memory() -> bool:
         print(
             "reuse_freed_memory: glibc keeps freed blocks for reuse during this run "
             "(faster CPU steps; memory is given back when the run ends)",
-            file=sys.stderr,
-            flush=True,
+            flush=True,  # on stdout: stderr is for errors, which stay one line
         )
     _applied = ok
     return ok

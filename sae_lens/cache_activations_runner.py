@@ -9,7 +9,8 @@ progress (shards done, data position) after each one; rerunning the same config 
 kill resumes from the last complete shard. At the end the shards' arrow files are moved
 into `<path>` (no copy) beside `cache_activations_runner_cfg.json`.
 
-Command line: `python -m sae_lens.cache_activations_runner --help`.
+Command line: `python -m sae_lens.cache_activations_runner --help` (every config field is a
+flag, `--config FILE` supplies values that flags override).
 """
 
 from __future__ import annotations
@@ -21,12 +22,11 @@ import re
 import shutil
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import simple_parsing
 import torch
 from datasets import Array2D, Dataset, Features, Value
 from datasets import Sequence as SequenceFeature
@@ -35,7 +35,19 @@ from transformer_lens import HookedRootModule
 
 from sae_lens import logger
 from sae_lens.allocator import freed_memory_reused
-from sae_lens.config import CacheActivationsRunnerConfig
+from sae_lens.cli_support import (
+    CommandLineParser,
+    check_dataset_path,
+    check_device,
+    check_model_name,
+    exit_code,
+    layer_of_hook,
+    parse_command_line,
+    report_user_errors,
+)
+from sae_lens.config import CacheActivationsRunnerConfig, LanguageModelSAERunnerConfig
+from sae_lens.config_help import CACHE_FIELD_HELP
+from sae_lens.dataset_sources import tokenized_row_length
 from sae_lens.dtypes import DTYPE_MAP as DTYPE_MAP  # 5.6.0 re-export
 from sae_lens.load_model import load_model
 from sae_lens.training.activations_store import ActivationsStore, EndOfEpoch
@@ -74,6 +86,8 @@ class CacheActivationsRunner:
 
     def __init__(self, cfg: CacheActivationsRunnerConfig, override_dataset: Dataset | None = None):
         self.cfg = cfg
+        assert cfg.new_cached_activations_path is not None
+        _refuse_output_dir(Path(cfg.new_cached_activations_path))  # before loading the model
         self.model: HookedRootModule = load_model(
             model_class_name=cfg.model_class_name,
             model_name=cfg.model_name,
@@ -92,6 +106,7 @@ class CacheActivationsRunner:
             dataset_trust_remote_code=cfg.dataset_trust_remote_code,
             **cache_store_arguments(cfg),  # what the store reading the cache back uses too
         )
+        self._check_d_in()
         if cfg.compile_llm:
             self.activations_store.compile_model_forward(cfg.llm_compilation_mode)
         self.context_size = cfg.sliced_context_size
@@ -101,6 +116,12 @@ class CacheActivationsRunner:
                 "token_ids": SequenceFeature(Value(dtype="int32"), length=self.context_size),
             }
         )
+
+    def _check_d_in(self) -> None:
+        """Fail before anything is written when `d_in` is not the width of the activation
+        at the hook: one forward of one sequence of token 0 (the data stream is untouched)."""
+        tokens = torch.zeros((1, self.cfg.context_size), dtype=torch.long, device=self.cfg.device)
+        self.activations_store.get_activations(tokens)
 
     def __str__(self) -> str:
         cfg = self.cfg
@@ -119,11 +140,17 @@ class CacheActivationsRunner:
         assert cfg.new_cached_activations_path is not None
         final_dir = Path(cfg.new_cached_activations_path)
         tmp_dir = final_dir / TMP_DIR
-        _check_output_dir(final_dir)
-        first_shard = self._resume_or_start(tmp_dir)
-        with freed_memory_reused(cfg.device, cfg.reuse_freed_memory):
-            self._write_shards(first_shard, tmp_dir)
-        dataset = self._consolidate(tmp_dir, final_dir)
+        created = not final_dir.exists()
+        _refuse_output_dir(final_dir)
+        final_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            first_shard = self._resume_or_start(tmp_dir)
+            with freed_memory_reused(cfg.device, cfg.reuse_freed_memory):
+                self._write_shards(first_shard, tmp_dir)
+            dataset = self._consolidate(tmp_dir, final_dir)
+        except BaseException:
+            _remove_if_nothing_cached(tmp_dir, final_dir if created else None)
+            raise
         if cfg.hf_repo_id is not None:
             self._push_to_hub(dataset)
         return dataset
@@ -314,14 +341,28 @@ def _move_once(source: Path, target: Path) -> None:
         raise FileNotFoundError(f"cached shard {source} is missing: delete {target.parent}")
 
 
-def _check_output_dir(final_dir: Path) -> None:
-    """Refuse a finished cache, or a folder holding anything but an unfinished cache's
-    temporary shards and the files a killed run had already moved out of them."""
+def _refuse_output_dir(final_dir: Path) -> None:
+    """Refuse a path that is a file, a finished cache, or a folder holding anything but an
+    unfinished cache's temporary shards and the files a killed run had already moved out of
+    them. Reads only: nothing is created."""
+    if final_dir.exists() and not final_dir.is_dir():
+        raise FileExistsError(
+            f"new_cached_activations_path {str(final_dir)!r} is a file: give a folder"
+        )
+    for parent in final_dir.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise FileExistsError(
+                    f"new_cached_activations_path {str(final_dir)!r} lies under "
+                    f"{str(parent)!r}, which is a file: give a folder"
+                )
+            break
+    if not final_dir.is_dir():
+        return
     if (final_dir / "state.json").exists():
         raise FileExistsError(
             f"{final_dir} already holds a finished activation cache: delete it or choose another path"
         )
-    final_dir.mkdir(parents=True, exist_ok=True)
     unfinished = (final_dir / TMP_DIR / PROGRESS_FILE).exists()
     others = [
         p.name
@@ -332,6 +373,16 @@ def _check_output_dir(final_dir: Path) -> None:
         raise FileExistsError(
             f"{final_dir} is not empty ({sorted(others)[:5]}): delete it or choose another path"
         )
+
+
+def _remove_if_nothing_cached(tmp_dir: Path, created_dir: Path | None) -> None:
+    """After a failed run that completed no shard: remove the temporary folder, and the
+    output folder where this run created it, so nothing half-made is left behind."""
+    if (tmp_dir / PROGRESS_FILE).exists():
+        return  # complete shards to resume from
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    if created_dir is not None and created_dir.is_dir() and not any(created_dir.iterdir()):
+        created_dir.rmdir()
 
 
 def _json_config(cfg: CacheActivationsRunnerConfig) -> dict[str, Any]:
@@ -354,13 +405,95 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def main(args: Sequence[str] | None = None) -> None:
-    args = sys.argv[1:] if args is None else list(args)
-    cfg = simple_parsing.parse(CacheActivationsRunnerConfig, args=args, description=__doc__)
-    if "--reuse_freed_memory" not in args:  # on the command line, on unless told
-        cfg.reuse_freed_memory = True
-    CacheActivationsRunner(cfg).run()
+# ------------------------------------------------------------------ command line
+
+PROG = "python -m sae_lens.cache_activations_runner"
+_TEXT_CONTEXT_SIZE = 128  # context_size -1 on a text dataset, on the command line
+
+
+def _cli_defaults() -> dict[str, Any]:
+    """Where the config class has no default, the command line takes the training command
+    line's: the embedded model and corpus, its hook, d_in, batch size and token count."""
+    training = {f.name: f.default for f in fields(LanguageModelSAERunnerConfig)}
+    names = ("dataset_path", "model_name", "hook_name", "d_in", "training_tokens")
+    return {
+        **{name: training[name] for name in names},
+        "model_batch_size": training["store_batch_size_prompts"],
+        "reuse_freed_memory": True,  # on the command line a long CPU run is the common case
+    }
+
+
+def build_cli_parser() -> CommandLineParser:
+    """The parser of `python -m sae_lens.cache_activations_runner`."""
+    parser = CommandLineParser(
+        prog=PROG,
+        description="Write a model's activations at one hook to disk, for training SAEs "
+        "without re-running the model (use_cached_activations). Every "
+        "CacheActivationsRunnerConfig field is a flag; with no flags it caches the embedded "
+        "model's activations on the embedded corpus. Rerunning a killed run resumes it. "
+        "Mistakes exit with code 2 and one line naming the culprit.",
+    )
+    parser.add_config_option()
+    shown = {**_cli_defaults(), "hook_layer": "the first number in hook_name"}
+    parser.add_fields(CacheActivationsRunnerConfig, CACHE_FIELD_HELP, shown_defaults=shown)
+    return parser
+
+
+def parse_cli_config(argv: Sequence[str]) -> CacheActivationsRunnerConfig:
+    """The cache config from command-line arguments (`--config FILE`, then flags)."""
+    values = parse_command_line(build_cli_parser(), argv, defaults=_cli_defaults())
+    values.setdefault("hook_layer", layer_of_hook(values["hook_name"]))
+    check_device(values.get("device", _default_device()))
+    check_model_name(values.get("model_class_name", "HookedTransformer"), values["model_name"])
+    check_dataset_path(values["dataset_path"])
+    if values.get("new_cached_activations_path") is not None:
+        _refuse_output_dir(Path(values["new_cached_activations_path"]))
+    if values.get("context_size", -1) == -1:
+        length = tokenized_row_length(
+            values["dataset_path"], bool(values.get("dataset_trust_remote_code"))
+        )
+        values["context_size"] = _TEXT_CONTEXT_SIZE if length is None else length
+        source = "its rows" if length is not None else "text dataset: the training default"
+        print(f"context_size: {values['context_size']} ({source})")
+    return CacheActivationsRunnerConfig(**values)
+
+
+def _default_device() -> str:
+    return next(f.default for f in fields(CacheActivationsRunnerConfig) if f.name == "device")
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    """`python -m sae_lens.cache_activations_runner`; returns the exit code: 0 cached, 2 a
+    mistake (one line on stderr, no finished-looking folder left), 130 interrupted."""
+    argv = sys.argv[1:] if args is None else list(args)
+    return exit_code(report_user_errors(lambda: _cache_from_command_line(argv)))
+
+
+def _cache_from_command_line(argv: list[str]) -> int:
+    cfg = parse_cli_config(argv)
+    runner = CacheActivationsRunner(cfg)
+    print(
+        f"caching up to {cfg.n_seq_in_dataset * runner.context_size:,} tokens of "
+        f"{cfg.dataset_path} at {cfg.model_name} {cfg.hook_name} into "
+        f"{cfg.new_cached_activations_path} ({cfg.n_buffers} shard(s))",
+        flush=True,
+    )
+    try:
+        dataset = runner.run()
+    except KeyboardInterrupt:
+        print(
+            "interrupted: rerun the same command to resume after the last complete shard",
+            file=sys.stderr,
+        )
+        return 130
+    n_tokens = len(dataset) * runner.context_size
+    print(
+        f"cached {len(dataset):,} sequences x {runner.context_size} tokens = {n_tokens:,} "
+        f"activations of {cfg.hook_name} (d_in={cfg.d_in}, {cfg.dtype}, "
+        f"{n_tokens * cfg.bytes_per_token / 1e9:.3f} GB) in {cfg.new_cached_activations_path}"
+    )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

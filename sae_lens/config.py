@@ -20,11 +20,15 @@ from sae_lens import __version__, logger
 from sae_lens.dtypes import DTYPE_MAP as DTYPE_MAP  # 5.6.0 public name
 from sae_lens.dtypes import dtype_from_name
 from sae_lens.embedded import EMBEDDED_DATASET_NAME, EMBEDDED_MODEL_NAME
+from sae_lens.errors import did_you_mean
 from sae_lens.saes.registry import (
     RegisteredArchitectureNames,
     architecture_names,
     get_architecture,
 )
+from sae_lens.training.recipes import RECIPE_NAMES, apply_recipe, track_explicit_fields
+from sae_lens.training.training_options import CHECKPOINT_SPACINGS as SPACINGS
+from sae_lens.training.training_options import OPTIMIZER_NAMES, check_training_options
 
 HfDataset = DatasetDict | Dataset | IterableDatasetDict | IterableDataset
 
@@ -66,7 +70,8 @@ def dict_field(default: dict[str, Any] | None, **kwargs: Any) -> Any:
 
 def _require_choice(name: str, value: Any, allowed: tuple[Any, ...]) -> None:
     if value not in allowed:
-        raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
+        hint = did_you_mean(str(value), [str(a) for a in allowed if a is not None], n=1)
+        raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}{hint}")
 
 
 def _require_positive(name: str, value: float, allow_zero: bool = False) -> None:
@@ -118,6 +123,7 @@ def new_run_id() -> str:
     return uuid.uuid4().hex[:8]
 
 
+@track_explicit_fields  # a field the user passes wins over the `recipe`
 @dataclass
 class LanguageModelSAERunnerConfig:
     """Configuration of one SAE training run: the model and hook to read, the data, the SAE
@@ -162,6 +168,7 @@ class LanguageModelSAERunnerConfig:
     decoder_heuristic_init: bool = False
     init_encoder_as_decoder_transpose: bool = False
     decoder_init_norm: float | None = None
+    encoder_init_norm: float | None = None
 
     # Activation store
     n_batches_in_buffer: int = 20
@@ -181,6 +188,13 @@ class LanguageModelSAERunnerConfig:
     # JumpReLU
     jumprelu_init_threshold: float = 0.001
     jumprelu_bandwidth: float = 0.001
+    jumprelu_sparsity_loss_mode: str = "step"
+    jumprelu_tanh_scale: float = 4.0
+    pre_act_loss_coefficient: float | None = None
+
+    # BatchTopK and Matryoshka BatchTopK
+    topk_threshold_lr: float = 0.01
+    matryoshka_widths: list[int] | None = None
 
     # Performance
     autocast: bool = False
@@ -208,6 +222,15 @@ class LanguageModelSAERunnerConfig:
     lr_decay_steps: int = 0
     n_restart_cycles: int = 1
     finetuning_method: str | None = None
+    # (not in 5.6.0; the defaults keep its behaviour: sae_lens/training/optimizers.py)
+    optimizer: str = simple_parsing.helpers.field(default="adam", choices=OPTIMIZER_NAMES)
+    schedule_free: bool = False
+    scale_lr_with_width: bool = False
+    max_grad_norm: float = 1.0
+    gradient_accumulation_steps: int = 1
+    k_decay_steps: int = 0
+    initial_k: int | None = None
+    recipe: str = simple_parsing.helpers.field(default="5.6.0", choices=RECIPE_NAMES)
 
     # Dead features
     use_ghost_grads: bool = False
@@ -233,6 +256,7 @@ class LanguageModelSAERunnerConfig:
     # Checkpoints
     resume: bool = False
     n_checkpoints: int = 0
+    checkpoint_spacing: str = simple_parsing.helpers.field(default="linear", choices=SPACINGS)
     checkpoint_path: str = "checkpoints"
     verbose: bool = True
     model_kwargs: dict[str, Any] = dict_field(default={})
@@ -244,6 +268,8 @@ class LanguageModelSAERunnerConfig:
     def __post_init__(self) -> None:
         self._validate_choices()
         self._derive_sae_shape()
+        apply_recipe(self)  # the values below derive from the recipe's
+        check_training_options(self)
         self.seqpos_slice = _as_seqpos_tuple(self.seqpos_slice)
         _validate_seqpos(self.seqpos_slice, self.context_size)
 
@@ -382,6 +408,7 @@ class LanguageModelSAERunnerConfig:
             if self.expansion_factor is None:
                 self.expansion_factor = 4
         _require_positive("d_sae", self.d_sae)
+        architecture.check_cfg(self)
         if self.activation_fn == "topk" and self.activation_fn_kwargs["k"] > self.d_sae:
             # 5.6.0 accepted this (its tests build such configs); the SAE's forward fails
             warnings.warn(
@@ -442,8 +469,14 @@ class LanguageModelSAERunnerConfig:
             "decoder_heuristic_init": self.decoder_heuristic_init,
             "init_encoder_as_decoder_transpose": self.init_encoder_as_decoder_transpose,
             "decoder_init_norm": self.decoder_init_norm,
+            "encoder_init_norm": self.encoder_init_norm,
             "jumprelu_init_threshold": self.jumprelu_init_threshold,
             "jumprelu_bandwidth": self.jumprelu_bandwidth,
+            "jumprelu_sparsity_loss_mode": self.jumprelu_sparsity_loss_mode,
+            "jumprelu_tanh_scale": self.jumprelu_tanh_scale,
+            "pre_act_loss_coefficient": self.pre_act_loss_coefficient,
+            "topk_threshold_lr": self.topk_threshold_lr,
+            "matryoshka_widths": self.matryoshka_widths,
             "scale_sparsity_penalty_by_decoder_norm": self.scale_sparsity_penalty_by_decoder_norm,
         }
 
@@ -540,22 +573,15 @@ class CacheActivationsRunnerConfig:
             )
 
     def _context_size_from_dataset(self) -> int:
-        from sae_lens.dataset_sources import load_any_dataset
+        from sae_lens.dataset_sources import tokenized_row_length
 
-        dataset = load_any_dataset(
-            self.dataset_path,
-            split="train",
-            streaming=True,
-            trust_remote_code=bool(self.dataset_trust_remote_code),
-        )
-        first = next(iter(dataset))
-        tokens = first.get("tokens") or first.get("input_ids")
-        if tokens is None:
+        length = tokenized_row_length(self.dataset_path, bool(self.dataset_trust_remote_code))
+        if length is None:
             raise ValueError(
                 f"context_size is -1 but dataset {self.dataset_path!r} is not tokenized "
                 "(no 'tokens' or 'input_ids' column): set context_size"
             )
-        return len(tokens)
+        return length
 
     @property
     def sliced_context_size(self) -> int:

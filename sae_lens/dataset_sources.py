@@ -55,6 +55,8 @@ def load_any_dataset(
         return datasets.load_dataset(
             builder, data_files={split_name: data_files}, split=split, streaming=streaming, **kwargs
         )
+    if not os.path.exists(path) and looks_like_local_path(path):
+        raise FileNotFoundError(f"dataset path {path!r} does not exist")
     if os.path.exists(path):
         raise ValueError(
             f"{path!r} is neither a saved dataset (save_to_disk) nor holds data files with "
@@ -87,6 +89,19 @@ def held_out_split(path: str) -> str | None:
     return next((name for name in HELD_OUT_SPLITS if name in names), None)
 
 
+def tokenized_row_length(path: str, trust_remote_code: bool = False) -> int | None:
+    """The tokens per row of the (train split of the) dataset at `path`, read from its
+    first row; None when it holds text. A ValueError when it has no rows."""
+    dataset = load_any_dataset(
+        path, split="train", streaming=True, trust_remote_code=trust_remote_code
+    )
+    first = next(iter(dataset), None)
+    if first is None:
+        raise ValueError(f"dataset {path!r} is empty: it has no rows")
+    tokens = first.get("tokens") or first.get("input_ids")
+    return None if tokens is None else len(tokens)
+
+
 def find_tokens_column(columns: Iterable[str]) -> tuple[str, bool]:
     """The column holding the data and whether it is tokenized: `tokens`/`input_ids`
     (tokenized) are preferred over `text`/`problem` (raw text)."""
@@ -100,6 +115,16 @@ def find_tokens_column(columns: Iterable[str]) -> tuple[str, bool]:
     raise ValueError(
         f"dataset has columns {columns}, none of the accepted ones "
         f"{[*TOKENIZED_COLUMNS, *TEXT_COLUMNS]}: rename the column with tokens or text"
+    )
+
+
+def looks_like_local_path(path: str) -> bool:
+    """Whether `path` can only name a local file or folder: it starts with /, ./, ../ or ~,
+    or ends in a data-file extension (a hub name, `owner/name`, does neither)."""
+    return (
+        path.startswith(("./", "../", "~", ".\\", "..\\"))
+        or os.path.isabs(path)
+        or _extension(path) in DATA_FILE_BUILDERS
     )
 
 

@@ -13,6 +13,7 @@ import argparse
 import json
 import math
 import re
+import sys
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass
@@ -22,6 +23,19 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm import tqdm
 
+from sae_lens.cli_support import (
+    CLIError,
+    CommandLineParser,
+    check_dataset_path,
+    check_device,
+    check_input_path,
+    check_output_folder,
+    did_you_mean,
+    parse_command_line,
+    report_user_errors,
+)
+from sae_lens.config import MODEL_CLASS_NAMES
+from sae_lens.dataset_sources import looks_like_local_path
 from sae_lens.eval_metrics import (
     EvalConfig,
     get_downstream_reconstruction_metrics,
@@ -66,6 +80,10 @@ __all__ = [
 
 # Default datasets of `multiple_evals` (5.6.0's); the command line defaults to the embedded corpus.
 DEFAULT_EVAL_DATASETS = ["Skylion007/openwebtext", "lighteval/MATH"]
+# Tokens the sparsity, variance and feature-density metrics read when the number of batches
+# is not given: a latent firing once in 10,000 tokens is then seen about 6 times, so the
+# reported densities (down to 1/DENSITY_SAMPLE_TOKENS) tell rare latents from dead ones.
+DENSITY_SAMPLE_TOKENS = 65_536
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,6 +147,22 @@ class _SAESource:
     def unique_id(self) -> str:
         return f"{self.sae_set}-{self.sae_id}"
 
+    def model_class_name(self, hook_name: str, override: str | None = None) -> str:
+        """How to load this SAE's model: `override`, else the `model_class_name` its
+        folder's cfg.json records (a training run writes it), else by its hook name:
+        TransformerLens hook points all hold `hook_` (`blocks.1.hook_resid_post`), so a
+        module path such as `transformer.h.1.mlp` means the Hugging Face model."""
+        if override is not None:
+            return override
+        if self.path is not None:
+            try:
+                recorded = json.loads((Path(self.path) / "cfg.json").read_text())
+            except (OSError, ValueError):  # another folder format: its loader reads it
+                recorded = {}
+            if isinstance(recorded, dict) and isinstance(recorded.get("model_class_name"), str):
+                return recorded["model_class_name"]
+        return "HookedTransformer" if "hook_" in hook_name else "AutoModelForCausalLM"
+
     def load(self, device: str) -> SAE:
         """The SAE. Its warning about loading the model with the SAE's
         `model_from_pretrained_kwargs` is not shown: the evals load it that way."""
@@ -154,7 +188,9 @@ def _sae_sources(
         matches = get_saes_from_regex(sae_regex_pattern, block_pattern)
         sources += [_SAESource(release, sae_id) for release, sae_id, _, _ in matches]
     if not sources:
-        raise ValueError("No SAEs matched the given regex patterns")
+        releases = list(get_pretrained_saes_directory()) if sae_regex_pattern else []
+        hint = did_you_mean(sae_regex_pattern or "", releases)
+        raise ValueError(f"No SAEs matched the given regex patterns{hint}")
     return sources
 
 
@@ -166,58 +202,87 @@ def _ignore_tokens_of(model: HookedRootModule) -> set[int | None]:
     return {tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.bos_token_id}
 
 
+def _check_hook(source: _SAESource, sae: SAE, model: HookedRootModule, class_name: str) -> None:
+    """Refuse an SAE whose hook the model lacks, before any evaluation, with the closest
+    hook names and, for a module path read through a HookedTransformer, the fix."""
+    hook_names = list(model.hook_dict)
+    if sae.cfg.hook_name in hook_names:
+        return
+    fix = ""
+    if class_name == "HookedTransformer" and "hook_" not in sae.cfg.hook_name:
+        fix = (
+            "; a module path like this is read through the Hugging Face model: pass "
+            "--model_class_name AutoModelForCausalLM"
+        )
+    raise ValueError(
+        f"SAE {source.sae_id!r} reads hook {sae.cfg.hook_name!r}, which {sae.cfg.model_name} "
+        f"loaded as {class_name} does not have{did_you_mean(sae.cfg.hook_name, hook_names)}{fix}"
+    )
+
+
 def multiple_evals(
     sae_regex_pattern: str | None,
     sae_block_pattern: str | None,
     n_eval_reconstruction_batches: int,
-    n_eval_sparsity_variance_batches: int,
+    n_eval_sparsity_variance_batches: int | None,
     eval_batch_size_prompts: int = 8,
     datasets: list[str] = DEFAULT_EVAL_DATASETS,
-    ctx_lens: list[int] = [128],
+    ctx_lens: list[int] | None = [128],
     output_dir: str = "eval_results",
     verbose: bool = False,
     sae_paths: list[str] = [],
     eval_config: EvalConfig | None = None,
     device: str | None = None,
+    model_class_name: str | None = None,
 ) -> list[dict[str, Any]]:
     """Evaluate every registry SAE matching the two regexes (skipped if `sae_regex_pattern`
     is None) and every local SAE folder in `sae_paths`, on each dataset and context length.
 
     `eval_config` defaults to everything on; its batch counts and batch size are overridden by
-    the arguments here. Returns one result dict per SAE x context length x dataset."""
+    the arguments here. `ctx_lens=None` evaluates each SAE at its own `context_size`;
+    `n_eval_sparsity_variance_batches=None` takes enough batches for `DENSITY_SAMPLE_TOKENS`
+    tokens. Each SAE's model is loaded as `model_class_name`, or as its folder's cfg.json
+    records (see `_SAESource.model_class_name`). Returns one result dict per SAE x context
+    length x dataset; its `eval_cfg` says what was used."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     sources = _sae_sources(sae_regex_pattern, sae_block_pattern, sae_paths)
-    Path(output_dir).mkdir(parents=True, exist_ok=True)
     base_config = eval_config or get_eval_everything_config()
-    eval_config = EvalConfig(
-        **{
-            **base_config.__dict__,
-            "batch_size_prompts": eval_batch_size_prompts,
-            "n_eval_reconstruction_batches": n_eval_reconstruction_batches,
-            "n_eval_sparsity_variance_batches": n_eval_sparsity_variance_batches,
-        }
-    )
+    base_settings = {
+        **base_config.__dict__,
+        "batch_size_prompts": eval_batch_size_prompts,
+        "n_eval_reconstruction_batches": n_eval_reconstruction_batches,
+    }
 
     results: list[dict[str, Any]] = []
     model: HookedRootModule | None = None
     model_key: str | None = None
-    progress = tqdm(total=len(sources) * len(ctx_lens) * len(datasets), desc="SAE evals")
+    n_ctx = 1 if ctx_lens is None else len(ctx_lens)
+    # no bar where stderr is not a terminal (logs, pipes): an error there stays one line
+    progress = tqdm(total=len(sources) * n_ctx * len(datasets), desc="SAE evals", disable=None)
     for source in sources:
         sae = source.load(device)
+        class_name = source.model_class_name(sae.cfg.hook_name, model_class_name)
         wanted_key = json.dumps(
-            [sae.cfg.model_name, sae.cfg.model_from_pretrained_kwargs], sort_keys=True
+            [class_name, sae.cfg.model_name, sae.cfg.model_from_pretrained_kwargs], sort_keys=True
         )
         if wanted_key != model_key:
             model = None  # free the previous model before loading the next
             model = load_model(
-                "HookedTransformer",
+                class_name,
                 sae.cfg.model_name,
                 device=device,
                 model_from_pretrained_kwargs=sae.cfg.model_from_pretrained_kwargs,
             )
             model_key = wanted_key
         assert model is not None
-        for ctx_len in ctx_lens:
+        _check_hook(source, sae, model, class_name)
+        for ctx_len in [sae.cfg.context_size] if ctx_lens is None else ctx_lens:
+            n_density_batches = n_eval_sparsity_variance_batches or math.ceil(
+                DENSITY_SAMPLE_TOKENS / (eval_batch_size_prompts * ctx_len)
+            )
+            eval_config = EvalConfig(
+                **{**base_settings, "n_eval_sparsity_variance_batches": n_density_batches}
+            )
             for dataset in datasets:
                 progress.set_postfix_str(f"{source.unique_id} ctx={ctx_len} {dataset}")
                 store = ActivationsStore.from_sae(
@@ -243,6 +308,7 @@ def multiple_evals(
                 result["sae_id"] = source.sae_id
                 result["eval_cfg"]["context_size"] = ctx_len
                 result["eval_cfg"]["dataset"] = dataset
+                result["eval_cfg"]["model_class_name"] = class_name
                 result["eval_cfg"] |= eval_config.__dict__
                 result["metrics"] = scalar_metrics
                 result["feature_metrics"] = feature_metrics
@@ -293,6 +359,8 @@ def _extra_eval_options(args: argparse.Namespace, sae_paths: list[str]) -> dict[
         options["eval_config"] = _eval_config_from_args(args)
     if getattr(args, "device", None) is not None:
         options["device"] = args.device
+    if getattr(args, "model_class_name", None) is not None:
+        options["model_class_name"] = args.model_class_name
     return options
 
 
@@ -369,19 +437,23 @@ def process_results(
 # ---------------------------------------------------------------------------------------------
 # Command line
 
+EVALS_PROG = "python -m sae_lens.evals"
 
-def build_arg_parser() -> argparse.ArgumentParser:
+
+def build_arg_parser() -> CommandLineParser:
     """The parser of `python -m sae_lens.evals`."""
-    parser = argparse.ArgumentParser(
-        prog="python -m sae_lens.evals",
+    parser = CommandLineParser(
+        prog=EVALS_PROG,
         description=(
             "Evaluate SAEs from the pretrained registry (release and SAE id matched by two "
             "regexes) and/or local SAE folders, on each dataset and context length. Writes one "
             "JSON per SAE x context length x dataset, all_eval_results.json and "
             "all_eval_results.csv (NaN written as -1) into --output_dir. Without any --compute_* "
-            "flag every metric is computed."
+            "flag every metric is computed. Mistakes exit with code 2 and one line naming the "
+            "culprit."
         ),
     )
+    parser.add_config_option()
     parser.add_argument(
         "sae_regex_pattern",
         nargs="?",
@@ -402,22 +474,27 @@ def build_arg_parser() -> argparse.ArgumentParser:
         help="Local SAE folders (cfg.json + sae_weights.safetensors) to evaluate as well.",
     )
     parser.add_argument(
-        "--batch_size_prompts",
-        type=int,
-        default=16,
-        help="Prompts per evaluation batch (default: %(default)s).",
+        "--model_class_name",
+        choices=MODEL_CLASS_NAMES,
+        default=None,
+        help="How to load the SAEs' model (default: as each SAE folder's cfg.json records it, "
+        "so an SAE trained through the Hugging Face path loads AutoModelForCausalLM; without a "
+        "record, HookedTransformer for hook names holding 'hook_', else AutoModelForCausalLM).",
     )
-    parser.add_argument(
-        "--n_eval_reconstruction_batches",
-        type=int,
-        default=10,
-        help="Batches for the KL and CE-loss metrics (default: %(default)s).",
-    )
+    for flag, kind, default, what in (
+        ("batch_size_prompts", int, 16, "Prompts per evaluation batch"),
+        ("n_eval_reconstruction_batches", int, 10, "Batches for the KL and CE-loss metrics"),
+    ):
+        parser.add_argument(
+            f"--{flag}", type=kind, default=default, help=f"{what} (default: %(default)s)."
+        )
     parser.add_argument(
         "--n_eval_sparsity_variance_batches",
         type=int,
-        default=1,
-        help="Batches for the sparsity, variance and L2 metrics (default: %(default)s).",
+        default=None,
+        help="Batches for the sparsity, variance, L2 and feature-density metrics (default: "
+        f"enough for {DENSITY_SAMPLE_TOKENS:,} tokens, so densities down to about 1e-4 are "
+        "told from dead latents).",
     )
     for flag, what in _METRIC_FLAGS.items():
         parser.add_argument(f"--{flag}", action="store_true", help=what)
@@ -432,8 +509,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
         "--ctx_lens",
         nargs="+",
         type=int,
-        default=[128],
-        help="Context lengths to evaluate on (default: %(default)s).",
+        default=None,
+        help="Context lengths to evaluate on (default: each SAE's own context_size).",
     )
     parser.add_argument(
         "--output_dir",
@@ -454,10 +531,62 @@ def build_arg_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_arguments(args: argparse.Namespace) -> None:
+    """What the command line refuses before loading any SAE or model."""
+    for name in ("batch_size_prompts", "n_eval_reconstruction_batches"):
+        if getattr(args, name) < 1:
+            raise CLIError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if (
+        args.n_eval_sparsity_variance_batches is not None
+        and args.n_eval_sparsity_variance_batches < 1
+    ):
+        raise CLIError(
+            "--n_eval_sparsity_variance_batches must be at least 1, got "
+            f"{args.n_eval_sparsity_variance_batches}"
+        )
+    for ctx_len in args.ctx_lens or []:
+        if ctx_len < 1:
+            raise CLIError(f"--ctx_lens must be at least 1, got {ctx_len}")
+    if args.device is not None:
+        check_device(args.device)
+    for dataset in args.datasets or []:
+        check_dataset_path(dataset, "--datasets entry")
+    for path in args.sae_paths:
+        check_input_path(path, "SAE folder", local=True)
+    if args.sae_regex_pattern is not None and looks_like_local_path(args.sae_regex_pattern):
+        check_input_path(args.sae_regex_pattern, "SAE folder")
+    check_output_folder(args.output_dir, "--output_dir")
+
+
+def _print_what_was_used(results: list[dict[str, Any]]) -> None:
+    for result in results:
+        cfg = result["eval_cfg"]
+        own = cfg["context_size"] == result["sae_cfg"]["context_size"]
+        n_batches, batch = cfg["n_eval_sparsity_variance_batches"], cfg["batch_size_prompts"]
+        print(
+            f"{result['unique_id']} on {cfg['dataset']}: context {cfg['context_size']}"
+            f"{' (the SAE’s context_size)' if own else ''}, model "
+            f"{result['sae_cfg']['model_name']} as {cfg['model_class_name']}; sparsity and "
+            f"feature density over {n_batches} batches x {batch} prompts = "
+            f"{n_batches * batch * cfg['context_size']:,} tokens"
+        )
+
+
 def main(argv: list[str] | None = None) -> dict[str, list[Path] | Path]:
-    """Entry point of `python -m sae_lens.evals`; returns the paths written."""
-    args = build_arg_parser().parse_args(argv)
+    """Entry point of `python -m sae_lens.evals`; returns the paths written. A mistake prints
+    one line (`error: ...`) and exits with code 2, writing no results."""
+    outcome = report_user_errors(lambda: _evaluate_from_command_line(argv))
+    if isinstance(outcome, int):
+        raise SystemExit(outcome)
+    return outcome
+
+
+def _evaluate_from_command_line(argv: list[str] | None) -> dict[str, list[Path] | Path]:
+    values = parse_command_line(build_arg_parser(), sys.argv[1:] if argv is None else argv)
+    args = argparse.Namespace(**values)
+    _check_arguments(args)
     results = run_evaluations(args)
+    _print_what_was_used(results)
     output_files = process_results(results, args.output_dir)
     print("Evaluation complete. Output files:")
     print(f"Individual JSONs: {len(output_files['individual_jsons'])}")  # type: ignore[arg-type]

@@ -17,12 +17,14 @@ from transformer_lens.utilities import USE_DEFAULT_VALUE, lm_cross_entropy_loss
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from sae_lens import logger
+from sae_lens.analysis.hook_checks import ChecksHookNames
 from sae_lens.config import HOOKED_MAMBA_UNSUPPORTED
 from sae_lens.embedded import (
     embedded_model_dir,
     is_embedded_model,
     load_embedded_hooked_transformer,
 )
+from sae_lens.errors import check_device
 
 SUPPORTED_MODEL_CLASSES = ("HookedTransformer", "AutoModelForCausalLM", "HookedMamba")
 
@@ -45,6 +47,8 @@ def load_model(
     """Load `model_name` as `model_class_name` ("HookedTransformer" or
     "AutoModelForCausalLM"). `model_name` may be a hub / TransformerLens name, a local
     Hugging Face folder, or the embedded default model "tiny-pydoc-gpt2"."""
+    if device is not None:
+        check_device(device)
     kwargs = dict(model_from_pretrained_kwargs or {})
     if kwargs.get("n_devices", 1) > 1:
         logger.info(f"Loading the model over {kwargs['n_devices']} CUDA devices")
@@ -109,16 +113,18 @@ class _StopForward(Exception):
         self.value = value
 
 
-class HookedProxyLM(HookedRootModule):
+class HookedProxyLM(ChecksHookNames):
     """A Hugging Face causal LM with a TransformerLens `HookPoint` on the output of every
     module, named by its module path (e.g. "transformer.h.1" for GPT-2's second block).
 
     For tuple outputs the hook sees (and may replace) the first element. `forward` takes
-    `stop_at_layer=k` to run only the first k transformer blocks.
+    `stop_at_layer=k` to run only the first k transformer blocks. A hook name the model
+    lacks is a HookNameError suggesting the closest module paths.
     """
 
     tokenizer: PreTrainedTokenizerBase
     model: torch.nn.Module
+    blocks_path: str  # module path of the transformer blocks' list, e.g. "transformer.h"
 
     def __init__(self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase):
         super().__init__()
@@ -139,6 +145,9 @@ class HookedProxyLM(HookedRootModule):
             self.hook_dict[name] = hook_point
             self.mod_dict[name] = hook_point
         self.blocks = _find_blocks(self.model)
+        self.blocks_path = next(
+            (name for name, module in self.model.named_modules() if module is self.blocks), ""
+        )
 
     @property
     def device(self) -> torch.device:

@@ -1,11 +1,13 @@
 """Tokenize a text dataset once, concatenate and cut it into rows of `context_size` tokens,
 shuffle, and save it (with a `sae_lens.json` metadata file) and/or push it to the hub.
 
-Command line: `python -m sae_lens.pretokenize_runner --help` (every config field is a flag).
+Command line: `python -m sae_lens.pretokenize_runner --help` (every config field is a flag,
+`--config FILE` supplies values that flags override).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import warnings
@@ -14,13 +16,24 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import simple_parsing
 import torch
 from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from sae_lens import __version__, logger
+from sae_lens.cli_support import (
+    CLIError,
+    CommandLineParser,
+    check_dataset_path,
+    check_input_path,
+    check_output_folder,
+    did_you_mean,
+    exit_code,
+    parse_command_line,
+    report_user_errors,
+)
 from sae_lens.config import PretokenizeRunnerConfig
+from sae_lens.config_help import PRETOKENIZE_FIELD_HELP
 from sae_lens.dataset_sources import load_any_dataset
 from sae_lens.embedded import is_embedded_model, load_embedded_tokenizer
 from sae_lens.tokenization_and_batching import concat_and_batch_sequences
@@ -113,7 +126,8 @@ def pretokenize_dataset(
 
     columns = _column_names(dataset)
     if column not in columns:
-        raise ValueError(f"dataset has columns {columns}, not column_name {column!r}")
+        hint = did_you_mean(column, columns)
+        raise ValueError(f"dataset has columns {columns}, not column_name {column!r}{hint}")
     map_options: dict[str, Any] = {"batched": True, "batch_size": cfg.pretokenize_batch_size}
     if isinstance(dataset, Dataset):
         map_options.update(num_proc=cfg.num_proc if cfg.num_proc > 1 else None, desc="Tokenizing")
@@ -233,10 +247,74 @@ def pretokenize_runner(cfg: PretokenizeRunnerConfig) -> Dataset | IterableDatase
     return PretokenizeRunner(cfg).run()
 
 
-def main(args: Sequence[str] | None = None) -> None:
-    cfg = simple_parsing.parse(PretokenizeRunnerConfig, args=args, description=__doc__)
-    PretokenizeRunner(cfg).run()
+PROG = "python -m sae_lens.pretokenize_runner"
+
+
+def build_cli_parser() -> CommandLineParser:
+    """The parser of `python -m sae_lens.pretokenize_runner`."""
+    parser = CommandLineParser(
+        prog=PROG,
+        description="Tokenize a text dataset, concatenate and cut it into rows of "
+        "context_size tokens, shuffle, and save it (with sae_lens.json metadata) and/or push "
+        "it to the hub. Every PretokenizeRunnerConfig field is a flag. Mistakes exit with code "
+        "2 and one line naming the culprit.",
+    )
+    parser.add_config_option()
+    parser.add_fields(PretokenizeRunnerConfig, PRETOKENIZE_FIELD_HELP)
+    return parser
+
+
+def parse_cli_config(argv: Sequence[str]) -> PretokenizeRunnerConfig:
+    """The pretokenize config from command-line arguments (`--config FILE`, then flags),
+    checked before any dataset or tokenizer is loaded."""
+    cfg = PretokenizeRunnerConfig(**parse_command_line(build_cli_parser(), argv))
+    check_dataset_path(cfg.dataset_path)
+    if not is_embedded_model(cfg.tokenizer_name):
+        check_input_path(cfg.tokenizer_name, "tokenizer_name")
+    if cfg.save_path is None and cfg.hf_repo_id is None:
+        raise CLIError(
+            "set --save_path (a new folder) or --hf_repo_id: otherwise nothing is written"
+        )
+    if cfg.save_path is not None:
+        check_output_folder(cfg.save_path, "save_path")
+    return cfg
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    """`python -m sae_lens.pretokenize_runner`; returns the exit code: 0 done, 2 a mistake
+    (one line on stderr, nothing saved)."""
+    argv = sys.argv[1:] if args is None else list(args)
+    return exit_code(report_user_errors(lambda: _pretokenize_from_command_line(argv)))
+
+
+def _check_column(cfg: PretokenizeRunnerConfig) -> None:
+    """Refuse a `column_name` the dataset lacks from its first row, streamed, before the
+    whole dataset is loaded."""
+    peek = PretokenizeRunner(dataclasses.replace(cfg, streaming=True, num_proc=1))
+    columns = _column_names(peek._load_dataset())
+    if not columns:
+        raise CLIError(f"dataset {cfg.dataset_path!r} is empty: it has no rows")
+    if cfg.column_name not in columns:
+        hint = did_you_mean(cfg.column_name, columns)
+        raise CLIError(f"dataset has columns {columns}, not column_name {cfg.column_name!r}{hint}")
+
+
+def _pretokenize_from_command_line(argv: list[str]) -> int:
+    cfg = parse_cli_config(argv)
+    _check_column(cfg)
+    dataset = PretokenizeRunner(cfg).run()
+    n_rows = len(dataset) if isinstance(dataset, Dataset) else 0
+    where = " and ".join(
+        place
+        for place in (cfg.save_path, cfg.hf_repo_id and f"hub dataset {cfg.hf_repo_id}")
+        if place
+    )
+    print(
+        f"pretokenized {cfg.dataset_path}: {n_rows:,} rows of {cfg.context_size} tokens "
+        f"({n_rows * cfg.context_size:,} tokens) with {cfg.tokenizer_name}, saved to {where}"
+    )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

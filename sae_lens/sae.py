@@ -27,13 +27,14 @@ from transformer_lens.hook_points import HookPoint
 from sae_lens.config import ConfigFieldError
 from sae_lens.dtypes import DTYPE_MAP as DTYPE_MAP  # 5.6.0 re-export
 from sae_lens.dtypes import dtype_from_name
+from sae_lens.errors import SAEWeightsError, check_device
 from sae_lens.lazy_names import lazy_names
 from sae_lens.saes.activations import TopK, get_activation_fn
 from sae_lens.saes.registry import get_architecture
+from sae_lens.saes.sae_folder import LEGACY_CFG_KEYS, write_sae_folder
 from sae_lens.saes.sae_folder import SAE_CFG_FILENAME as SAE_CFG_FILENAME
 from sae_lens.saes.sae_folder import SAE_WEIGHTS_FILENAME as SAE_WEIGHTS_FILENAME
 from sae_lens.saes.sae_folder import SPARSITY_FILENAME as SPARSITY_FILENAME
-from sae_lens.saes.sae_folder import write_sae_folder
 
 __all__ = ["SAE", "SAEConfig", "TopK", "get_activation_fn", "InputActs", "LatentActs"]
 
@@ -65,14 +66,6 @@ HOOK_NAMES = (
     "hook_sae_recons",
     "hook_sae_error",
 )
-
-# Config keys renamed since early sae_lens versions: old name -> current name.
-_LEGACY_KEYS = {
-    "hook_point": "hook_name",
-    "hook_point_head_index": "hook_head_index",
-    "hook_point_layer": "hook_layer",
-    "activation_fn": "activation_fn_str",
-}
 
 # The order of `SAEConfig.to_dict` (and so of cfg.json) in 5.6.0.
 _CFG_JSON_ORDER = (
@@ -113,7 +106,7 @@ def config_kwargs(cls: type, config_dict: dict[str, Any]) -> dict[str, Any]:
     tuple); a missing required field is a `ConfigFieldError` (a TypeError, as in 5.6.0)."""
     names = {f.name for f in fields(cls)}
     kwargs = {k: v for k, v in config_dict.items() if k in names}
-    for old, new in _LEGACY_KEYS.items():
+    for old, new in LEGACY_CFG_KEYS.items():
         if old in config_dict and new not in config_dict and new in names:
             kwargs[new] = config_dict[old]
     if "seqpos_slice" in kwargs:
@@ -209,7 +202,7 @@ class SAE(HookedRootModule):
             )
         self.cfg = cfg
         self.dtype = dtype_from_name(cfg.dtype, "SAE dtype")
-        self.device = torch.device(cfg.device)
+        self.device = check_device(cfg.device, "SAE device")
         self.use_error_term = use_error_term
         if cfg.model_from_pretrained_kwargs and self._warn_about_model_kwargs:
             warnings.warn(
@@ -246,10 +239,13 @@ class SAE(HookedRootModule):
 
     @classmethod
     def _from_cfg_and_weights(
-        cls: type[T], cfg_dict: dict[str, Any], state_dict: dict[str, Any]
+        cls: type[T], cfg_dict: dict[str, Any], state_dict: dict[str, Any], source: str = ""
     ) -> T:
+        """An SAE holding `state_dict`; a missing or misshaped tensor is an SAEWeightsError
+        naming `source` (the weights file or published SAE they came from)."""
         sae = cls.from_dict(cfg_dict)
         sae.process_state_dict_for_loading(state_dict)
+        sae._check_state_dict(state_dict, source)
         sae.load_state_dict(state_dict)
         return sae  # type: ignore[return-value]
 
@@ -259,10 +255,11 @@ class SAE(HookedRootModule):
     ) -> T:
         """Load a local SAE saved by `save_model` (or by SAELens), or in any published format
         the toolkit detects (Gemma Scope, dictionary_learning, sparsify, Llama Scope, ...)."""
+        from sae_lens.toolkit.loaders.local_folder import local_weights_file
         from sae_lens.toolkit.pretrained_sae_loaders import read_local_sae_folder
 
         cfg_dict, state_dict, _ = read_local_sae_folder(path, device=device, dtype=dtype)
-        return cls._from_cfg_and_weights(cfg_dict, state_dict)
+        return cls._from_cfg_and_weights(cfg_dict, state_dict, str(local_weights_file(path)))
 
     @classmethod
     def from_pretrained(
@@ -276,7 +273,7 @@ class SAE(HookedRootModule):
             release, sae_id, device=device
         )
         # The loader has already folded any registry norm-scaling factor into the weights.
-        sae = cls._from_cfg_and_weights(cfg_dict, state_dict)
+        sae = cls._from_cfg_and_weights(cfg_dict, state_dict, f"{release}/{sae_id}")
         return sae, cfg_dict, log_sparsity
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
@@ -286,23 +283,27 @@ class SAE(HookedRootModule):
             self._check_state_dict(state_dict)
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
-    def _check_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
+    def _check_state_dict(self, state_dict: dict[str, torch.Tensor], source: str = "") -> None:
+        """An SAEWeightsError (a ValueError) naming `source` and the first missing,
+        misshaped or unexpected tensor."""
         expected = {name: tuple(t.shape) for name, t in self.state_dict().items()}
         what = f"a {self.cfg.architecture} SAE with d_in={self.cfg.d_in}, d_sae={self.cfg.d_sae}"
+        where = f"{source}: " if source else ""
         for name, shape in expected.items():
             if name not in state_dict:
-                raise ValueError(
-                    f"weights lack tensor {name!r} (shape {list(shape)}) needed by {what}"
+                raise SAEWeightsError(
+                    f"{where}weights lack tensor {name!r} (shape {list(shape)}) needed by {what}"
                 )
             actual = tuple(state_dict[name].shape)
             if actual != shape:
-                raise ValueError(
-                    f"tensor {name!r} has shape {list(actual)}, expected {list(shape)} for {what}"
+                raise SAEWeightsError(
+                    f"{where}tensor {name!r} has shape {list(actual)}, expected {list(shape)} "
+                    f"for {what}"
                 )
         unexpected = sorted(set(state_dict) - set(expected))
         if unexpected:
-            raise ValueError(
-                f"unexpected tensor(s) {unexpected} for {what}; expected {sorted(expected)}"
+            raise SAEWeightsError(
+                f"{where}unexpected tensor(s) {unexpected} for {what}; expected {sorted(expected)}"
             )
 
     # --- saving ------------------------------------------------------------------------
@@ -313,7 +314,9 @@ class SAE(HookedRootModule):
         into folder `path`; returns the written paths (weights, cfg[, sparsity])."""
         state_dict = self.state_dict()
         self.process_state_dict_for_saving(state_dict)
-        return write_sae_folder(path, self.cfg.to_dict(), state_dict, sparsity)
+        cfg_dict = self.cfg.to_dict()
+        self.architecture.cfg_dict_for_saving(cfg_dict)  # e.g. BatchTopK saves as JumpReLU
+        return write_sae_folder(path, cfg_dict, state_dict, sparsity)
 
     def process_state_dict_for_saving(self, state_dict: dict[str, Any]) -> None:
         """Turn this module's state dict into the saved form, in place (no-op here)."""

@@ -9,28 +9,38 @@ and leaves in the run folder (`cfg.checkpoint_path`): checkpoints, the final SAE
 
 from __future__ import annotations
 
-import argparse
-import difflib
 import json
 import os
 import random
+import shutil
 import signal
 import sys
 import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
-import yaml
 
 from sae_lens import logger
 from sae_lens.allocator import freed_memory_reused
+from sae_lens.cli_support import (
+    USER_ERRORS,
+    CommandLineParser,
+    check_dataset_path,
+    check_device,
+    check_input_path,
+    check_model_name,
+    check_output_folder,
+    exit_code,
+    parse_command_line,
+    report_user_errors,
+)
 from sae_lens.config import HfDataset, LanguageModelSAERunnerConfig
+from sae_lens.config_help import TRAINING_FIELD_GROUPS, training_field_help
 from sae_lens.dataset_sources import held_out_split, load_any_dataset
 from sae_lens.load_model import load_model
 from sae_lens.toolkit.pretrained_sae_loaders import read_local_sae_folder
@@ -47,6 +57,7 @@ from sae_lens.training.sae_trainer import InterruptedException, SAETrainer, Trai
 from sae_lens.training.training_sae import TrainingSAE
 from sae_lens.training.training_sae import TrainingSAEConfig as TrainingSAEConfig
 from sae_lens.training.wandb_logging import (
+    artifact_metadata,
     current_wandb_run_id,
     finish_wandb_run,
     log_sae_artifacts,
@@ -89,6 +100,7 @@ class SAETrainingRunner:
         override_sae: TrainingSAE | None = None,
     ) -> None:
 
+        _check_run_length(cfg)
         _check_schedules(cfg)
         _warn_if_dead_latents_cannot_show(cfg)
         self.cfg = cfg
@@ -147,21 +159,55 @@ class SAETrainingRunner:
         self.cfg.checkpoint_path = str(run_dir)
         resumable = checkpoints.list_checkpoints(run_dir)
         finals = checkpoints.list_checkpoints(run_dir, kind=checkpoints.FINAL_KIND)
-        if finals and (
-            not resumable or finals[-1].n_training_steps >= resumable[-1].n_training_steps
-        ):
-            final = finals[-1].path
-            run_config = run_dir / RUN_CONFIG_FILENAME
-            if run_config.is_file():  # a finished run cannot take other settings
-                checkpoints.check_resume_config(json.loads(run_config.read_text()), self.cfg)
-            logger.warning(f"run {run_dir} already finished: run() returns its final SAE {final}")
-            self._finished_sae_folder = final
-            return
-        latest = resumable[-1].path
-        state = checkpoints.load_training_state(latest)
-        checkpoints.check_resume_config(state["run_config"], self.cfg)
-        logger.info(f"resuming from {latest} (step {state['trainer']['n_training_steps']})")
+        latest = resumable[-1] if resumable else None
+        if finals and (latest is None or finals[-1].n_training_steps >= latest.n_training_steps):
+            final = finals[-1]
+            if self.cfg.total_training_tokens <= final.n_training_tokens:
+                self._prepare_finished(run_dir, final)
+                return
+            latest = self._end_state_to_extend(run_dir, final, resumable)
+        assert latest is not None  # find_run_to_resume found a checkpoint of some kind
+        state = checkpoints.load_training_state(latest.path)
+        tokens_trained = state["trainer"]["n_training_tokens"]
+        checkpoints.check_resume_config(state["run_config"], self.cfg, tokens_trained)
+        if state["run_config"]["training_tokens"] != self.cfg.training_tokens:
+            logger.info(
+                f"run length changes from {state['run_config']['training_tokens']:,} to "
+                f"{self.cfg.training_tokens:,} training tokens"
+            )
+        logger.info(f"resuming from {latest.path} (step {state['trainer']['n_training_steps']})")
         self._resume_state = state
+
+    def _prepare_finished(self, run_dir: Path, final: checkpoints.CheckpointInfo) -> None:
+        """Resuming a run that reached its length: `run()` returns its final SAE."""
+        if self.cfg.total_training_tokens < final.n_training_tokens:
+            raise ValueError(
+                f"cannot resume: run {run_dir} already trained {final.n_training_tokens:,} "
+                f"tokens, more than training_tokens + finetuning_tokens = "
+                f"{self.cfg.total_training_tokens:,}: a finished run can be extended, not shortened"
+            )
+        run_config = run_dir / RUN_CONFIG_FILENAME
+        if run_config.is_file():  # a finished run cannot take other settings
+            checkpoints.check_resume_config(json.loads(run_config.read_text()), self.cfg)
+        logger.warning(f"run {run_dir} already finished: run() returns its final SAE {final.path}")
+        self._finished_sae_folder = final.path
+
+    @staticmethod
+    def _end_state_to_extend(
+        run_dir: Path,
+        final: checkpoints.CheckpointInfo,
+        resumable: list[checkpoints.CheckpointInfo],
+    ) -> checkpoints.CheckpointInfo:
+        """The training state a finished run left at its end, which a longer run continues."""
+        for info in reversed(resumable):
+            if info.n_training_steps == final.n_training_steps:
+                return info
+        raise ValueError(
+            f"cannot extend run {run_dir}: it finished at {final.n_training_tokens:,} tokens "
+            "without a training-state checkpoint of its end (runs written before this version "
+            "of sae_lens lack one); start a new run from its weights with "
+            f"from_pretrained_path={str(final.path)!r}"
+        )
 
     def _build_sae(self) -> TrainingSAE:
 
@@ -326,8 +372,23 @@ class SAETrainingRunner:
         extra = {"wandb_run_id": current_wandb_run_id() if trainer.cfg.log_to_wandb else None}
         checkpoints.save_training_checkpoint(trainer, folder, extra_state=extra)
         logger.info(f"saved checkpoint {folder}")
-        if trainer.cfg.log_to_wandb:
-            log_sae_artifacts(trainer.sae.get_name(), folder, trainer.cfg.to_dict(), wandb_aliases)
+        # the end-of-run training state stays local (for extending the run): the final SAE
+        # folder is the artifact of that step
+        end_state = trainer.n_training_tokens >= trainer.cfg.total_training_tokens
+        if trainer.cfg.log_to_wandb and (trainer.training_complete or not end_state):
+            log_sae_artifacts(
+                trainer.sae.get_name(), folder, artifact_metadata(trainer.cfg), wandb_aliases
+            )
+
+
+def _check_run_length(cfg: LanguageModelSAERunnerConfig) -> None:
+    """Refuse a run of no training step: it would save an SAE that never trained."""
+    if cfg.total_training_steps < 1:
+        raise ValueError(
+            f"training_tokens + finetuning_tokens = {cfg.total_training_tokens:,} is less than "
+            f"one step of train_batch_size_tokens = {cfg.train_batch_size_tokens:,}: nothing "
+            "would be trained; raise training_tokens"
+        )
 
 
 def _check_schedules(cfg: LanguageModelSAERunnerConfig) -> None:
@@ -386,94 +447,61 @@ def _stop_on_signals(trainer: SAETrainer) -> Iterator[None]:
 
 
 # --- command line -------------------------------------------------------------------------------
-_CONFIG_FIELDS = {f.name for f in fields(LanguageModelSAERunnerConfig)}
-_DERIVED_KEYS = {"tokens_per_buffer"}  # written by to_dict, not settable
+PROG = "python -m sae_lens.sae_training_runner"
+# Written into run_config.json by `to_dict` (derived, not settable): a --config may hold it.
+_DERIVED_KEYS = ("tokens_per_buffer",)
+# On the command line a long CPU run is the common case: reuse freed memory unless told.
+_CLI_DEFAULTS: dict[str, Any] = {"reuse_freed_memory": True}
 
 
-def _read_config_file(path: Path) -> dict[str, Any]:
-    """Config fields from a .json or .yaml file (safe loaders only)."""
-    if not path.is_file():
-        raise ValueError(f"--config file {str(path)!r} does not exist")
-    suffix = path.suffix.lower()
-    with open(path) as f:
-        if suffix == ".json":
-            data = json.load(f)
-        elif suffix in (".yaml", ".yml"):
-            data = yaml.safe_load(f)
-        else:
-            raise ValueError(f"--config must be a .json, .yaml or .yml file, got {str(path)!r}")
-    if not isinstance(data, dict):
-        raise ValueError(f"--config file {str(path)!r} must hold a mapping of config fields")
-    unknown = sorted(set(data) - _CONFIG_FIELDS - _DERIVED_KEYS)
-    if unknown:
-        raise ValueError(f"unknown config fields in {str(path)!r}: {unknown} (see --help)")
-    return {k: v for k, v in data.items() if k in _CONFIG_FIELDS}
-
-
-def _bool_or_token_ids(text: str) -> bool | list[int]:
-    """`--exclude_special_tokens`: true/false, or a JSON list of token ids."""
-    lowered = text.strip().lower()
-    if lowered in ("true", "yes", "1"):
-        return True
-    if lowered in ("false", "no", "0"):
-        return False
-    error = ValueError(
-        f"--exclude_special_tokens: expected true, false or a JSON list of token ids, got {text!r}"
+def build_cli_parser() -> CommandLineParser:
+    """The parser of `python -m sae_lens.sae_training_runner`: `--config FILE` and one flag
+    per `LanguageModelSAERunnerConfig` field, described from `sae_lens.config_help`."""
+    parser = CommandLineParser(
+        prog=PROG,
+        description="Train a sparse autoencoder on a language model's activations. Every "
+        "LanguageModelSAERunnerConfig field is a flag; booleans take true/false, dict fields "
+        "take JSON objects, ints also take 2e5. With no flags it trains on the embedded model "
+        "and corpus. Mistakes exit with code 2 and one line naming the culprit.",
     )
-    try:
-        value = json.loads(text)
-    except ValueError:
-        raise error from None
-    if not isinstance(value, list) or not all(isinstance(v, int) for v in value):
-        raise error
-    return value
-
-
-def _unknown_option_error(unknown: list[str]) -> ValueError:
-    flags = [a for a in unknown if a.startswith("--")]
-    hint = ""
-    if flags:
-        close = difflib.get_close_matches(flags[0][2:], sorted(_CONFIG_FIELDS), n=1)
-        hint = f" (did you mean --{close[0]}?)" if close else ""
-    return ValueError(f"unrecognized arguments: {' '.join(unknown)}{hint}; see --help")
+    parser.add_config_option()
+    parser.add_fields(
+        LanguageModelSAERunnerConfig,
+        training_field_help(),
+        groups=[(topic, list(group)) for topic, group in TRAINING_FIELD_GROUPS],
+        shown_defaults=_CLI_DEFAULTS,
+    )
+    return parser
 
 
 def parse_cli_config(argv: Sequence[str]) -> LanguageModelSAERunnerConfig:
     """Build the run config from command-line arguments: every config field is a
     `--field` flag, `--config FILE` (.json/.yaml) supplies values that flags override."""
-    from simple_parsing import ArgumentParser
-
-    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    pre.add_argument("--config", type=Path)
-    pre.add_argument("--exclude_special_tokens")
-    known, rest = pre.parse_known_args(list(argv))
-    # on the command line a long CPU run is the common case: reuse freed memory unless told
-    defaults = {"reuse_freed_memory": True}
-    if known.config is not None:
-        defaults.update(_read_config_file(known.config))
-    if known.exclude_special_tokens is not None:
-        defaults["exclude_special_tokens"] = _bool_or_token_ids(known.exclude_special_tokens)
-
-    parser = ArgumentParser(
-        prog="python -m sae_lens.sae_training_runner",
-        description="Train a sparse autoencoder on a language model's activations. Every "
-        "LanguageModelSAERunnerConfig field is a flag; booleans take true/false, dict fields "
-        "take JSON objects. With no flags it trains on the embedded model and corpus.",
-        exit_on_error=False,
-        add_option_string_dash_variants=False,
+    values = parse_command_line(
+        build_cli_parser(), argv, defaults=_CLI_DEFAULTS, ignored_file_keys=_DERIVED_KEYS
     )
-    parser.add_argument(
-        "--config",
-        metavar="FILE",
-        help="a .json or .yaml file of config fields; flags given here override its values",
-    )
-    parser.add_arguments(LanguageModelSAERunnerConfig, dest="cfg")
-    if defaults:
-        parser.set_defaults(cfg=defaults)
-    namespace, unknown = parser.parse_known_args(rest)
-    if unknown:
-        raise _unknown_option_error(unknown)
-    return namespace.cfg
+    return LanguageModelSAERunnerConfig(**values)
+
+
+def check_cli_config(cfg: LanguageModelSAERunnerConfig) -> None:
+    """What the command line refuses before loading anything: a run of no training step, a
+    device this machine lacks, a model, dataset or SAE folder that cannot exist, and a run
+    folder that is a file."""
+    _check_run_length(cfg)
+    check_device(cfg.device, "device")
+    if cfg.act_store_device != cfg.device:
+        check_device(cfg.act_store_device, "act_store_device")
+    check_model_name(cfg.model_class_name, cfg.model_name)
+    if not cfg.use_cached_activations:
+        check_dataset_path(cfg.dataset_path)
+    for name in ("from_pretrained_path", "cached_activations_path"):
+        path = getattr(cfg, name)
+        if path is not None and (name != "cached_activations_path" or cfg.use_cached_activations):
+            check_input_path(path, name, local=True)
+    if cfg.resume:
+        checkpoints.find_run_to_resume(cfg.checkpoint_path)  # fails on a folder without one
+    else:  # a fresh run writes into <checkpoint_path>/<run id>
+        check_output_folder(Path(cfg.checkpoint_path).parent, "checkpoint_path")
 
 
 def _parse_cfg_args(args: Sequence[str]) -> LanguageModelSAERunnerConfig:
@@ -483,31 +511,37 @@ def _parse_cfg_args(args: Sequence[str]) -> LanguageModelSAERunnerConfig:
 
 
 def _run_cli(args: Sequence[str]) -> None:
-    """5.6.0's command-line entry point: parse `args` and train."""
-    SAETrainingRunner(cfg=_parse_cfg_args(args)).run()
+    """5.6.0's command-line entry point: parse `args` and train (a mistake exits with code 2
+    and one line)."""
+    code = main(list(args) or ["--help"])
+    if code:
+        sys.exit(code)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; returns the process exit code."""
+    """Command-line entry point; returns the process exit code: 0 trained, 1 the loss
+    diverged, 2 a mistake in the arguments, the config or the inputs (one line on stderr,
+    nothing written), 130 interrupted (a checkpoint to resume from is kept)."""
     args = sys.argv[1:] if argv is None else list(argv)
+    return exit_code(report_user_errors(lambda: _train_from_command_line(args)))
+
+
+def _train_from_command_line(args: list[str]) -> int:
+    cfg = parse_cli_config(args)
+    check_cli_config(cfg)
+    run_dir = Path(cfg.checkpoint_path)
+    new_folders = [p for p in (run_dir, *run_dir.parents) if not p.exists()]
     try:
-        cfg = parse_cli_config(args)
-    except (ValueError, TypeError, argparse.ArgumentError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    try:
-        runner = SAETrainingRunner(cfg)
-    except (ValueError, FileNotFoundError) as error:  # bad settings, found before training
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    try:
-        sae = runner.run()
-    except TrainingDivergedError as error:
+        sae = SAETrainingRunner(cfg).run()
+    except TrainingDivergedError as error:  # a ValueError, but not the user's mistake
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except USER_ERRORS:
+        _remove_unstarted_run(new_folders)
+        raise
     except InterruptedException as error:
         print(
-            f"{error}\nresume with: python -m sae_lens.sae_training_runner --config "
+            f"{error}\nresume with: {PROG} --config "
             f"{Path(cfg.checkpoint_path).resolve() / RUN_CONFIG_FILENAME} --resume true",
             file=sys.stderr,
         )
@@ -517,6 +551,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"trained SAE ({sae.cfg.architecture}, d_sae={sae.cfg.d_sae}): {final}")
     print_run_outputs(run_dir)
     return 0
+
+
+def _remove_unstarted_run(new_folders: list[Path]) -> None:
+    """After a mistake stopped a fresh run: remove the folders it created (deepest first),
+    unless one holds a checkpoint, so no run folder is left that looks like a run."""
+    for folder in new_folders:
+        if not folder.is_dir():
+            continue
+        if checkpoints.list_checkpoints(folder, kind=None):
+            return
+        if folder == new_folders[0]:
+            shutil.rmtree(folder)
+        elif not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def print_run_outputs(run_dir: Path) -> None:

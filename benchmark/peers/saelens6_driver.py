@@ -25,8 +25,10 @@ import workload as wl  # noqa: E402  (this folder, not an installed package)
 
 def training_sae_config(job: dict[str, Any]) -> Any:
     from sae_lens import (
+        BatchTopKTrainingSAEConfig,
         GatedTrainingSAEConfig,
         JumpReLUTrainingSAEConfig,
+        MatryoshkaBatchTopKTrainingSAEConfig,
         StandardTrainingSAEConfig,
         TopKTrainingSAEConfig,
     )
@@ -36,6 +38,8 @@ def training_sae_config(job: dict[str, Any]) -> Any:
         "gated": GatedTrainingSAEConfig,
         "jumprelu": JumpReLUTrainingSAEConfig,
         "topk": TopKTrainingSAEConfig,
+        "batchtopk": BatchTopKTrainingSAEConfig,
+        "matryoshka_batchtopk": MatryoshkaBatchTopKTrainingSAEConfig,
     }
     return classes[job["architecture"]](d_in=wl.D_IN, d_sae=wl.D_SAE, **job["sae_options"])
 
@@ -67,9 +71,34 @@ def runner_config(job: dict[str, Any]) -> Any:
     )
 
 
+def install_snapshots(job: dict[str, Any]) -> None:
+    """With `job["snapshot_steps"]`: after each of those training steps write the SAE's
+    inference weights to `weights_<step>.safetensors` (SAETrainer.step wrapped; the weights
+    are copied, the run is unchanged)."""
+    steps = set(job.get("snapshot_steps") or [])
+    if not steps:
+        return
+    from safetensors.torch import save_file
+    from sae_lens.training.sae_trainer import SAETrainer
+
+    step = SAETrainer.step
+
+    def step_and_snapshot(self: Any, batch: Any) -> Any:
+        output = step(self, batch)
+        done = self.n_training_steps + 1  # fit() counts the step after this call
+        if done in steps:
+            state = {k: v.detach().clone() for k, v in self.sae.state_dict().items()}
+            self.sae.process_state_dict_for_saving_inference(state)
+            save_file(state, Path(job["out_dir"]) / f"weights_{done}.safetensors")
+        return output
+
+    SAETrainer.step = step_and_snapshot  # type: ignore[method-assign]
+
+
 def train(job: dict[str, Any], model: Any, dataset: Any) -> dict[str, Any]:
     from sae_lens import LanguageModelSAETrainingRunner
 
+    install_snapshots(job)
     rss_before = wl.current_rss_mb()
     clock = wl.Clock()
     runner = LanguageModelSAETrainingRunner(

@@ -25,11 +25,25 @@ import torch
 
 # ---------------------------------------------------------------- the workload
 
-# d_model 128 (not 256) so that 9 training runs of 100 steps fit in ~20 minutes on the
-# shared 2-core CPU: at 256 one dense run took ~4 minutes.
-MODEL = dict(n_embd=128, n_layer=4, n_head=4, n_inner=512, n_positions=256, vocab_size=4096)
+# Two shapes, chosen with the environment variable SAE_BENCH_WORKLOAD (inherited by the
+# drivers' subprocesses): "embedded" (the default), d_model 128 as the embedded model, 4
+# layers, hooked after block 1 (d_model 128 rather than 256 so that 9 training runs of 100
+# steps fit in ~20 minutes on the shared 2-core CPU); "d256", issue 17's quality workload,
+# 2 layers of d_model 256 hooked after block 0, SAEs of 4,096 latents.
+WORKLOADS = {
+    "embedded": dict(
+        model=dict(n_embd=128, n_layer=4, n_head=4, n_inner=512, n_positions=256, vocab_size=4096),
+        hook_layer=1,  # the middle of 4 blocks
+    ),
+    "d256": dict(
+        model=dict(n_embd=256, n_layer=2, n_head=4, n_inner=1024, n_positions=256, vocab_size=4096),
+        hook_layer=0,
+    ),
+}
+WORKLOAD = os.environ.get("SAE_BENCH_WORKLOAD", "embedded")
+MODEL: dict[str, int] = WORKLOADS[WORKLOAD]["model"]  # type: ignore[assignment]
 MODEL_SEED = 0
-HOOK_LAYER = 1  # the middle of 4 blocks
+HOOK_LAYER: int = WORKLOADS[WORKLOAD]["hook_layer"]  # type: ignore[assignment]
 HOOK_NAME = f"blocks.{HOOK_LAYER}.hook_resid_post"  # TransformerLens
 HF_HOOKPOINT = f"h.{HOOK_LAYER}"  # sparsify: the same block's output in GPT2Model
 D_IN = MODEL["n_embd"]
@@ -134,8 +148,8 @@ def matmul_floor(architecture: str) -> Callable[[], None]:
     """The dense matmuls one training step of `architecture` cannot avoid, on operands of
     the step's shapes and layouts, outputs preallocated: six for standard and jumprelu
     (encoder and decoder, each forward, input-gradient and weight-gradient), nine for
-    gated (one shared encoder matmul, two decoder passes), one for topk (the encoder's
-    forward; everything else touches only k latents per token)."""
+    gated (one shared encoder matmul, two decoder passes), one for topk and the batchtopk
+    family (the encoder's forward; everything else touches only the kept latents)."""
     n, d, m = BATCH_TOKENS, D_IN, D_SAE
     g = torch.Generator().manual_seed(0)
     x, grad_out = torch.randn(n, d, generator=g), torch.randn(n, d, generator=g)
@@ -148,6 +162,8 @@ def matmul_floor(architecture: str) -> Callable[[], None]:
         "jumprelu": encoder + decoder,
         "gated": encoder + decoder + decoder,
         "topk": encoder[:1],
+        "batchtopk": encoder[:1],  # the sparse step of TopK, another selection
+        "matryoshka_batchtopk": encoder[:1],
     }[architecture]
     outs = [torch.empty(a.shape[0], b.shape[1]) for a, b in pairs]
 

@@ -37,7 +37,12 @@ from transformer_lens.ActivationCache import ActivationCache
 from transformer_lens.hook_points import HookedRootModule, HookPoint
 from transformer_lens.HookedTransformer import HookedTransformer
 
-from sae_lens.analysis.hook_checks import check_sae_fits, module_device_dtype, require_hook
+from sae_lens.analysis.hook_checks import (
+    ChecksHookNames,
+    check_sae_fits,
+    module_device_dtype,
+    require_hook,
+)
 from sae_lens.sae import SAE
 
 # 5.6.0's type aliases for the loss a forward pass returns.
@@ -98,8 +103,9 @@ class _Splice:
     use_error_term_before: bool | None  # set when add_sae changed the SAE's use_error_term
 
 
-class HookedSAETransformer(HookedTransformer):
-    """A HookedTransformer into whose hook points SAEs can be spliced."""
+class HookedSAETransformer(ChecksHookNames, HookedTransformer):
+    """A HookedTransformer into whose hook points SAEs can be spliced. A hook name it lacks
+    (in `add_sae`, `run_with_hooks`, ...) is a HookNameError suggesting the closest names."""
 
     def __init__(self, *model_args: Any, **model_kwargs: Any):
         """Same arguments as HookedTransformer; use `from_pretrained` to load weights."""

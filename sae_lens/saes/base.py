@@ -133,9 +133,20 @@ class Architecture(ABC):
         """Rescale encoder-side parameters after `W_dec` rows were divided by `norms` [d_sae]
         (and `W_enc` columns multiplied by them) so the SAE's output is unchanged."""
 
+    def cfg_dict_for_saving(self, cfg_dict: dict[str, Any]) -> None:  # noqa: B027
+        """Turn the config dict `save_model` writes to cfg.json into the saved form, in
+        place (default: unchanged; an architecture saved as another, e.g. BatchTopK as
+        JumpReLU, renames itself here)."""
+
     # --- training --------------------------------------------------------------------
+    def check_cfg(self, cfg: Any) -> None:  # noqa: B027
+        """Refuse bad values of this architecture's own options with a one-line error.
+        `cfg` is a run config (checked when it is built, once d_sae is known) or a
+        TrainingSAEConfig (checked when the TrainingSAE is built); both have the fields."""
+
     def check_training_cfg(self, cfg: TrainingConfig, use_error_term: bool) -> None:
         """Refuse training options this architecture does not support."""
+        self.check_cfg(cfg)
         if cfg.use_ghost_grads and not self.supports_ghost_grads:
             raise ValueError(
                 f"use_ghost_grads is not supported by {self.name} SAEs (only by "
@@ -182,3 +193,11 @@ class Architecture(ABC):
 
     def training_state_dict_for_loading(self, state_dict: dict[str, Any]) -> None:  # noqa: B027
         """Turn a saved state dict into the TrainingSAEModule form, in place."""
+
+    # --- optional: a k the trainer may schedule ------------------------------------------
+    def set_k(self, sae: TrainingSAEModule, k: int) -> None:
+        """Make `sae` keep `k` active latents per token from the next forward pass on.
+        Architectures with a k (`activation_fn_kwargs["k"]`, e.g. topk) override this; the
+        trainer calls it before each step of a run with `k_decay_steps` > 0, and with the
+        configured k before the final SAE is saved."""
+        raise ValueError(f"{self.name} SAEs have no k to schedule")

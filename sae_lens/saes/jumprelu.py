@@ -2,7 +2,12 @@
 pre-activation exceeds a learned per-latent threshold. Trained with MSE plus an L0
 penalty; the threshold (stored as `log_threshold` while training, saved as `threshold`)
 learns through a straight-through estimator with a rectangle kernel of width
-`jumprelu_bandwidth`."""
+`jumprelu_bandwidth`.
+
+`jumprelu_sparsity_loss_mode="tanh"` replaces the L0 count by the smooth tanh penalty of
+SAELens 6 (`tanh_sparsity`, scale `jumprelu_tanh_scale`), and `pre_act_loss_coefficient`
+adds its pre-activation loss on dead latents (`pre_act_loss`); both keep
+`l1_coefficient` as the sparsity coefficient."""
 
 from __future__ import annotations
 
@@ -147,6 +152,8 @@ class JumpReLUDecode(torch.autograd.Function):
         grad = add_into(grad, grad_acts)
         if grad_l0 is not None:
             grad_l0 = grad_l0.contiguous()  # a loss's mean gives a broadcast
+        elif grad is not None and cpu_kernels.serves(grad):
+            grad_l0 = grad.new_zeros(grad.shape[0])  # l0 unused (tanh loss): the CPU kernel
         grad_bias = None
         if (
             grad is not None
@@ -190,6 +197,29 @@ def _jumprelu_grads(
     return grad, grad_threshold.mul_(-1.0 / bandwidth)
 
 
+def tanh_sparsity(feature_acts: torch.Tensor, W_dec: torch.Tensor, scale: float) -> torch.Tensor:
+    """The tanh sparsity penalty per token [batch] (Anthropic, 2025; SAELens 6's "tanh"
+    mode): sum_i tanh(scale * f_i * ||W_dec[i]||), a smooth stand-in for the L0 count."""
+    return torch.tanh(scale * feature_acts * W_dec.norm(dim=1)).sum(dim=-1)
+
+
+def pre_act_loss(
+    hidden_pre: torch.Tensor,
+    threshold: torch.Tensor,
+    W_dec: torch.Tensor,
+    dead_neuron_mask: torch.Tensor | None,
+) -> torch.Tensor:
+    """The pre-activation loss (Anthropic, 2025, as SAELens 6 computes it): for dead
+    latents only, mean over the batch of sum_i relu(threshold_i - hidden_pre_i) *
+    ||W_dec[i]||, which pulls a dead latent's pre-activation up towards its threshold.
+    0 when no latent is dead."""
+    if dead_neuron_mask is None or not bool(dead_neuron_mask.any()):
+        return hidden_pre.new_tensor(0.0)
+    dead = dead_neuron_mask.nonzero().squeeze(1)  # [n_dead]
+    gap = (threshold[dead] - hidden_pre.index_select(-1, dead)).relu()  # [batch, n_dead]
+    return (gap @ W_dec[dead].norm(dim=1)).mean()
+
+
 def _can_fuse(sae: TrainingSAEModule, x: torch.Tensor) -> bool:
     """Whether `JumpReLUDecode` computes exactly what the step-by-step path would: a
     [batch, d_in] input, no fine-tuning scale, no training noise, no autocast, and no hook
@@ -201,6 +231,11 @@ def _can_fuse(sae: TrainingSAEModule, x: torch.Tensor) -> bool:
         and not torch.is_autocast_enabled(x.device.type)
         and not hooks_active(sae.hook_sae_acts_pre, sae.hook_sae_acts_post)
     )
+
+
+# jumprelu_sparsity_loss_mode: "step" is the L0 count (Rajamanoharan et al., 5.6.0's
+# loss), "tanh" the smooth penalty of `tanh_sparsity`.
+SPARSITY_LOSS_MODES = ("step", "tanh")
 
 
 class JumpReLUArchitecture(Architecture):
@@ -243,14 +278,37 @@ class JumpReLUArchitecture(Architecture):
         )
         return TrainingForward(feature_acts, hidden_pre, sae.finish_decode(latent_sum), {"l0": l0})
 
+    def check_cfg(self, cfg: Any) -> None:
+        mode = cfg.jumprelu_sparsity_loss_mode
+        if mode not in SPARSITY_LOSS_MODES:
+            raise ValueError(
+                f"jumprelu_sparsity_loss_mode must be one of {list(SPARSITY_LOSS_MODES)}, got {mode!r}"
+            )
+        if not cfg.jumprelu_tanh_scale > 0:
+            raise ValueError(f"jumprelu_tanh_scale must be > 0, got {cfg.jumprelu_tanh_scale!r}")
+        coefficient = cfg.pre_act_loss_coefficient
+        if coefficient is not None and not coefficient >= 0:
+            raise ValueError(
+                f"pre_act_loss_coefficient must be >= 0 or None (off), got {coefficient!r}"
+            )
+
     def training_losses(
         self, sae: TrainingSAEModule, inputs: TrainingLossInputs
     ) -> dict[str, torch.Tensor]:
-        l0 = inputs.intermediates.get("l0")  # [batch]
-        if l0 is None:
-            fired = Step.apply(inputs.hidden_pre, sae.threshold, sae.cfg.jumprelu_bandwidth)
-            l0 = fired.sum(dim=-1)
-        return {"l0_loss": (inputs.l1_coefficient * l0).mean()}
+        if sae.cfg.jumprelu_sparsity_loss_mode == "tanh":
+            penalty = tanh_sparsity(inputs.feature_acts, sae.W_dec, sae.cfg.jumprelu_tanh_scale)
+        else:
+            penalty = inputs.intermediates.get("l0")  # [batch]
+            if penalty is None:
+                fired = Step.apply(inputs.hidden_pre, sae.threshold, sae.cfg.jumprelu_bandwidth)
+                penalty = fired.sum(dim=-1)
+        losses = {"l0_loss": (inputs.l1_coefficient * penalty).mean()}
+        coefficient = sae.cfg.pre_act_loss_coefficient
+        if coefficient is not None:
+            losses["pre_act_loss"] = coefficient * pre_act_loss(
+                inputs.hidden_pre, sae.threshold, sae.W_dec, inputs.dead_neuron_mask
+            )
+        return losses
 
     def fold_training_W_dec_norm(self, sae: TrainingSAEModule, norms: torch.Tensor) -> None:
         sae.log_threshold.data += norms.log()

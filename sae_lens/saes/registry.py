@@ -7,8 +7,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from sae_lens.saes.base import Architecture
+from sae_lens.saes.batchtopk import BatchTopKArchitecture
 from sae_lens.saes.gated import GatedArchitecture
 from sae_lens.saes.jumprelu import JumpReLUArchitecture
+from sae_lens.saes.matryoshka_batchtopk import MatryoshkaBatchTopKArchitecture
 from sae_lens.saes.standard import StandardArchitecture
 from sae_lens.saes.topk import TopKArchitecture
 
@@ -17,6 +19,8 @@ _BUILTIN: tuple[Architecture, ...] = (
     GatedArchitecture(),
     JumpReLUArchitecture(),
     TopKArchitecture(),
+    BatchTopKArchitecture(),
+    MatryoshkaBatchTopKArchitecture(),
 )
 
 _REGISTRY: dict[str, Architecture] = {arch.name: arch for arch in _BUILTIN}

@@ -107,6 +107,10 @@ class TopKArchitecture(StandardArchitecture):
         sae_out = sae.finish_decode(sparse_decode(values, indices, sae.W_dec))
         return TrainingForward(feature_acts, hidden_pre, sae_out)
 
+    def set_k(self, sae: TrainingSAEModule, k: int) -> None:
+        activation: TopK = sae.activation_fn  # type: ignore[assignment]
+        activation.k = int(k)
+
     def training_losses(
         self, sae: TrainingSAEModule, inputs: TrainingLossInputs
     ) -> dict[str, torch.Tensor]:

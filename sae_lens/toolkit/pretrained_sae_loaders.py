@@ -21,6 +21,8 @@ import torch
 
 from sae_lens import logger as logger  # 5.6.0 re-export
 from sae_lens.dtypes import DTYPE_MAP as DTYPE_MAP  # 5.6.0 re-export
+from sae_lens.errors import UnknownPretrainedSAEError, check_device, did_you_mean
+from sae_lens.saes.sae_folder import check_finite_weights
 from sae_lens.toolkit.loaders.common import (
     LoadedSAE,
     SAEConfigLoadOptions,
@@ -150,7 +152,7 @@ def get_sae_config(release: str, sae_id: str, options: SAEConfigLoadOptions) -> 
     Neuronpedia id, then `options.cfg_overrides`, then defaults for missing fields."""
     sae_info = get_pretrained_saes_directory().get(release)
     if sae_info is None and not looks_like_repo_id(release):
-        raise ValueError(unknown_release_message(release))
+        raise UnknownPretrainedSAEError(unknown_release_message(release))
     repo_id, folder_name = get_repo_id_and_folder_name(release, sae_id)
     overrides: dict[str, Any] = {}
     if sae_info is not None:
@@ -224,6 +226,7 @@ def _load_registry_sae(
         sae.cfg["device"] = device
         sae.cfg.update(cfg_overrides or {})
     state_dict, log_sparsity = fmt.read_weights(sae, device)
+    check_finite_weights(state_dict, f"{release}/{sae_id}")
     if fmt.overrides_at is _OverridesAt.AFTER_WEIGHTS:
         sae.cfg.update(cfg_overrides or {})
     return sae.cfg, state_dict, log_sparsity
@@ -431,9 +434,10 @@ def _local_sae_path(release: str, sae_id: str) -> Path | None:
         return root
     target = root / sae_id
     if not target.exists():
-        entries = sorted(p.name for p in root.iterdir())[:10] if root.is_dir() else []
+        entries = sorted(p.name for p in root.iterdir()) if root.is_dir() else []
         raise FileNotFoundError(
-            f"SAE id {sae_id!r} is not a file or folder in local path {root} (it has {entries})"
+            f"SAE id {sae_id!r} is not a file or folder in local path {root}"
+            f"{did_you_mean(sae_id, entries)} (it has {entries[:10]})"
         )
     return target
 
@@ -464,6 +468,7 @@ def load_pretrained_sae_files(
     registry (then `sae_id` is the folder inside it, in any supported format). Registry
     SAEs trained on rescaled inputs get their norm scaling factor folded into the weights.
     """
+    check_device(device)
     directory = get_pretrained_saes_directory()
     sae_info = directory.get(release)
     if sae_info is None:
@@ -471,13 +476,13 @@ def load_pretrained_sae_files(
         if local is not None:
             return read_local_sae_folder(local, device)
         if not looks_like_repo_id(release):
-            raise ValueError(unknown_release_message(release))
+            raise UnknownPretrainedSAEError(unknown_release_message(release))
         folder = Path(download_folder(release, sae_id, force_download))
         if not folder.exists():
             raise FileNotFoundError(f"{sae_id!r} not found in Hugging Face repo {release!r}")
         return read_local_sae_folder(folder, device)
     if sae_id not in sae_info.saes_map:
-        raise ValueError(unknown_sae_id_message(release, sae_id))
+        raise UnknownPretrainedSAEError(unknown_sae_id_message(release, sae_id))
     loader = NAMED_PRETRAINED_SAE_LOADERS[get_conversion_loader_name(sae_info)]
     cfg, state_dict, log_sparsity = loader(
         release,
@@ -488,4 +493,4 @@ def load_pretrained_sae_files(
     )
     _fold_registry_norm_scaling_factor(release, sae_id, cfg, state_dict)
     source = f"{release}/{sae_id}"
-    return finalise_loaded_sae(cfg, state_dict, log_sparsity, device, None, source)
+    return finalise_loaded_sae(cfg, state_dict, log_sparsity, device, None, source, True)

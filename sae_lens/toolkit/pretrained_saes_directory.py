@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Any
 
 import yaml
+
+from sae_lens.errors import UnknownPretrainedSAEError, closest_names
 
 REGISTRY_FILENAME = "pretrained_saes.yaml"
 
@@ -74,7 +75,7 @@ def get_norm_scaling_factor(release: str, sae_id: str) -> float | None:
 
 
 def _close_matches_hint(name: str, candidates: list[str]) -> str:
-    matches = difflib.get_close_matches(name, candidates, n=5, cutoff=0.6)
+    matches = closest_names(name, candidates, n=5)
     return f" Did you mean one of {matches}?" if matches else ""
 
 
@@ -129,5 +130,5 @@ def get_repo_id_and_folder_name(release: str, sae_id: str) -> tuple[str, str]:
     if sae_info is None:
         return release, sae_id
     if sae_id not in sae_info.saes_map:
-        raise ValueError(unknown_sae_id_message(release, sae_id))
+        raise UnknownPretrainedSAEError(unknown_sae_id_message(release, sae_id))
     return sae_info.repo_id, sae_info.saes_map[sae_id]

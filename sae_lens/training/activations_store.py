@@ -237,7 +237,7 @@ class ActivationsStore:
             context_size, d_in, store_batch_size_prompts, n_batches_in_buffer, hook_head_index
         )
         self.sliced_context_size = sliced_positions(context_size, self.seqpos_slice)
-        check_hook_name(model, hook_name)
+        check_hook_name(model, hook_name, hook_layer)
         check_context_fits_model(model, context_size)
 
         self._generator = torch.Generator().manual_seed(seed)

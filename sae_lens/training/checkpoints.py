@@ -60,6 +60,7 @@ RESUME_MAY_DIFFER = frozenset(
         "log_activations_store_to_wandb",
         "log_optimizer_state_to_wandb",
         "n_checkpoints",
+        "checkpoint_spacing",
         "device",
         "act_store_device",
         "compile_llm",
@@ -191,7 +192,8 @@ def _write_marker(folder: Path, kind: str, trainer: SAETrainer) -> None:
 
 def _write_sae_folder(trainer: SAETrainer, folder: Path) -> None:
     """The SAE as `save_model` writes it, with the run config merged into `cfg.json`."""
-    trainer.sae.save_model(str(folder), trainer.saved_log_feature_sparsity)
+    with trainer.evaluation_weights():  # schedule-free: the averaged weights, not the iterate
+        trainer.sae.save_model(str(folder), trainer.saved_log_feature_sparsity)
     cfg_path = folder / SAE_CFG_FILENAME
     with open(cfg_path) as f:
         sae_cfg = json.load(f)
@@ -324,13 +326,20 @@ def load_training_state(checkpoint: str | Path) -> dict[str, Any]:
     return state
 
 
-def check_resume_config(saved: dict[str, Any], cfg: LanguageModelSAERunnerConfig) -> None:
-    """Refuse to resume with a config that changes what the run computes."""
+def check_resume_config(
+    saved: dict[str, Any], cfg: LanguageModelSAERunnerConfig, tokens_trained: int | None = None
+) -> None:
+    """Refuse to resume with a config that changes what the run computes. With
+    `tokens_trained` (the checkpoint's token count), `training_tokens` may change to any
+    length that is not shorter than what was trained: the run is extended or shortened."""
     current = _run_config_dict(cfg)
+    may_differ = (
+        RESUME_MAY_DIFFER if tokens_trained is None else RESUME_MAY_DIFFER | {"training_tokens"}
+    )
     differing = sorted(
         name
         for name in set(saved) | set(current)
-        if name not in RESUME_MAY_DIFFER
+        if name not in may_differ
         and name in LanguageModelSAERunnerConfig.__dataclass_fields__
         and saved.get(name) != current.get(name)
     )
@@ -343,16 +352,26 @@ def check_resume_config(saved: dict[str, Any], cfg: LanguageModelSAERunnerConfig
             f"cannot resume: the config differs from the checkpoint's in {differing} "
             f"({details}); use the original values or start a new run"
         )
+    if tokens_trained is not None and cfg.total_training_tokens < tokens_trained:
+        raise ValueError(
+            f"cannot resume: the checkpoint has already trained {tokens_trained:,} tokens but "
+            f"training_tokens + finetuning_tokens is {cfg.total_training_tokens:,}; set "
+            f"training_tokens to at least {tokens_trained - cfg.finetuning_tokens:,}"
+        )
 
 
 def restore_training_state(trainer: SAETrainer, state: dict[str, Any]) -> dict[str, Any]:
     """Load a checkpoint's training state (from `load_training_state`) into a freshly
     built trainer, its SAE and activation store included, and into the global RNGs;
     returns the checkpoint's `extra_state`. The state's run config must agree with the
-    trainer's (see `check_resume_config`)."""
-    check_resume_config(state["run_config"], trainer.cfg)
+    trainer's (see `check_resume_config`), except perhaps in `training_tokens`: then the
+    run continues to the trainer's length, its schedules those of a run configured with
+    that length from the start."""
+    check_resume_config(state["run_config"], trainer.cfg, state["trainer"]["n_training_tokens"])
     trainer.sae.load_state_dict(state["sae_state_dict"])
     trainer.load_state_dict(state["trainer"])
+    if state["run_config"]["training_tokens"] != trainer.cfg.training_tokens:
+        trainer.adopt_run_length()  # schedules as if configured with the new length
     trainer.activations_store.load_checkpoint_state(state["activations_store"])
     if "eval_activations_store" in state:  # checkpoints written before it was saved lack it
         trainer.eval_activations_store.load_checkpoint_state(state["eval_activations_store"])

@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from transformer_lens import HookedRootModule
 
+from sae_lens.analysis.hook_checks import hook_layer_of, require_hook
+from sae_lens.errors import HookNameError
 from sae_lens.fused_forward import FusedHookReader
 
 
@@ -63,6 +65,7 @@ def _run_hooked_forward(
     model_kwargs: dict[str, Any],
 ) -> torch.Tensor:
     """The model's own forward with a hook that captures the activation and stops."""
+    require_hook(hook_name, model.hook_dict, field="hook_name")
     captured: list[torch.Tensor] = []
 
     def capture(activation: torch.Tensor, hook: Any) -> None:  # noqa: ARG001
@@ -80,8 +83,10 @@ def _run_hooked_forward(
     except _StopForward:
         pass
     if not captured:
-        raise ValueError(
-            f"hook {hook_name!r} did not run before layer {hook_layer + 1}: "
+        layer = hook_layer_of(model, hook_name)
+        where = "" if layer is None else f" (it is in layer {layer})"
+        raise HookNameError(
+            f"hook {hook_name!r}{where} did not run before layer {hook_layer + 1}: "
             f"check that hook_layer ({hook_layer}) is the layer of hook_name"
         )
     return captured[0]

@@ -9,6 +9,8 @@ architecture it trains: the SAE reports its loss terms as a dict.
 from __future__ import annotations
 
 import contextlib
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -19,12 +21,21 @@ from tqdm.auto import tqdm
 from sae_lens import __version__, logger
 from sae_lens.config import LanguageModelSAERunnerConfig
 from sae_lens.eval_metrics import EvalConfig, run_evals
+from sae_lens.training.accumulation import merge_micro_batch_outputs
 from sae_lens.training.activations_store import ActivationsStore
 from sae_lens.training.metrics_log import METRICS_FILENAME, MetricsLog
-from sae_lens.training.optim import L1Scheduler, get_lr_scheduler, make_adam
+from sae_lens.training.optim import L1Scheduler, get_lr_scheduler
+from sae_lens.training.optimizers import (
+    averaged_weights,
+    build_optimizer,
+    run_lr,
+    use_averaged_weights,
+)
+from sae_lens.training.training_options import initial_k_of, k_at_step, log_checkpoint_steps
 from sae_lens.training.training_sae import TrainingSAE, TrainStepOutput
 
 if TYPE_CHECKING:
+    from torch.optim.lr_scheduler import LRScheduler
     from transformer_lens.hook_points import HookedRootModule
 
 
@@ -88,10 +99,15 @@ def _update_sae_lens_training_version(sae: TrainingSAE) -> None:
 
 
 def _checkpoint_thresholds(cfg: LanguageModelSAERunnerConfig) -> list[int]:
-    """Token counts after which a checkpoint is written: every `total / n_checkpoints`
-    tokens strictly inside the run, so `n_checkpoints - 1` of them (5.6.0's spacing)."""
+    """Token counts after which a checkpoint is written (once the count exceeds one):
+    every `total / n_checkpoints` tokens strictly inside the run, so `n_checkpoints - 1`
+    of them (5.6.0's spacing); with `checkpoint_spacing="log"`, after the steps of
+    `log_checkpoint_steps`."""
     if cfg.n_checkpoints == 0:
         return []
+    if cfg.checkpoint_spacing == "log":
+        steps = log_checkpoint_steps(cfg.total_training_steps, cfg.n_checkpoints)
+        return [(step - 1) * cfg.train_batch_size_tokens for step in steps]
     spacing = max(cfg.total_training_tokens // cfg.n_checkpoints, 1)
     return list(range(0, cfg.total_training_tokens, spacing))[1:]
 
@@ -154,22 +170,10 @@ class SAETrainer:
             if "scaling_factor" in name:  # trained only during fine-tuning
                 param.requires_grad = False
 
-        self.optimizer = make_adam(sae, cfg.lr, (cfg.adam_beta1, cfg.adam_beta2))
-        self.lr_scheduler = get_lr_scheduler(
-            cfg.lr_scheduler_name,
-            optimizer=self.optimizer,
-            training_steps=cfg.total_training_steps,
-            lr=cfg.lr,
-            warm_up_steps=cfg.lr_warm_up_steps,
-            decay_steps=cfg.lr_decay_steps,
-            lr_end=cast(float, cfg.lr_end),  # set by the config's __post_init__
-            num_cycles=cfg.n_restart_cycles,
-        )
-        self.l1_scheduler = L1Scheduler(
-            l1_warm_up_steps=cfg.l1_warm_up_steps,
-            total_steps=cfg.total_training_steps,
-            final_l1_coefficient=cfg.l1_coefficient,
-        )
+        self.optimizer = build_optimizer(cfg, sae, lr=run_lr(cfg)[0])
+        # once training ends the parameters hold the optimizer's averaged weights for good
+        self._averaged_weights_in_place = False
+        self.lr_scheduler, self.l1_scheduler = self._build_schedules()
         device_type = torch.device(cfg.device).type
         # As 5.6.0: gradients are scaled only under autocast (a no-op otherwise).
         self.scaler = torch.amp.GradScaler(device=device_type, enabled=cfg.autocast)
@@ -191,6 +195,44 @@ class SAETrainer:
         self._step_metrics: dict[str, Any] = {}  # this step's metrics, one metrics.jsonl row
         self._final_sparsity: torch.Tensor | None = None  # [d_sae], of the final SAE
         self._training_forward_pass = self._maybe_compile(sae.training_forward_pass)
+
+    def _build_schedules(self) -> tuple[LRScheduler, L1Scheduler]:
+        """The learning-rate and L1-coefficient schedules of `cfg`, at step 0."""
+        cfg = self.cfg
+        lr, lr_end = run_lr(cfg)  # cfg.lr and cfg.lr_end unless scaled with width
+        lr_scheduler = get_lr_scheduler(
+            cfg.lr_scheduler_name,
+            optimizer=self.optimizer,
+            training_steps=cfg.total_training_steps,
+            lr=lr,
+            warm_up_steps=cfg.lr_warm_up_steps,
+            decay_steps=cfg.lr_decay_steps,
+            lr_end=cast(float, lr_end),
+            num_cycles=cfg.n_restart_cycles,
+        )
+        l1_scheduler = L1Scheduler(
+            l1_warm_up_steps=cfg.l1_warm_up_steps,
+            total_steps=cfg.total_training_steps,
+            final_l1_coefficient=cfg.l1_coefficient,
+        )
+        return lr_scheduler, l1_scheduler
+
+    def adopt_run_length(self) -> None:
+        """After `load_state_dict` from a run configured with another length: rebuild the
+        schedules and checkpoint thresholds for `cfg`'s length, advanced to the current step,
+        so the rest of the run follows them exactly as if it had been configured this way
+        from the start."""
+        for group in self.optimizer.param_groups:  # as a fresh optimizer: at the peak lr
+            group["lr"] = group["initial_lr"]
+        self.lr_scheduler, self.l1_scheduler = self._build_schedules()
+        with warnings.catch_warnings():  # stepping a schedule without optimizer steps, on purpose
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler")
+            for _ in range(self.n_training_steps):
+                self.lr_scheduler.step()
+                self.l1_scheduler.step()
+        self.checkpoint_thresholds = [
+            t for t in _checkpoint_thresholds(self.cfg) if t > self.n_training_tokens
+        ]
 
     # --- public state ------------------------------------------------------------------
     @property
@@ -280,6 +322,7 @@ class SAETrainer:
             while self.n_training_tokens < self.cfg.total_training_tokens:
                 sae_in = self._fetch_batch()
                 self._close_sparsity_window_if_due()
+                self._set_scheduled_k()
                 output = self._train_step(sae=self.sae, sae_in=sae_in)
                 self.n_training_tokens += self.cfg.train_batch_size_tokens
                 self._log_train_step(output)
@@ -291,6 +334,9 @@ class SAETrainer:
                 self._begin_finetuning_if_needed()
                 self._update_pbar(output, progress)
                 self._stop_if_requested()
+        self._set_scheduled_k(final=True)
+        use_averaged_weights(self.optimizer)  # the final SAE: schedule-free's average
+        self._averaged_weights_in_place = True
         # the final SAE's firing frequencies, for sparsity.safetensors
         self._final_sparsity = self._measure_feature_sparsity(max(self.cfg.n_eval_batches, 1))
         self._finish()
@@ -305,17 +351,15 @@ class SAETrainer:
         signature). Raises `TrainingDivergedError` before touching the weights, statistics
         or schedules if the loss or the gradient norm is not finite."""
         sae.train()
-        forward = self._training_forward_pass if sae is self.sae else sae.training_forward_pass
-        with self.autocast_if_enabled:
-            output = forward(
-                sae_in=sae_in,
-                current_l1_coefficient=self.current_l1_coefficient,
-                dead_neuron_mask=self.dead_neurons,
-            )
-        self.scaler.scale(output.loss).backward()
+        output = self._forward_and_backward(sae, sae_in)
         self.scaler.unscale_(self.optimizer)
         sae.before_optimizer_step()
-        grad_norm = torch.nn.utils.clip_grad_norm_(sae.parameters(), 1.0)
+        if self.cfg.max_grad_norm > 0:
+            grad_norm = torch.nn.utils.clip_grad_norm_(sae.parameters(), self.cfg.max_grad_norm)
+        else:  # no clipping; the norm still tells a diverged step
+            grad_norm = torch.nn.utils.get_total_norm(
+                [p.grad for p in sae.parameters() if p.grad is not None]
+            )
         if not bool(torch.isfinite(output.loss) & torch.isfinite(grad_norm)):
             self.optimizer.zero_grad()
             raise self._divergence_error(output, grad_norm, self.n_training_steps)
@@ -327,6 +371,46 @@ class SAETrainer:
         self.lr_scheduler.step()
         self.l1_scheduler.step()
         return output
+
+    def _forward_and_backward(self, sae: TrainingSAE, sae_in: torch.Tensor) -> TrainStepOutput:
+        """The training forward pass and backward() on `sae_in` [batch, d_in]; with
+        `gradient_accumulation_steps` = n, on n equal micro-batches in turn, each loss
+        divided by n, so the summed gradient is the whole batch's (its losses are means over
+        tokens). The returned output covers the whole batch (detached when accumulated)."""
+        forward = self._training_forward_pass if sae is self.sae else sae.training_forward_pass
+        n = self.cfg.gradient_accumulation_steps
+        outputs = []
+        for micro_batch in sae_in.chunk(n) if n > 1 else [sae_in]:
+            with self.autocast_if_enabled:
+                output = forward(
+                    sae_in=micro_batch,
+                    current_l1_coefficient=self.current_l1_coefficient,
+                    dead_neuron_mask=self.dead_neurons,
+                )
+            self.scaler.scale(output.loss / n if n > 1 else output.loss).backward()
+            outputs.append(output)
+        return outputs[0] if n == 1 else merge_micro_batch_outputs(outputs)
+
+    def _set_scheduled_k(self, final: bool = False) -> None:
+        """With `k_decay_steps` > 0: give the SAE the k of the coming step (see
+        `training_options.k_at_step`), or with `final` the configured k."""
+        cfg = self.cfg
+        if cfg.k_decay_steps == 0 or (self.n_training_steps > cfg.k_decay_steps and not final):
+            return
+        final_k = cfg.activation_fn_kwargs["k"]
+        step = cfg.k_decay_steps if final else self.n_training_steps
+        k = k_at_step(step, initial_k_of(cfg), final_k, cfg.k_decay_steps)
+        self.sae.architecture.set_k(self.sae, k)
+
+    @contextlib.contextmanager
+    def evaluation_weights(self) -> Iterator[None]:
+        """Inside the block the SAE holds the weights to evaluate and save: the optimizer's
+        averaged weights (schedule-free), swapped in and out exactly, or its weights."""
+        if self._averaged_weights_in_place:
+            yield
+            return
+        with averaged_weights(self.optimizer):
+            yield
 
     def _divergence_error(
         self, output: TrainStepOutput, grad_norm: torch.Tensor, step: int
@@ -445,10 +529,11 @@ class SAETrainer:
         n_tokens = 0
         self.sae.eval()
         try:
-            for _ in range(n_batches):
-                batch = store.next_batch()[:, 0, :].to(self.sae.device)  # [batch, d_in]
-                counts += (self.sae.encode(batch) > 0).sum(dim=0)
-                n_tokens += batch.shape[0]
+            with self.evaluation_weights():
+                for _ in range(n_batches):
+                    batch = store.next_batch()[:, 0, :].to(self.sae.device)  # [batch, d_in]
+                    counts += (self.sae.encode(batch) > 0).sum(dim=0)
+                    n_tokens += batch.shape[0]
         finally:
             self.sae.train()
         return counts / n_tokens
@@ -465,14 +550,15 @@ class SAETrainer:
         self.sae.eval()
         self.evaluating = True
         try:
-            metrics, _ = run_evals(
-                sae=self.sae,
-                activation_store=eval_store,
-                model=self.model,
-                eval_config=self.trainer_eval_config,
-                model_kwargs=self.cfg.model_kwargs,
-                ignore_tokens=ignore_tokens,
-            )
+            with self.evaluation_weights():
+                metrics, _ = run_evals(
+                    sae=self.sae,
+                    activation_store=eval_store,
+                    model=self.model,
+                    eval_config=self.trainer_eval_config,
+                    model_kwargs=self.cfg.model_kwargs,
+                    ignore_tokens=ignore_tokens,
+                )
         except EvaluationInterrupted:
             return {}  # the run is stopping: no metrics from a partial evaluation
         finally:
@@ -517,8 +603,12 @@ class SAETrainer:
 
     def _checkpoint_if_needed(self) -> None:
         thresholds = self.checkpoint_thresholds
-        if thresholds and self.n_training_tokens > thresholds[0]:
+        due = bool(thresholds) and self.n_training_tokens > thresholds[0]
+        # the end state is always kept: a later run with more training_tokens continues it
+        at_end = self.n_training_tokens >= self.cfg.total_training_tokens
+        if due or at_end:
             self.save_checkpoint(trainer=self, checkpoint_name=str(self.n_training_tokens))
+        if due:
             thresholds.pop(0)
 
     def _begin_finetuning_if_needed(self) -> None:

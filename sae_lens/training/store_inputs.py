@@ -14,6 +14,7 @@ from transformer_lens import HookedRootModule
 from transformers import PreTrainedTokenizerBase
 
 from sae_lens import logger
+from sae_lens.analysis.hook_checks import check_hook_layer, require_hook
 from sae_lens.dataset_sources import find_tokens_column
 from sae_lens.training.dataset_metadata import validate_pretokenized_dataset_tokenizer
 
@@ -65,14 +66,14 @@ def sliced_positions(context_size: int, seqpos_slice: tuple[int | None, ...]) ->
     return n_positions
 
 
-def check_hook_name(model: HookedRootModule, hook_name: str) -> None:
-    """Raise if the model lists its hook points and `hook_name` is not one of them."""
+def check_hook_name(model: HookedRootModule, hook_name: str, hook_layer: int | None = None) -> None:
+    """Raise a HookNameError if the model lists its hook points and `hook_name` is not one
+    of them (suggesting the closest), or if `hook_layer` stops the model before the hook."""
     hook_dict = getattr(model, "hook_dict", None)
-    if hook_dict is not None and hook_name not in hook_dict:
-        examples = ", ".join(list(hook_dict)[:4])
-        raise ValueError(
-            f"hook_name {hook_name!r} is not a hook point of the model (e.g. {examples})"
-        )
+    if hook_dict is not None:
+        require_hook(hook_name, hook_dict, field="hook_name")
+    if hook_layer is not None:
+        check_hook_layer(model, hook_name, hook_layer)
 
 
 def check_context_fits_model(model: HookedRootModule, context_size: int) -> None:
@@ -105,7 +106,8 @@ def inspect_dataset(
     try:
         first = next(iter(dataset))
     except StopIteration:
-        raise ValueError("the dataset is empty: it has no rows") from None
+        name = f" {dataset_arg!r}" if isinstance(dataset_arg, str) else ""
+        raise ValueError(f"the dataset{name} is empty: it has no rows") from None
     column, is_tokenized = find_tokens_column(first.keys())
     if is_tokenized:
         row_length = len(first[column])

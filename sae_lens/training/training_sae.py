@@ -73,6 +73,12 @@ class TrainingSAEConfig(SAEConfig):
     init_encoder_as_decoder_transpose: bool
     scale_sparsity_penalty_by_decoder_norm: bool
     decoder_init_norm: float | None = None
+    encoder_init_norm: float | None = None
+    jumprelu_sparsity_loss_mode: str = "step"
+    jumprelu_tanh_scale: float = 4.0
+    pre_act_loss_coefficient: float | None = None
+    topk_threshold_lr: float = 0.01
+    matryoshka_widths: list[int] | None = None
 
     @classmethod
     def from_sae_runner_config(cls, cfg: LanguageModelSAERunnerConfig) -> TrainingSAEConfig:
@@ -316,6 +322,8 @@ class TrainingSAE(SAE):
             self.W_enc.data = self.W_dec.data.T.clone().contiguous()
         else:
             self.W_enc.data = nn.init.kaiming_uniform_(torch.empty_like(self.W_enc.data))
+        if self.cfg.encoder_init_norm is not None:  # each latent's encoder weights: this norm
+            self.W_enc.data *= self.cfg.encoder_init_norm / self.W_enc.data.norm(dim=0)
         if self.cfg.normalize_sae_decoder:
             self.set_decoder_norm_to_unit_norm()
 

@@ -53,11 +53,29 @@ def current_wandb_run_id() -> str | None:
     return wandb.run.id if wandb.run is not None else None
 
 
+# wandb refuses artifact metadata with more top-level keys than this
+MAX_ARTIFACT_METADATA_KEYS = 100
+DEFAULTS_KEY = "fields_at_default"
+
+
+def artifact_metadata(cfg: LanguageModelSAERunnerConfig) -> dict[str, Any]:
+    """The run config as artifact metadata: one key per field, as 5.6.0 logged it, while
+    that fits wandb's limit; past it, the fields at their default value are grouped under
+    `fields_at_default`, so every value is still there."""
+    metadata = cfg.to_dict()
+    if len(metadata) <= MAX_ARTIFACT_METADATA_KEYS:
+        return metadata
+    defaults = LanguageModelSAERunnerConfig().to_dict()
+    at_default = {k: v for k, v in metadata.items() if k in defaults and defaults[k] == v}
+    changed = {k: v for k, v in metadata.items() if k not in at_default}
+    return {**changed, DEFAULTS_KEY: at_default}
+
+
 def log_sae_artifacts(
     sae_name: str, folder: Path, metadata: dict[str, Any], aliases: list[str] | None
 ) -> None:
     """Log a saved SAE folder as wandb artifacts: the model (weights + config) and its
-    feature sparsity, as 5.6.0 does."""
+    feature sparsity, as 5.6.0 does. `metadata` comes from `artifact_metadata`."""
     import wandb
 
     name = sae_name.replace("/", "__")  # artifact names cannot hold slashes

@@ -77,7 +77,7 @@ def test_the_context_applies_announces_and_restores(
     with allocator.freed_memory_reused("cpu", enabled=True) as on:
         assert on and allocator._applied
         assert fake_mallopt == [(-3, 1 << 30), (-1, (1 << 31) - 1)]
-    assert capsys.readouterr().err.count("\n") == 1  # announced in one line
+    assert capsys.readouterr().out.count("\n") == 1  # announced in one line, on stdout
     assert fake_mallopt[2:] == [(-3, 128 * 1024), (-1, 128 * 1024)]  # glibc's defaults back
     assert trims == [0] and not allocator._applied
     assert not allocator.restore_malloc_defaults()  # nothing left to undo

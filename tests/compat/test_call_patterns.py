@@ -213,10 +213,11 @@ def test_sae_training_runner_works_with_huggingface_models(tmp_path: Path) -> No
     assert isinstance(runner.model, HookedProxyLM)
     runner.run()
 
-    # the run folder also holds metrics.jsonl, run_config.json and training_curves.png
-    checkpoint_dirs = [path for path in tmp_path.glob("*") if path.is_dir()]
-    assert [path.name for path in checkpoint_dirs] == ["final_128"]
-    with open(checkpoint_dirs[0] / "cfg.json") as f:
+    # the run folder also holds metrics.jsonl, run_config.json and training_curves.png, and
+    # the end-of-run training state "128" (for extending the run), which 5.6.0 did not write
+    checkpoint_dirs = sorted(path for path in tmp_path.glob("*") if path.is_dir())
+    assert [path.name for path in checkpoint_dirs] == ["128", "final_128"]
+    with open(checkpoint_dirs[1] / "cfg.json") as f:
         saved_cfg = json.load(f)
     assert saved_cfg["model_name"] == "tiny-pydoc-gpt2"
     assert saved_cfg["training_tokens"] == 128

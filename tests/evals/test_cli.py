@@ -128,13 +128,17 @@ def test_metric_flags_select_what_is_computed(tmp_path, sae_folder):
     assert result["eval_cfg"]["compute_kl"] is False
 
 
-def test_cli_needs_something_to_evaluate(tmp_path):
-    with pytest.raises(
-        ValueError, match="give SAE_REGEX and BLOCK_REGEX, an SAE folder, or --sae_paths"
-    ):
+def test_cli_needs_something_to_evaluate(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
         main(["--output_dir", str(tmp_path)])
-    with pytest.raises(FileNotFoundError, match="SAE folder .*nowhere' does not exist"):
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == (
+        "error: give SAE_REGEX and BLOCK_REGEX, an SAE folder, or --sae_paths\n"
+    )
+    with pytest.raises(SystemExit) as exit_info:
         main(["--sae_paths", str(tmp_path / "nowhere"), "--output_dir", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.endswith("nowhere' does not exist\n")
 
 
 def test_help_documents_the_command_line():

@@ -256,9 +256,9 @@ def test_fold_activation_norm_scaling_factor(
 def test_unknown_architecture_lists_the_known_ones(cfg_dict: Callable[..., dict]) -> None:
     with pytest.raises(
         ValueError,
-        match=r"unknown SAE architecture 'batchtopk': expected one of \['standard', 'gated', 'jumprelu', 'topk'",
+        match=r"unknown SAE architecture 'crosscoder': expected one of \['standard', 'gated', 'jumprelu', 'topk'",
     ):
-        SAE.from_dict(cfg_dict("batchtopk"))
+        SAE.from_dict(cfg_dict("crosscoder"))
 
 
 def test_unknown_dtype_and_activation_are_refused(cfg_dict: Callable[..., dict]) -> None:

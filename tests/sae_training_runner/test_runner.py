@@ -2,6 +2,7 @@ import copy
 import json
 import os
 import signal
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ def test_run_saves_the_final_sae_metrics_and_plot(tmp_path: Path) -> None:
     sae = tiny_runner(cfg).run()
     run_dir = Path(cfg.checkpoint_path)
     assert sorted(p.name for p in run_dir.iterdir()) == [
-        "992", "final_1920", "metrics.jsonl", "run_config.json", "training_curves.png",
+        "1920", "992", "final_1920", "metrics.jsonl", "run_config.json", "training_curves.png",
     ]  # fmt: skip
     final = run_dir / "final_1920"
     assert sorted(p.name for p in final.iterdir()) == [
@@ -351,14 +352,130 @@ def test_from_pretrained_path_continues_from_an_sae_saved_for_inference(
         )
 
 
-def test_resuming_a_finished_run_with_other_settings_is_refused(tmp_path: Path) -> None:
+def test_resuming_a_finished_run_with_other_settings_or_fewer_tokens_is_refused(
+    tmp_path: Path,
+) -> None:
     cfg = tiny_cfg(tmp_path)
     tiny_runner(cfg).run()
     with pytest.raises(ValueError, match=r"cannot resume: the config differs .*\['lr', 'lr_end'\]"):
         tiny_runner(tiny_cfg(tmp_path, resume=True, lr=1e-2, checkpoint_path=cfg.checkpoint_path))
-    with pytest.raises(ValueError, match=r"\['training_tokens'\]"):
+    with pytest.raises(ValueError, match=r"already trained 1,920 tokens.*extended, not shortened"):
+        tiny_runner(
+            tiny_cfg(
+                tmp_path, resume=True, training_tokens=32 * 40, checkpoint_path=cfg.checkpoint_path
+            )
+        )
+
+
+def _final_weights(run_dir: str | Path) -> dict[str, torch.Tensor]:
+    folder = checkpoints.final_sae_folder(run_dir)
+    assert folder is not None
+    return load_file(folder / "sae_weights.safetensors")
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"lr_warm_up_steps": 10, "l1_warm_up_steps": 10, "n_checkpoints": 3}],
+)
+def test_a_finished_run_extended_to_more_tokens_equals_a_run_configured_that_long(
+    tmp_path: Path, overrides: dict
+) -> None:
+    reference = tiny_cfg(tmp_path / "a", training_tokens=32 * 90, **overrides)
+    tiny_runner(reference).run()
+    cfg = tiny_cfg(tmp_path / "b", **overrides)
+    tiny_runner(cfg).run()
+    longer = tiny_cfg(
+        tmp_path / "b",
+        resume=True,
+        training_tokens=32 * 90,
+        checkpoint_path=cfg.checkpoint_path,
+        **overrides,
+    )
+    tiny_runner(longer).run()
+
+    run_dir = Path(cfg.checkpoint_path)
+    finals = [i.path.name for i in checkpoints.list_checkpoints(run_dir, checkpoints.FINAL_KIND)]
+    assert finals == ["final_1920", "final_2880"]  # the first run's SAE stays as it was
+    expected, actual = _final_weights(reference.checkpoint_path), _final_weights(run_dir)
+    for name in expected:
+        assert torch.equal(expected[name], actual[name]), name
+    steps = [r["step"] for r in read_metrics(run_dir / "metrics.jsonl")]
+    assert steps == [
+        r["step"] for r in read_metrics(Path(reference.checkpoint_path) / "metrics.jsonl")
+    ]
+    # resuming at the new length now returns the new final SAE
+    again = tiny_runner(longer).run()
+    assert torch.equal(again.W_enc.detach(), actual["W_enc"])
+
+
+def test_an_extended_run_follows_the_schedule_of_its_new_length(tmp_path: Path) -> None:
+    # the first run decays its lr over its last 20 steps; extended to 90 steps, it follows
+    # the 90-step schedule from step 60 on: back at the peak lr, decaying over 70..89
+    settings: dict[str, Any] = dict(lr_decay_steps=20, l1_warm_up_steps=75, wandb_log_frequency=1)
+    reference = tiny_cfg(tmp_path / "a", training_tokens=32 * 90, **settings)
+    tiny_runner(reference).run()
+    cfg = tiny_cfg(tmp_path / "b", **settings)
+    tiny_runner(cfg).run()
+    longer = tiny_cfg(
+        tmp_path / "b",
+        resume=True,
+        training_tokens=32 * 90,
+        checkpoint_path=cfg.checkpoint_path,
+        **settings,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # fast-forwarding the schedule is silent
+        warnings.filterwarnings("ignore", message="dead_feature_window")
+        tiny_runner(longer).run()
+
+    def schedules(run_dir: str) -> dict[int, tuple[float, float]]:
+        rows = read_metrics(Path(run_dir) / "metrics.jsonl")
+        keys = ("details/current_learning_rate", "details/current_l1_coefficient")
+        return {r["step"]: tuple(r[k] for k in keys) for r in rows}
+
+    extended, straight = schedules(cfg.checkpoint_path), schedules(reference.checkpoint_path)
+    assert extended[55][0] < cfg.lr  # the first run's own decay
+    assert extended[60][0] == cfg.lr
+    assert all(extended[step] == straight[step] for step in range(60, 90))
+
+
+def test_a_run_without_its_end_state_cannot_be_extended(tmp_path: Path) -> None:
+    import shutil
+
+    cfg = tiny_cfg(tmp_path)
+    tiny_runner(cfg).run()
+    shutil.rmtree(Path(cfg.checkpoint_path) / "1920")  # as runs written before end states
+    with pytest.raises(ValueError, match=r"cannot extend run .* from_pretrained_path="):
         tiny_runner(
             tiny_cfg(
                 tmp_path, resume=True, training_tokens=32 * 90, checkpoint_path=cfg.checkpoint_path
             )
         )
+
+
+def test_an_interrupted_run_resumes_to_a_new_length(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reference = tiny_cfg(tmp_path / "a", training_tokens=32 * 90)
+    tiny_runner(reference).run()
+    cfg = tiny_cfg(tmp_path / "b")
+    with signal_at_batch(monkeypatch, 30):
+        with pytest.raises(InterruptedException):
+            tiny_runner(cfg).run()
+    resumed = tiny_cfg(
+        tmp_path / "b", resume=True, training_tokens=32 * 90, checkpoint_path=cfg.checkpoint_path
+    )
+    tiny_runner(resumed).run()
+    expected, actual = (
+        _final_weights(reference.checkpoint_path),
+        _final_weights(cfg.checkpoint_path),
+    )
+    for name in expected:
+        assert torch.equal(expected[name], actual[name]), name
+
+
+def test_a_run_of_no_training_step_is_refused_before_the_model_is_loaded(tmp_path: Path) -> None:
+    cfg = tiny_cfg(tmp_path, training_tokens=16)  # less than one batch of 32 tokens
+    with pytest.raises(ValueError, match=r"= 16 is less than one step .* = 32: nothing would be"):
+        SAETrainingRunner(cfg)  # no override model: it would load "tiny-test-model" and fail
+    assert not Path(cfg.checkpoint_path).exists()

@@ -87,3 +87,19 @@ def test_a_resumed_run_continues_its_wandb_run(
                        checkpoint_path=cfg.checkpoint_path)  # fmt: skip
     tiny_runner(resumed).run()
     assert started == [("wandb-run-7", False), ("wandb-run-7", True)]
+
+
+def test_artifact_metadata_fits_wandbs_key_limit_and_keeps_every_value(tmp_path: Path) -> None:
+    import json
+
+    import wandb
+
+    from sae_lens.training.wandb_logging import MAX_ARTIFACT_METADATA_KEYS, artifact_metadata
+
+    cfg = tiny_cfg(tmp_path, d_sae=48, lr=1e-3)
+    metadata = artifact_metadata(cfg)
+    assert len(metadata) <= MAX_ARTIFACT_METADATA_KEYS
+    wandb.Artifact("sae", type="model", metadata=metadata)  # wandb's own check passes
+    assert metadata["d_sae"] == 48 and metadata["lr"] == 1e-3  # changed fields stay on top
+    flat = {**metadata.pop("fields_at_default", {}), **metadata}
+    assert json.loads(json.dumps(flat)) == json.loads(json.dumps(cfg.to_dict()))

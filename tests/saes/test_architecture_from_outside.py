@@ -108,7 +108,8 @@ def test_the_cli_offers_a_registered_architecture(
     assert parse_cli_config(["--architecture", "scaled_relu"]).architecture == "scaled_relu"
     with pytest.raises(SystemExit):
         parse_cli_config(["--help"])
-    assert "{standard,gated,jumprelu,topk,scaled_relu}" in capsys.readouterr().out
+    names = "{standard,gated,jumprelu,topk,batchtopk,matryoshka_batchtopk,scaled_relu}"
+    assert names in capsys.readouterr().out
 
 
 def test_a_module_that_registers_an_architecture_can_run_the_cli(tmp_path: Path) -> None:

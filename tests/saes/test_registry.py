@@ -38,7 +38,9 @@ def isolated_registry(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_builtin_architectures() -> None:
-    assert architecture_names() == ["standard", "gated", "jumprelu", "topk"]
+    assert architecture_names() == [
+        "standard", "gated", "jumprelu", "topk", "batchtopk", "matryoshka_batchtopk"
+    ]  # fmt: skip
     assert all(get_architecture(name).name == name for name in architecture_names())
 
 
@@ -46,7 +48,8 @@ def test_unknown_name_lists_the_registered_ones() -> None:
     with pytest.raises(
         ValueError,
         match=re.escape(
-            "unknown SAE architecture 'nope': expected one of ['standard', 'gated', 'jumprelu', 'topk']"
+            "unknown SAE architecture 'nope': expected one of ['standard', 'gated', 'jumprelu', "
+            "'topk', 'batchtopk', 'matryoshka_batchtopk']"
         ),
     ):
         get_architecture("nope")

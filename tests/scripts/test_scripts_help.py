@@ -66,7 +66,7 @@ def test_train_sae_rejects_an_unknown_field_before_loading(
     config.write_text("architecure: topk\n")
     code = _load_script("train_sae").main([str(config)])
     assert code == 2
-    assert "unknown config fields" in capsys.readouterr().err
+    assert "unknown key 'architecure' (did you mean 'architecture'?)" in capsys.readouterr().err
 
 
 def test_train_sae_rejects_a_missing_file(capsys: pytest.CaptureFixture[str]) -> None:

@@ -260,14 +260,19 @@ def test_bad_configuration_is_refused_before_any_work(model: HookedTransformer) 
         make_store(no_tokenizer, text_dataset(4))
 
 
-def test_hook_width_and_layer_mismatches_fail_on_first_activation(model: HookedTransformer) -> None:
+def test_a_hook_width_mismatch_fails_on_first_activation(model: HookedTransformer) -> None:
     tokens = torch.tensor(token_dataset(2)["tokens"])
     with pytest.raises(
         ValueError, match=r"SAE d_in=12 does not match the activation at .*, whose width is 16"
     ):
         make_store(model, token_dataset(4), d_in=12).get_activations(tokens)
-    with pytest.raises(ValueError, match="did not run before layer 1: check that hook_layer"):
-        make_store(model, token_dataset(4), hook_layer=0).get_activations(tokens)
+
+
+def test_a_hook_layer_before_the_hook_is_refused_when_the_store_is_built(
+    model: HookedTransformer,
+) -> None:
+    with pytest.raises(ValueError, match=r"hook_layer=0 but hook .* is in layer 1: .*hook_layer=1"):
+        make_store(model, token_dataset(4), hook_layer=0)
 
 
 def test_from_config_checks_the_train_batch_against_the_buffer(model: HookedTransformer) -> None:

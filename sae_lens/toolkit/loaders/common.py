@@ -3,7 +3,6 @@ shape checks and the folding of a norm scaling factor into the weights."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from sae_lens.dtypes import dtype_from_name
-from sae_lens.saes.sae_folder import apply_legacy_cfg_defaults
+from sae_lens.errors import SAEWeightsError
+from sae_lens.saes.sae_folder import apply_legacy_cfg_defaults, read_cfg_json
 
 StateDict = dict[str, torch.Tensor]
 LoadedSAE = tuple[dict[str, Any], StateDict, "torch.Tensor | None"]
@@ -40,15 +40,8 @@ def handle_config_defaulting(cfg_dict: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_json(path: str | Path) -> dict[str, Any]:
-    """A JSON object from a file, with a one-line error if it is not one."""
-    try:
-        with open(path) as f:
-            loaded = json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from e
-    if not isinstance(loaded, dict):
-        raise ValueError(f"{path} should hold a JSON object, got {type(loaded).__name__}")
-    return loaded
+    """A JSON object from a file, with a one-line SAEConfigError if it is not one."""
+    return read_cfg_json(Path(path))
 
 
 def handle_scaling_factor(cfg_dict: dict[str, Any], state_dict: StateDict) -> None:
@@ -75,7 +68,7 @@ def read_safetensors(path: str | Path, device: str = "cpu") -> StateDict:
         with safe_open(str(path), framework="pt", device=str(device)) as f:
             return {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError) as e:
-        raise ValueError(f"could not read safetensors file {path}: {e}") from e
+        raise SAEWeightsError(f"could not read safetensors file {path}: {e}") from e
 
 
 def read_sae_from_disk(
@@ -100,13 +93,13 @@ def load_pickled_state_dict(
     try:
         loaded = torch.load(path, map_location=device or "cpu", weights_only=True)
     except Exception as e:  # torch raises several types for bad or unsafe pickles
-        raise ValueError(
+        raise SAEWeightsError(
             f"could not read {path} as a PyTorch state dict with weights_only=True: {e}"
         ) from e
     if not isinstance(loaded, dict) or not all(
         isinstance(v, torch.Tensor) for v in loaded.values()
     ):
-        raise ValueError(
+        raise SAEWeightsError(
             f"{path} does not hold a state dict of tensors (got {type(loaded).__name__})"
         )
     return loaded
@@ -116,7 +109,7 @@ def require_keys(state_dict: StateDict, keys: list[str], source: str) -> None:
     """One-line error when a weights file lacks tensors its format must have."""
     missing = [key for key in keys if key not in state_dict]
     if missing:
-        raise ValueError(f"{source} lacks tensors {missing}; it has {sorted(state_dict)}")
+        raise SAEWeightsError(f"{source} lacks tensors {missing}; it has {sorted(state_dict)}")
 
 
 def expected_shapes(cfg_dict: dict[str, Any]) -> dict[str, tuple[int, ...]]:
@@ -141,7 +134,7 @@ def check_state_dict_shapes(cfg_dict: dict[str, Any], state_dict: StateDict, sou
     for name, tensor in state_dict.items():
         expected = shapes.get(name)
         if expected is not None and tuple(tensor.shape) != expected:
-            raise ValueError(
+            raise SAEWeightsError(
                 f"{source}: tensor '{name}' has shape {list(tensor.shape)}, expected "
                 f"{list(expected)} (d_in={cfg_dict['d_in']}, d_sae={cfg_dict['d_sae']})"
             )

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from sae_lens.errors import SAEWeightsError
 from sae_lens.toolkit.loaders.common import (
     SAEConfigLoadOptions,
     StateDict,
@@ -145,7 +146,7 @@ def read_npz_tensors(path: str | Path, device: str = "cpu") -> StateDict:
                 name = "W_" + key[2:] if key.startswith("w_") else key
                 state_dict[name] = torch.from_numpy(data[key]).to(torch.float32).to(device)
     except (OSError, ValueError) as e:
-        raise ValueError(f"could not read Gemma Scope weights {path}: {e}") from e
+        raise SAEWeightsError(f"could not read Gemma Scope weights {path}: {e}") from e
     require_keys(state_dict, ["W_enc", "W_dec", "b_enc", "b_dec", "threshold"], str(path))
     return state_dict
 

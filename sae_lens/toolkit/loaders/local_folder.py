@@ -10,7 +10,14 @@ from typing import Any
 import torch
 
 from sae_lens.dtypes import dtype_from_name
-from sae_lens.saes.sae_folder import SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME, read_sae_folder
+from sae_lens.errors import check_device, closest_names
+from sae_lens.saes.sae_folder import (
+    SAE_CFG_FILENAME,
+    SAE_WEIGHTS_FILENAME,
+    check_finite_weights,
+    check_sae_cfg,
+    read_sae_folder,
+)
 from sae_lens.toolkit.loaders.common import (
     LoadedSAE,
     StateDict,
@@ -79,7 +86,7 @@ def detect_sae_format(path: str | Path) -> str:
     """Name of the format (a key of NAMED_PRETRAINED_SAE_LOADERS) of a local SAE."""
     target = Path(path)
     if not target.exists():
-        raise FileNotFoundError(f"SAE folder not found: {target}")
+        raise FileNotFoundError(f"SAE folder not found: {target}{_sibling_hint(target)}")
     if target.is_file():
         if target.suffix == ".npz":
             return "gemma_2"
@@ -104,8 +111,26 @@ def detect_sae_format(path: str | Path) -> str:
     )
 
 
+def _sibling_hint(target: Path) -> str:
+    """A "did you mean" naming the entries beside a missing path that look like it."""
+    parent = target.parent
+    if not parent.is_dir():
+        return f" (its parent folder {parent} does not exist either)"
+    close = closest_names(target.name, [p.name for p in parent.iterdir()])
+    return f"; did you mean {' or '.join(repr(str(parent / c)) for c in close)}?" if close else ""
+
+
+def local_weights_file(path: str | Path) -> Path:
+    """The file a local SAE (folder or single file, in any supported format) keeps its
+    weights in."""
+    target = Path(path)
+    if target.is_file():
+        return target
+    return target / FOLDER_LAYOUTS[detect_sae_format(target)][-1]
+
+
 def _read_sae_lens(path: Path, device: str, dtype: str | None) -> LoadedSAE:
-    return read_sae_folder(path, device, dtype)
+    return read_sae_folder(path, device, dtype, check_cfg=True)
 
 
 def _read_sparsify(path: Path, device: str, dtype: str | None) -> LoadedSAE:
@@ -168,13 +193,19 @@ def finalise_loaded_sae(
     device: str,
     dtype: str | None,
     source: str,
+    finite_checked: bool = False,
 ) -> LoadedSAE:
-    """Defaults filled, tensors cast to the config's dtype (or `dtype`) and moved to
-    `device`, shapes checked against d_in / d_sae."""
+    """Defaults filled, the config checked, tensors checked to be finite (unless
+    `finite_checked`), cast to the config's dtype (or `dtype`) and moved to `device`,
+    shapes checked against d_in / d_sae. Errors name `source`: the weights file, or the
+    release and SAE id."""
     cfg_dict = handle_config_defaulting(cfg_dict)
     if dtype is not None:
         cfg_dict["dtype"] = dtype
     cfg_dict["device"] = device
+    check_sae_cfg(cfg_dict, source)
+    if not finite_checked:
+        check_finite_weights(state_dict, source)
     torch_dtype = dtype_from_name(cfg_dict["dtype"], "dtype in SAE config")
     state_dict = {k: v.to(device) for k, v in cast_state_dict(state_dict, torch_dtype).items()}
     check_state_dict_shapes(cfg_dict, state_dict, source)
@@ -189,7 +220,9 @@ def read_local_sae_folder(
     """(config dict, state dict, log sparsity or None) of a local SAE in any supported
     format: an sae_lens folder, Gemma Scope `params.npz`, dictionary_learning `ae.pt`,
     sparsify `sae.safetensors`, Llama Scope, or a single-file format."""
+    check_device(device)
     target = Path(path)
     name = detect_sae_format(target)
     cfg_dict, state_dict, log_sparsity = READERS[name](target, device, dtype)
-    return finalise_loaded_sae(cfg_dict, state_dict, log_sparsity, device, dtype, str(target))
+    source = str(local_weights_file(target))
+    return finalise_loaded_sae(cfg_dict, state_dict, log_sparsity, device, dtype, source)
