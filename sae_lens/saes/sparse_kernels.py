@@ -49,6 +49,7 @@ def sparse_decode(values: torch.Tensor, indices: torch.Tensor, W_dec: torch.Tens
     are zero outside `indices`, touching only the k used rows of W_dec [d_sae, d_in] in the
     forward and the backward pass. values, indices: [..., k] -> [..., d_in]."""
     k = indices.shape[-1]
+    values = values.to(W_dec.dtype)  # under autocast the encoder's values are half precision
     out = _SparseDecode.apply(values.reshape(-1, k), indices.reshape(-1, k), W_dec)  # [n, d_in]
     return out.reshape(*indices.shape[:-1], W_dec.shape[-1])
 
@@ -285,7 +286,7 @@ def sparse_decode_rows(
     n, i.e. dense `acts @ W_dec` for acts that are zero outside `selection`; the forward and
     backward touch only the selected rows of W_dec [d_sae, d_in]."""
     out: torch.Tensor = _SparseDecodeRows.apply(
-        values, selection.latents, selection.tokens, selection.offsets, W_dec
+        values.to(W_dec.dtype), selection.latents, selection.tokens, selection.offsets, W_dec
     )
     return out
 
