@@ -189,6 +189,25 @@ def weights_file(job: dict[str, Any], step: int) -> Path:
     return snapshot if snapshot.is_file() else out / "weights.safetensors"
 
 
+def markdown_table(report: dict[str, Any]) -> str:
+    """One row per run: explained variance (and L0) at each step it was evaluated."""
+    runs = report["runs"]
+    steps = sorted({int(s) for r in runs.values() for s in r["steps"]})
+    lines = [
+        "| run | " + " | ".join(f"EV @ {s} (L0)" for s in steps) + " |",
+        "|---|" + "---:|" * len(steps),
+    ]
+    for name, run in sorted(runs.items(), key=lambda kv: (kv[1]["architecture"], kv[0])):
+        cells = []
+        for step in steps:
+            scores = run["steps"].get(str(step))
+            cells.append(
+                f"{scores['explained_variance']:.3f} ({scores['l0']:.0f})" if scores else "-"
+            )
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workload", default="embedded", choices=sorted(wl.WORKLOADS))
@@ -199,10 +218,15 @@ def main() -> None:
         "--work", type=Path, default=None, help="default /tmp/sae_quality_<workload>"
     )
     parser.add_argument("--results", type=Path, default=bench.RESULTS_DIR)
+    parser.add_argument("--report", action="store_true", help="print the results as a table")
     parser.add_argument("job", nargs="?", type=Path, help=argparse.SUPPRESS)  # internal
     args = parser.parse_args()
     if args.job is not None:
         run_our_job(json.loads(args.job.read_text()))
+        return
+    if args.report:
+        path = args.results / f"quality_recipe_{args.workload}.json"
+        print(markdown_table(json.loads(path.read_text())))
         return
     if max(args.snapshots) > args.steps:
         raise SystemExit("snapshots must not exceed --steps")

@@ -79,6 +79,7 @@ def install_snapshots(job: dict[str, Any]) -> None:
     if not steps:
         return
     from safetensors.torch import save_file
+
     from sae_lens.training.sae_trainer import SAETrainer
 
     step = SAETrainer.step

@@ -9,8 +9,9 @@ SAE, as BatchTopK.
 prefix is the whole SAE, whose error is the ordinary MSE loss). Left unset it is
 `default_matryoshka_widths(d_sae)`: widths growing 4x per level, d_sae/64, d_sae/16,
 d_sae/4, d_sae, without levels under 16 latents. Geometric levels give every level the
-same relative growth, so the latents sort into coarse-to-fine tiers; four levels add three
-sparse decodes per step; a level under 16 latents reconstructs too little to be worth its
+same relative growth, so the latents sort into coarse-to-fine tiers; four levels keep the
+loss terms few (and cost little time: the sparse step decodes each band of latents once
+and adds the bands up); a level under 16 latents reconstructs too little to be worth its
 loss term.
 """
 
@@ -53,7 +54,8 @@ def matryoshka_widths(cfg: Any) -> list[int]:
 def check_matryoshka_widths(widths: Any, d_sae: int) -> None:
     """Refuse anything but a non-empty, strictly increasing list of positive ints that ends
     at d_sae."""
-    hint = f"list the nested prefix sizes smallest first, ending at d_sae={d_sae}, e.g. {default_matryoshka_widths(d_sae)}"
+    example = default_matryoshka_widths(d_sae)
+    hint = f"list the nested prefix sizes smallest first, ending at d_sae={d_sae}, e.g. {example}"
     if not isinstance(widths, (list, tuple)) or not widths:
         raise ValueError(
             f"matryoshka_widths must be a non-empty list of ints, got {widths!r}: {hint}"

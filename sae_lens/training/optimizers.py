@@ -31,7 +31,6 @@ from torch import nn, optim
 from sae_lens.training.optim import make_adam
 from sae_lens.training.training_options import OPTIMIZER_NAMES
 
-
 # sparsify's reference width for `scale_lr_with_width`: lr is the rate of 2**14 latents
 LR_REFERENCE_WIDTH = 2**14
 SCHEDULE_FREE_MOMENTUM = 0.95  # sparsify's ScheduleFreeWrapper(momentum=0.95)

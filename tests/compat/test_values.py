@@ -128,7 +128,15 @@ def test_training_config_dict_keys_in_5_6_0_order_then_ours() -> None:
     base_keys = list(json.loads(SAE_CFG_JSON_56))
     assert keys[: len(base_keys)] == base_keys
     assert keys[len(base_keys) : len(base_keys) + len(TRAINING_KEYS_56)] == TRAINING_KEYS_56
-    assert keys[len(base_keys) + len(TRAINING_KEYS_56) :] == ["decoder_init_norm"]  # ours
+    assert keys[len(base_keys) + len(TRAINING_KEYS_56) :] == [  # ours, after 5.6.0's
+        "decoder_init_norm",
+        "encoder_init_norm",
+        "jumprelu_sparsity_loss_mode",
+        "jumprelu_tanh_scale",
+        "pre_act_loss_coefficient",
+        "topk_threshold_lr",
+        "matryoshka_widths",
+    ]
 
 
 def test_jumprelu_training_parameters_in_5_6_0_order() -> None:

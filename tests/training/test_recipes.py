@@ -7,11 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from sae_lens.config import LanguageModelSAERunnerConfig
 from sae_lens.sae_training_runner import parse_cli_config
-import torch
-
 from sae_lens.training.recipes import RECOMMENDED_LR, recommended_values, tied_encoder_norm
 
 QUIET = {"verbose": False, "log_to_wandb": False, "wandb_id": "run"}
