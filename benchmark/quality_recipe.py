@@ -253,7 +253,8 @@ def main() -> None:
             )
             result = bench.run_job(python, script, job, 4 * 3600, False)
             entry["jobs"].append({"name": job["name"], "options": job.get("options") or job.get("sae_options"),
-                                  "train_wall_s": result.get("train_wall_s"), "load_avg": result["load_avg_before"],
+                                  "train_wall_s": result.get("train_wall_s"),
+                    "train_cpu_s": result.get("train_cpu_s"), "load_avg": result["load_avg_before"],
                                   "resolved": result.get("resolved")})  # fmt: skip
             for step in steps:
                 scores = bench.evaluate(arch, weights_file(job, step), eval_acts, downstream)
