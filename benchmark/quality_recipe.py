@@ -65,6 +65,7 @@ SAELENS6_INIT = {"adam_beta1": 0.9, "normalize_sae_decoder": False, "decoder_ini
 OURS: dict[str, dict[str, Any]] = {
     "5.6.0": {},
     "recommended": {"recipe": "recommended"},
+    "recommended_encoder_0.577": {"recipe": "recommended", "encoder_init_norm": 3**-0.5},
     # one choice at a time, from the 5.6.0 defaults
     "tied_init": TIED_INIT,
     "adam_beta1_0.9": {"adam_beta1": 0.9},
@@ -208,6 +209,25 @@ def markdown_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def time_trainer_steps(
+    paths: dict[str, str], work: Path, arch: str, option_sets: list[str], rounds: int
+) -> dict[str, list[float]]:
+    """Best-of-15 wall ms of our trainer's step (`SAETrainer._train_step`: forward, backward,
+    the configured optimizer, schedules, statistics) on the fixed activation batch, for each
+    option set, in alternating subprocesses (`train_throughput.py`'s step benchmark)."""
+    times: dict[str, list[float]] = {name: [] for name in option_sets}
+    for i in range(rounds):
+        for name in option_sets:
+            options = {**ARCH_DEFAULTS[arch], **OURS[name]}
+            job = dict(paths, name=f"timing/{arch}/{name}/{i}", architecture=arch,
+                       options=options, training_tokens=0, step_bench_steps=15,
+                       out_dir=str(work / "timing" / f"{arch}_{name}_{i}"))  # fmt: skip
+            result = bench.run_job(sys.executable, HERE / "train_throughput.py", job, 1800, False)
+            times[name].append(result["trainer_step"]["best_ms"])
+            print(f"  {name}: trainer step {times[name][-1]:.1f} ms", flush=True)
+    return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workload", default="embedded", choices=sorted(wl.WORKLOADS))
@@ -219,10 +239,24 @@ def main() -> None:
     )
     parser.add_argument("--results", type=Path, default=bench.RESULTS_DIR)
     parser.add_argument("--report", action="store_true", help="print the results as a table")
+    parser.add_argument("--timing", type=int, default=0, metavar="ROUNDS",
+                        help="time the trainer step with and without the recipe instead")  # fmt: skip
+    parser.add_argument("--timing-architectures", nargs="+", default=["topk", "standard"])
     parser.add_argument("job", nargs="?", type=Path, help=argparse.SUPPRESS)  # internal
     args = parser.parse_args()
     if args.job is not None:
         run_our_job(json.loads(args.job.read_text()))
+        return
+    if args.timing:
+        work = args.work or Path(f"/tmp/sae_quality_{args.workload}")
+        paths = bench.prepare(work)
+        times = {
+            arch: time_trainer_steps(paths, work, arch, ["5.6.0", "recommended"], args.timing)
+            for arch in args.timing_architectures
+        }
+        out = args.results / f"quality_recipe_timing_{args.workload}.json"
+        out.write_text(json.dumps({"trainer_step_best_ms": times}, indent=2))
+        print(json.dumps(times))
         return
     if args.report:
         path = args.results / f"quality_recipe_{args.workload}.json"

@@ -41,7 +41,7 @@ cfg = LanguageModelSAERunnerConfig(
     train_batch_size_tokens=512,
     store_batch_size_prompts=16,
     n_batches_in_buffer=8,
-    lr=1e-3,
+    recipe="recommended",
     log_to_wandb=False,
     verbose=False,
     checkpoint_path="checkpoints",
@@ -87,6 +87,12 @@ One `LanguageModelSAERunnerConfig` describes the whole run: the model and the ho
 data, the SAE and the optimiser. We use a TopK SAE, which keeps the `k` largest latents
 of each token, so its L0 is exactly `k` and there is no sparsity coefficient to tune.
 The budget is tiny (50k tokens); real runs use hundreds of millions.
+
+`recipe="recommended"` chooses the optimiser (signSGD with schedule-free averaging), the
+learning rate (scaled with the SAE's width) and the initialisation that train the best
+SAEs in short runs (docs/training.md, "The recommended recipe"). On this run it gives
+explained variance 0.80 on held-out text, against 0.69 with 5.6.0's defaults and Adam at
+`lr=1e-3`. Any field you set yourself wins over the recipe.
 
 `log_to_wandb=False` keeps it local; metrics are always written to `metrics.jsonl` in the
 run folder.""",

@@ -47,6 +47,10 @@ def train(job: dict[str, Any], model: Any, dataset: Any) -> tuple[dict[str, Any]
     from sparsify import Trainer
 
     n_rows = max(job["training_tokens"], wl.BATCH_TOKENS) // wl.CONTEXT
+    if n_rows > len(dataset):  # a budget past one epoch: the rows again, in the same order
+        from datasets import concatenate_datasets
+
+        dataset = concatenate_datasets([dataset] * -(-n_rows // len(dataset)))
     data = dataset.select(range(n_rows)).with_format("torch")
     rss_before = wl.current_rss_mb()
     clock = wl.Clock()

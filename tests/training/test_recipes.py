@@ -52,7 +52,9 @@ def test_recommended_recipe_for_topk_and_for_penalised_architectures() -> None:
     assert (topk.optimizer, topk.schedule_free, topk.scale_lr_with_width) == ("signsgd", True, True)
     assert topk.lr == RECOMMENDED_LR["signsgd"]
     assert topk.init_encoder_as_decoder_transpose and topk.b_dec_init_method == "mean"
-    assert topk.encoder_init_norm == pytest.approx(tied_encoder_norm(128, 2048, 32))
+    assert topk.encoder_init_norm == pytest.approx(3**-0.5)  # sparsify's, for sign updates
+    adam_topk = _cfg(recipe="recommended", optimizer="adam", **TOPK)
+    assert adam_topk.encoder_init_norm == pytest.approx(tied_encoder_norm(128, 2048, 32))
     standard = _cfg(recipe="recommended", d_sae=2048)
     assert (standard.optimizer, standard.schedule_free) == ("adam", False)
     assert standard.lr == RECOMMENDED_LR["adam"]
