@@ -52,6 +52,7 @@ from sae_lens.dtypes import DTYPE_MAP as DTYPE_MAP  # 5.6.0 re-export
 from sae_lens.load_model import load_model
 from sae_lens.training.activations_store import ActivationsStore, EndOfEpoch
 from sae_lens.training.dataset_metadata import push_dataset_with_metadata
+from sae_lens.training.shared_forward import SharedForward, SharedForwardStore
 from sae_lens.training.store_arguments import cache_store_arguments
 
 CONFIG_FILE = "cache_activations_runner_cfg.json"
@@ -94,25 +95,45 @@ class CacheActivationsRunner:
             device=cfg.device,
             model_from_pretrained_kwargs=cfg.model_from_pretrained_kwargs,
         )
-        self.activations_store = ActivationsStore(
-            model=self.model,
-            dataset=override_dataset if override_dataset is not None else cfg.dataset_path,
-            streaming=cfg.streaming,
-            train_batch_size_tokens=-1,
-            prepend_bos=cfg.prepend_bos,
-            device=torch.device("cpu"),  # written to disk from here
-            model_kwargs=cfg.model_kwargs,
-            autocast_lm=cfg.autocast_lm,
-            dataset_trust_remote_code=cfg.dataset_trust_remote_code,
-            **cache_store_arguments(cfg),  # what the store reading the cache back uses too
-        )
+        # with extra_hooks: one store per hook, fed by one model forward (the first store's
+        # token stream and position are the cache's)
+        store_class = SharedForwardStore if cfg.extra_hooks else ActivationsStore
+        hooks = {cfg.hook_name: (cfg.hook_layer, cfg.d_in)}
+        hooks |= {h: (layer_of_hook(h), width) for h, width in cfg.extra_hooks.items()}
+        self.stores = [
+            store_class(
+                model=self.model,
+                dataset=override_dataset if override_dataset is not None else cfg.dataset_path,
+                streaming=cfg.streaming,
+                train_batch_size_tokens=-1,
+                prepend_bos=cfg.prepend_bos,
+                device=torch.device("cpu"),  # written to disk from here
+                model_kwargs=cfg.model_kwargs,
+                autocast_lm=cfg.autocast_lm,
+                dataset_trust_remote_code=cfg.dataset_trust_remote_code,
+                # what the store reading the cache back uses too
+                **{
+                    **cache_store_arguments(cfg),
+                    "hook_name": hook,
+                    "hook_layer": layer,
+                    "d_in": d_in,
+                },
+            )
+            for hook, (layer, d_in) in hooks.items()
+        ]
+        if cfg.extra_hooks:
+            SharedForward(self.stores)  # type: ignore[arg-type]
+        self.activations_store = self.stores[0]
         self._check_d_in()
         if cfg.compile_llm:
             self.activations_store.compile_model_forward(cfg.llm_compilation_mode)
         self.context_size = cfg.sliced_context_size
         self.features = Features(
             {
-                cfg.hook_name: Array2D(shape=(self.context_size, cfg.d_in), dtype=cfg.dtype),
+                **{
+                    store.hook_name: Array2D(shape=(self.context_size, store.d_in), dtype=cfg.dtype)
+                    for store in self.stores
+                },
                 "token_ids": SequenceFeature(Value(dtype="int32"), length=self.context_size),
             }
         )
@@ -121,7 +142,8 @@ class CacheActivationsRunner:
         """Fail before anything is written when `d_in` is not the width of the activation
         at the hook: one forward of one sequence of token 0 (the data stream is untouched)."""
         tokens = torch.zeros((1, self.cfg.context_size), dtype=torch.long, device=self.cfg.device)
-        self.activations_store.get_activations(tokens)
+        for store in self.stores:
+            store.get_activations(tokens)
 
     def __str__(self) -> str:
         cfg = self.cfg
@@ -164,18 +186,16 @@ class CacheActivationsRunner:
         parts: list[pa.Table] = []
         exhausted = False
         for _ in range(cfg.n_batches_in_buffer):
+            columns = {}
             try:
-                acts, token_ids = self.activations_store.get_buffer(
-                    1, raise_on_epoch_end=True, shuffle=False
-                )
+                for store in self.stores:  # the first store ends the epoch, before the others
+                    acts, token_ids = store.get_buffer(1, raise_on_epoch_end=True, shuffle=False)
+                    columns[store.hook_name] = acts.view(-1, self.context_size, store.d_in).numpy()
             except EndOfEpoch:
                 exhausted = True
                 break
             assert token_ids is not None
-            columns = {
-                cfg.hook_name: acts.view(-1, self.context_size, cfg.d_in).numpy(),
-                "token_ids": token_ids.view(-1, self.context_size).to(torch.int32).numpy(),
-            }
+            columns["token_ids"] = token_ids.view(-1, self.context_size).to(torch.int32).numpy()
             parts.append(Dataset.from_dict(columns, features=self.features).data.table)
         return (pa.concat_tables(parts) if parts else None), exhausted
 
@@ -223,10 +243,13 @@ class CacheActivationsRunner:
         """The features as `datasets` < 4 writes them ("Sequence", not "List"), which every
         `datasets` version reads: SAELens 5.6.0 needs datasets < 3."""
         return {
-            self.cfg.hook_name: {
-                "shape": [self.context_size, self.cfg.d_in],
-                "dtype": self.cfg.dtype,
-                "_type": "Array2D",
+            **{
+                store.hook_name: {
+                    "shape": [self.context_size, store.d_in],
+                    "dtype": self.cfg.dtype,
+                    "_type": "Array2D",
+                }
+                for store in self.stores
             },
             "token_ids": {
                 "feature": {"dtype": "int32", "_type": "Value"},
@@ -491,6 +514,7 @@ def _cache_from_command_line(argv: list[str]) -> int:
         f"cached {len(dataset):,} sequences x {runner.context_size} tokens = {n_tokens:,} "
         f"activations of {cfg.hook_name} (d_in={cfg.d_in}, {cfg.dtype}, "
         f"{n_tokens * cfg.bytes_per_token / 1e9:.3f} GB) in {cfg.new_cached_activations_path}"
+        + "".join(f"; {hook} (d_in={d_in}) beside it" for hook, d_in in cfg.extra_hooks.items())
     )
     return 0
 

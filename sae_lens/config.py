@@ -550,9 +550,16 @@ class CacheActivationsRunnerConfig:
     streaming: bool = True
     autocast_lm: bool = False
     dataset_trust_remote_code: bool | None = None
+    extra_hooks: dict[str, int] = dict_field(default={})
 
     def __post_init__(self) -> None:
         dtype_from_name(self.dtype)
+        for hook, width in self.extra_hooks.items():
+            if hook == self.hook_name or not isinstance(width, int) or width < 1:
+                raise ValueError(
+                    "extra_hooks must map hooks other than hook_name to their d_in (a "
+                    f"positive int), got {hook!r}: {width!r}"
+                )
         _require_model_class(self.model_class_name)
         for name in ("model_batch_size", "d_in", "training_tokens"):
             _require_positive(name, getattr(self, name))
@@ -589,7 +596,8 @@ class CacheActivationsRunnerConfig:
 
     @property
     def bytes_per_token(self) -> int:
-        return self.d_in * dtype_from_name(self.dtype).itemsize
+        width = self.d_in + sum(self.extra_hooks.values())
+        return width * dtype_from_name(self.dtype).itemsize
 
     @property
     def n_tokens_in_buffer(self) -> int:

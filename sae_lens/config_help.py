@@ -191,6 +191,7 @@ CACHE_FIELD_HELP: dict[str, str] = {
     "hook_name": "Hook point whose activations are cached, e.g. `blocks.1.hook_resid_pre`.",
     "hook_layer": "Layer of `hook_name`; the model stops after it.",
     "d_in": "Width of the activation at `hook_name` (the model's `d_model` for residual hooks).",
+    "extra_hooks": 'More hooks to cache in the same pass, one column each: hook name -> its d_in (JSON object on the command line), e.g. `{"blocks.1.hook_resid_post": 128}`. Each SAE of a multi-SAE run reads its hook\'s column.',
     "training_tokens": "Tokens (activations) to cache, rounded up to whole shards of `buffer_size_gb`.",
     "context_size": "Tokens per sequence. `-1` reads it from the first row of a pretokenized dataset; on the command line a text dataset then gets 128.",
     "new_cached_activations_path": "Folder to write the cache into (must be new or empty). `None` becomes `activations/<dataset>/<model>/<hook_name>`.",
@@ -245,3 +246,9 @@ PRETOKENIZE_FIELD_HELP: dict[str, str] = {
 def training_field_help() -> dict[str, str]:
     """Field name -> meaning for every `LanguageModelSAERunnerConfig` field."""
     return {name: text for _, group in TRAINING_FIELD_GROUPS for name, text in group.items()}
+
+
+# The fields of `MultiSAETrainingRunnerConfig` beyond the LanguageModelSAERunnerConfig ones.
+MULTI_SAE_FIELD_HELP: dict[str, str] = {
+    "saes": 'The SAEs of a multi-SAE run: a mapping from each SAE\'s name to the fields it sets (JSON object on the command line), e.g. `{"resid0": {"hook_name": "blocks.0.hook_resid_post", "d_sae": 512}}`. A `hook_name` with `*` gives one SAE per matching hook (`<name>_<match>`).',
+}

@@ -229,6 +229,58 @@ class FusedHookReader:
         return _linear(post, mlp.W_out, mlp.b_out), None
 
 
+class FusedMultiHookReader:
+    """The activations at several hooks from one fused pass that stops after the deepest:
+    each tensor is exactly what a `FusedHookReader` of that hook computes. A block whose
+    non-final hook is read (say `hook_mlp_out` below the deepest layer) is computed up to
+    that hook and then whole."""
+
+    def __init__(self, readers: list[FusedHookReader]):
+        self.readers = readers
+        self.model = readers[0].model
+
+    @classmethod
+    def for_model(cls, model: Any, hook_names: list[str]) -> FusedMultiHookReader | None:
+        """A reader of every hook of `hook_names`, or None if the fused pass serves not all."""
+        readers = [FusedHookReader.for_model(model, name) for name in hook_names]
+        if any(reader is None for reader in readers):
+            return None
+        return cls([reader for reader in readers if reader is not None])
+
+    def can_run(self) -> bool:
+        """See `FusedHookReader.can_run`."""
+        return all(reader.can_run() for reader in self.readers)
+
+    def __call__(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{hook name: activation} for tokens [batch, pos]; run it under inference mode."""
+        model, first = self.model, self.readers[0]
+        tokens = tokens.to(model.embed.W_E.device)
+        wanted: dict[int, dict[str, str]] = {}  # layer -> {point: hook name}
+        for reader in self.readers:
+            wanted.setdefault(reader._target.layer, {})[reader._target.point] = reader.hook_name
+        found: dict[str, torch.Tensor] = {}
+        resid = model.embed.W_E[tokens]
+        embed_points = wanted.get(-1, {})
+        if "hook_embed" in embed_points:
+            found[embed_points["hook_embed"]] = resid
+        if model.cfg.positional_embedding_type == "standard":
+            pos_embed = model.pos_embed.W_pos[: tokens.shape[1]]
+            if "hook_pos_embed" in embed_points:
+                found[embed_points["hook_pos_embed"]] = pos_embed.expand(tokens.shape[0], -1, -1)
+            resid = resid + pos_embed
+        deepest = max(wanted)
+        for layer in range(deepest + 1):
+            block, points = model.blocks[layer], wanted.get(layer, {})
+            for point, hook_name in points.items():
+                if point != "hook_resid_post":
+                    found[hook_name] = first._block(block, resid, point)[1]  # type: ignore[assignment]
+            if layer < deepest or "hook_resid_post" in points:
+                resid = first._block(block, resid, "hook_resid_post")[0]
+                if "hook_resid_post" in points:
+                    found[points["hook_resid_post"]] = resid
+        return found
+
+
 def unsupported_reason(model: Any, hook_name: str) -> str | None:
     """Why `FusedHookReader` cannot serve `hook_name` of `model`, or None if it can."""
     if not isinstance(model, HookedTransformer):

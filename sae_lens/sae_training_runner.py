@@ -135,24 +135,8 @@ class SAETrainingRunner:
 
     # --- setup -----------------------------------------------------------------------------
     def _evaluation_store(self, override_dataset: HfDataset | None) -> ActivationsStore | None:
-        """The store periodic evaluation reads, apart from the training stream: the
-        dataset's held-out split where it has one, else a pass of its own over the training
-        data. None when the run is too short to evaluate."""
-        cfg = self.cfg
-        if cfg.total_training_steps < cfg.wandb_log_frequency * cfg.eval_every_n_wandb_logs:
-            return None
-        split = None if override_dataset is not None else held_out_split(cfg.dataset_path)
-        dataset = override_dataset
-        if split is not None:
-            dataset = load_any_dataset(
-                cfg.dataset_path,
-                split=split,
-                streaming=cfg.streaming,
-                trust_remote_code=cfg.dataset_trust_remote_code,
-            )
-        where = f"the held-out {split!r} split" if split else "a pass of its own over the data"
-        logger.info(f"evaluation during training reads {where}")
-        return ActivationsStore.from_config(self.model, cfg, override_dataset=dataset)
+        assert self.model is not None
+        return evaluation_store(self.model, self.cfg, override_dataset)
 
     def _prepare_resume(self) -> None:
         run_dir = checkpoints.find_run_to_resume(self.cfg.checkpoint_path)
@@ -210,48 +194,15 @@ class SAETrainingRunner:
         )
 
     def _build_sae(self) -> TrainingSAE:
-
-        if self.cfg.from_pretrained_path is not None:
-            return self._sae_from_pretrained_path(self.cfg.from_pretrained_path)
-        sae = TrainingSAE.from_dict(self.cfg.get_training_sae_cfg_dict())
-        if self._resume_state is None and self._finished_sae_folder is None:
-            self._init_sae_group_b_decs(sae)
-        return sae
+        fresh = self._resume_state is None and self._finished_sae_folder is None
+        return build_sae(self.cfg, self.activations_store, set_b_dec=fresh)
 
     def _sae_from_pretrained_path(self, path: str) -> TrainingSAE:
-        """A TrainingSAE holding the weights of the SAE folder at `path`, in any format the
-        loaders read (a training checkpoint, a folder saved for inference, a published
-        SAE), with this run's training options. Its architecture and sizes must be the run
-        config's."""
-        folder_cfg, state_dict, _ = read_local_sae_folder(path, device=self.cfg.device)
-        run_cfg = self.cfg.get_training_sae_cfg_dict()
-        differing = [k for k in ("architecture", "d_in", "d_sae") if folder_cfg[k] != run_cfg[k]]
-        if differing:
-            found = ", ".join(f"{k}={folder_cfg[k]!r}" for k in differing)
-            wanted = ", ".join(f"{k}={run_cfg[k]!r}" for k in differing)
-            raise ValueError(
-                f"from_pretrained_path {path!r} holds an SAE with {found} but the run config "
-                f"has {wanted}: set those fields to the folder's values"
-            )
-        weights_define = ("activation_fn_str", "activation_fn_kwargs", "apply_b_dec_to_input")
-        sae_cfg = {**run_cfg, **{k: folder_cfg[k] for k in weights_define if k in folder_cfg}}
-        sae_cfg["finetuning_scaling_factor"] = "finetuning_scaling_factor" in state_dict
-        return TrainingSAE._from_cfg_and_weights(sae_cfg, state_dict)
+        return sae_from_pretrained_path(self.cfg, path)
 
     def _init_sae_group_b_decs(self, sae: TrainingSAE) -> None:
         """Set b_dec from a buffer of activations: their geometric median or mean."""
-
-        method = self.cfg.b_dec_init_method
-        if method == "zeros":
-            return
-        # b_dec lives in the space the SAE trains in: the scaled activations.
-        self.activations_store.set_norm_scaling_factor_if_needed()
-        layer_acts = self.activations_store.storage_buffer.detach()[:, 0, :]  # [n, d_in]
-        if method == "geometric_median":
-            median = compute_geometric_median(layer_acts, maxiter=100).median
-            sae.initialize_b_dec_with_precalculated(median)
-        else:
-            sae.initialize_b_dec_with_mean(layer_acts.cpu())
+        init_b_dec(sae, self.cfg.b_dec_init_method, self.activations_store)
 
     # --- running ---------------------------------------------------------------------------
     def run(self) -> TrainingSAE:
@@ -327,25 +278,10 @@ class SAETrainingRunner:
         return state["extra"].get("wandb_run_id") or default_id
 
     def _write_run_config(self) -> None:
-        """`run_config.json` in the run folder: `--config` for resuming from the CLI, from
-        any working directory (the run folder is stored as an absolute path)."""
-        path = Path(self.cfg.checkpoint_path) / RUN_CONFIG_FILENAME
-        path.parent.mkdir(parents=True, exist_ok=True)
-        run_config = {**self.cfg.to_dict(), "checkpoint_path": str(path.parent.resolve())}
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w") as f:
-            json.dump(run_config, f, indent=2)
-        os.replace(tmp, path)
+        write_run_config(self.cfg.to_dict(), Path(self.cfg.checkpoint_path))
 
     def _plot_curves(self) -> None:
-        run_dir = Path(self.cfg.checkpoint_path)
-        metrics_path = run_dir / METRICS_FILENAME
-        if not metrics_path.is_file() or metrics_path.stat().st_size == 0:
-            return
-        try:
-            plot_training_curves(metrics_path, run_dir / CURVES_FILENAME)
-        except Exception as error:  # a failed plot must not hide the training outcome
-            logger.warning(f"could not draw {CURVES_FILENAME}: {error}")
+        plot_curves(Path(self.cfg.checkpoint_path))
 
     def run_trainer_with_interruption_handling(self, trainer: SAETrainer) -> TrainingSAE:
         """Run `trainer.fit()`; SIGINT/SIGTERM make it save a checkpoint after the current
@@ -379,6 +315,100 @@ class SAETrainingRunner:
             log_sae_artifacts(
                 trainer.sae.get_name(), folder, artifact_metadata(trainer.cfg), wandb_aliases
             )
+
+
+# --- the parts of a run, also used by the multi-SAE runner --------------------------------------
+def evaluation_store(
+    model: HookedRootModule, cfg: LanguageModelSAERunnerConfig, override_dataset: HfDataset | None
+) -> ActivationsStore | None:
+    """The store periodic evaluation reads, apart from the training stream: the dataset's
+    held-out split where it has one, else a pass of its own over the training data. None
+    when the run is too short to evaluate."""
+    if cfg.total_training_steps < cfg.wandb_log_frequency * cfg.eval_every_n_wandb_logs:
+        return None
+    split = None if override_dataset is not None else held_out_split(cfg.dataset_path)
+    dataset = override_dataset
+    if split is not None:
+        dataset = load_any_dataset(
+            cfg.dataset_path,
+            split=split,
+            streaming=cfg.streaming,
+            trust_remote_code=cfg.dataset_trust_remote_code,
+        )
+    where = f"the held-out {split!r} split" if split else "a pass of its own over the data"
+    logger.info(f"evaluation during training reads {where}")
+    return ActivationsStore.from_config(model, cfg, override_dataset=dataset)
+
+
+def build_sae(
+    cfg: LanguageModelSAERunnerConfig, store: ActivationsStore, set_b_dec: bool
+) -> TrainingSAE:
+    """The SAE a run starts from: `cfg.from_pretrained_path`'s weights, or a new SAE (its
+    b_dec set from `store`'s activations when `set_b_dec`)."""
+    if cfg.from_pretrained_path is not None:
+        return sae_from_pretrained_path(cfg, cfg.from_pretrained_path)
+    sae = TrainingSAE.from_dict(cfg.get_training_sae_cfg_dict())
+    if set_b_dec:
+        init_b_dec(sae, cfg.b_dec_init_method, store)
+    return sae
+
+
+def sae_from_pretrained_path(cfg: LanguageModelSAERunnerConfig, path: str) -> TrainingSAE:
+    """A TrainingSAE holding the weights of the SAE folder at `path`, in any format the
+    loaders read (a training checkpoint, a folder saved for inference, a published SAE),
+    with the run's training options. Its architecture and sizes must be the run config's."""
+    folder_cfg, state_dict, _ = read_local_sae_folder(path, device=cfg.device)
+    run_cfg = cfg.get_training_sae_cfg_dict()
+    differing = [k for k in ("architecture", "d_in", "d_sae") if folder_cfg[k] != run_cfg[k]]
+    if differing:
+        found = ", ".join(f"{k}={folder_cfg[k]!r}" for k in differing)
+        wanted = ", ".join(f"{k}={run_cfg[k]!r}" for k in differing)
+        raise ValueError(
+            f"from_pretrained_path {path!r} holds an SAE with {found} but the run config "
+            f"has {wanted}: set those fields to the folder's values"
+        )
+    weights_define = ("activation_fn_str", "activation_fn_kwargs", "apply_b_dec_to_input")
+    sae_cfg = {**run_cfg, **{k: folder_cfg[k] for k in weights_define if k in folder_cfg}}
+    sae_cfg["finetuning_scaling_factor"] = "finetuning_scaling_factor" in state_dict
+    return TrainingSAE._from_cfg_and_weights(sae_cfg, state_dict)
+
+
+def init_b_dec(sae: TrainingSAE, method: str, store: ActivationsStore) -> None:
+    """Set b_dec from a buffer of `store`'s activations: their geometric median or mean
+    (`method` "zeros" leaves it)."""
+    if method == "zeros":
+        return
+    # b_dec lives in the space the SAE trains in: the scaled activations.
+    store.set_norm_scaling_factor_if_needed()
+    layer_acts = store.storage_buffer.detach()[:, 0, :]  # [n, d_in]
+    if method == "geometric_median":
+        median = compute_geometric_median(layer_acts, maxiter=100).median
+        sae.initialize_b_dec_with_precalculated(median)
+    else:
+        sae.initialize_b_dec_with_mean(layer_acts.cpu())
+
+
+def write_run_config(run_config: dict[str, Any], run_dir: Path) -> None:
+    """`run_config.json` in the run folder: `--config` for resuming from the CLI, from any
+    working directory (the run folder is stored as an absolute path)."""
+    path = run_dir / RUN_CONFIG_FILENAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    run_config = {**run_config, "checkpoint_path": str(path.parent.resolve())}
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(run_config, f, indent=2)
+    os.replace(tmp, path)
+
+
+def plot_curves(run_dir: Path) -> None:
+    """`training_curves.png` from the run folder's metrics.jsonl (a failure only warns)."""
+    metrics_path = run_dir / METRICS_FILENAME
+    if not metrics_path.is_file() or metrics_path.stat().st_size == 0:
+        return
+    try:
+        plot_training_curves(metrics_path, run_dir / CURVES_FILENAME)
+    except Exception as error:  # a failed plot must not hide the training outcome
+        logger.warning(f"could not draw {CURVES_FILENAME}: {error}")
 
 
 def _check_run_length(cfg: LanguageModelSAERunnerConfig) -> None:

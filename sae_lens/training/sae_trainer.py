@@ -157,6 +157,7 @@ class SAETrainer:
         # Why `request_stop` was called (e.g. from a signal handler), if it was.
         self.stop_requested: str | None = None
         self.evaluating = False  # inside a periodic evaluation (a stop request drops it)
+        self.wandb_key_prefix = ""  # put before every wandb key (a multi-SAE run: "<name>/")
 
         _update_sae_lens_training_version(self.sae)
         self.checkpoint_thresholds = _checkpoint_thresholds(cfg)
@@ -319,21 +320,36 @@ class SAETrainer:
             disable=not self.cfg.verbose,
         )
         with progress:
-            while self.n_training_tokens < self.cfg.total_training_tokens:
-                sae_in = self._fetch_batch()
-                self._close_sparsity_window_if_due()
-                self._set_scheduled_k()
-                output = self._train_step(sae=self.sae, sae_in=sae_in)
-                self.n_training_tokens += self.cfg.train_batch_size_tokens
-                self._log_train_step(output)
-                self._run_and_log_evals()
-                # counted before checkpointing, so a checkpoint resumes at the next step
-                self.n_training_steps += 1
-                self._flush_step_metrics()  # before a checkpoint, which a resume starts after
-                self._checkpoint_if_needed()
-                self._begin_finetuning_if_needed()
+            while not self.reached_end:
+                output = self.train_on_batch(self._fetch_batch())
                 self._update_pbar(output, progress)
                 self._stop_if_requested()
+        return self.finish_training()
+
+    @property
+    def reached_end(self) -> bool:
+        """True once the configured number of tokens was trained."""
+        return self.n_training_tokens >= self.cfg.total_training_tokens
+
+    def train_on_batch(self, sae_in: torch.Tensor) -> TrainStepOutput:
+        """One whole step of `fit()` on `sae_in` [batch, d_in]: the optimizer step, then
+        logging, evaluation and checkpoints on their schedules."""
+        self._close_sparsity_window_if_due()
+        self._set_scheduled_k()
+        output = self._train_step(sae=self.sae, sae_in=sae_in)
+        self.n_training_tokens += self.cfg.train_batch_size_tokens
+        self._log_train_step(output)
+        self._run_and_log_evals()
+        # counted before checkpointing, so a checkpoint resumes at the next step
+        self.n_training_steps += 1
+        self._flush_step_metrics()  # before a checkpoint, which a resume starts after
+        self._checkpoint_if_needed()
+        self._begin_finetuning_if_needed()
+        return output
+
+    def finish_training(self) -> TrainingSAE:
+        """After the last step: the final k and weights, the final SAE's firing
+        frequencies, the scaling factor folded in, and the final SAE saved."""
         self._set_scheduled_k(final=True)
         use_averaged_weights(self.optimizer)  # the final SAE: schedule-free's average
         self._averaged_weights_in_place = True
@@ -593,7 +609,8 @@ class SAETrainer:
         if self.cfg.log_to_wandb:
             import wandb
 
-            wandb.log(metrics, step=step)
+            prefix = self.wandb_key_prefix
+            wandb.log({prefix + key: value for key, value in metrics.items()}, step=step)
 
     def _flush_step_metrics(self) -> None:
         """Write the metrics logged during the step just taken as one metrics.jsonl row."""

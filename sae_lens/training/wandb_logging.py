@@ -23,17 +23,24 @@ def _offline_unless_configured() -> str | None:
     return "offline"
 
 
-def start_wandb_run(cfg: LanguageModelSAERunnerConfig, run_id: str, resume: bool) -> str:
-    """Start (or, with `resume`, continue) the wandb run `run_id`; returns its id."""
+def start_wandb_run(
+    cfg: LanguageModelSAERunnerConfig,
+    run_id: str,
+    resume: bool,
+    config: dict[str, Any] | None = None,
+    name: str | None = None,
+) -> str:
+    """Start (or, with `resume`, continue) the wandb run `run_id`; returns its id. The run
+    records `config` (default: `cfg.to_dict()`) under `name` (default: `cfg.run_name`)."""
     import wandb
 
     forced_mode = _offline_unless_configured()
     run = wandb.init(
         project=cfg.wandb_project,
         entity=cfg.wandb_entity,
-        name=cfg.run_name,
+        name=cfg.run_name if name is None else name,
         id=run_id,
-        config=cfg.to_dict(),
+        config=cfg.to_dict() if config is None else config,
         resume="allow" if resume else None,
         mode=forced_mode,  # type: ignore[arg-type]
     )

@@ -1,0 +1,454 @@
+"""`MultiSAETrainingRunner`: many SAEs trained from one model pass per batch, and its
+command line, `python -m sae_lens.multi_sae_training_runner --config multi.yaml`.
+
+Each SAE is what a single run of its resolved config (`MultiSAETrainingRunnerConfig.resolve`)
+would train: its own activations store (fed by one shared model forward that reads every
+hook, `sae_lens.training.shared_forward`), its own `SAETrainer`, its own random state (so one
+SAE's noise never moves another's), the same tokens in the same order. The SAEs step in
+turn on each batch. The run folder `<checkpoint_path>/<run id>` holds `run_config.json` and
+one folder per SAE, laid out as a single run's folder: checkpoints, `final_<tokens>`,
+`metrics.jsonl`, `training_curves.png`. With wandb on, one wandb run logs every SAE's
+metrics, each key prefixed with `<name>/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from tqdm.auto import tqdm
+
+from sae_lens import logger
+from sae_lens.allocator import freed_memory_reused
+from sae_lens.analysis.hook_checks import hook_layer_of
+from sae_lens.cli_support import (
+    CLIError,
+    CommandLineParser,
+    check_dataset_path,
+    check_device,
+    check_input_path,
+    check_model_name,
+    check_output_folder,
+    exit_code,
+    parse_command_line,
+    report_user_errors,
+)
+from sae_lens.config import LanguageModelSAERunnerConfig
+from sae_lens.config_help import MULTI_SAE_FIELD_HELP, TRAINING_FIELD_GROUPS, training_field_help
+from sae_lens.load_model import load_model
+from sae_lens.multi_sae_config import RUN_CONFIG_FILENAME, MultiSAETrainingRunnerConfig
+from sae_lens.sae_training_runner import (
+    SAETrainingRunner,
+    _check_run_length,
+    _check_schedules,
+    _seed_everything,
+    _stop_on_signals,
+    _warn_if_dead_latents_cannot_show,
+    build_sae,
+    evaluation_store,
+    plot_curves,
+    write_run_config,
+)
+from sae_lens.training import checkpoints
+from sae_lens.training.sae_trainer import InterruptedException, SAETrainer, TrainingDivergedError
+from sae_lens.training.shared_forward import SharedForwardStore
+from sae_lens.training.training_sae import TrainingSAE
+from sae_lens.training.wandb_logging import finish_wandb_run, start_wandb_run
+
+if TYPE_CHECKING:
+    from transformer_lens.hook_points import HookedRootModule
+
+__all__ = ["MultiSAETrainingRunner", "MultiSAETrainingRunnerConfig", "main"]
+
+
+class MultiSAETrainingRunner:
+    """Trains every SAE of `cfg` on one stream of activations; `run()` returns them by
+    name. `override_model` replaces the configured model."""
+
+    def __init__(
+        self, cfg: MultiSAETrainingRunnerConfig, override_model: HookedRootModule | None = None
+    ) -> None:
+        self.cfg = cfg
+        template = cfg.template
+        _check_run_length(template)
+        if not cfg.resume:
+            _seed_everything(template.seed)
+        self.model = override_model or load_model(
+            template.model_class_name,
+            template.model_name,
+            device=template.device,
+            model_from_pretrained_kwargs=template.model_from_pretrained_kwargs,
+        )
+        model = self.model
+        self.sae_cfgs = cfg.resolve(list(model.hook_dict), lambda h: hook_layer_of(model, h))
+        for sae_cfg in self.sae_cfgs.values():
+            _check_schedules(sae_cfg)
+        _warn_if_dead_latents_cannot_show(template)
+        self._finished: dict[str, Path] | None = None
+        self._resume_states: dict[str, dict[str, Any]] | None = None
+        if cfg.resume:
+            self._prepare_resume()
+            if self._finished is not None:
+                return
+        stores = SharedForwardStore.group(model, list(self.sae_cfgs.values()))
+        self.stores = dict(zip(self.sae_cfgs, stores, strict=True))
+        if template.compile_llm:
+            self._compile_model_forward()
+        self.eval_stores = {
+            name: evaluation_store(model, sae_cfg, None) for name, sae_cfg in self.sae_cfgs.items()
+        }
+        fresh = self._resume_states is None
+        if fresh:
+            self._estimate_norm_scaling_factors()
+        # Each SAE starts from the random state a single run of it would have: the one here.
+        start_rng = checkpoints.capture_rng_state()
+        self.saes: dict[str, TrainingSAE] = {}
+        self._rng: dict[str, _TorchRNG] = {}
+        for name, sae_cfg in self.sae_cfgs.items():
+            checkpoints.restore_rng_state(start_rng)
+            self.saes[name] = build_sae(sae_cfg, self.stores[name], set_b_dec=fresh)
+            self._rng[name] = _torch_rng()
+
+    # --- setup -----------------------------------------------------------------------------
+    def _compile_model_forward(self) -> None:
+        hooks = {cfg.hook_name for cfg in self.sae_cfgs.values()}
+        if len(hooks) > 1:
+            raise ValueError(
+                f"compile_llm compiles the fused forward of one hook, but the SAEs read "
+                f"{len(hooks)} hooks ({sorted(hooks)}); set compile_llm=False"
+            )
+        next(iter(self.stores.values())).compile_model_forward(
+            self.cfg.template.llm_compilation_mode
+        )
+
+    def _estimate_norm_scaling_factors(self) -> None:
+        """`normalize_activations="expected_average_only_in"`: estimate every store's factor
+        from the same batches a single run's store would use, the stores in step (so the
+        shared forward holds one batch at a time, not all of them)."""
+        stores = [s for s in self.stores.values() if s._scaler.needs_estimate]
+        if not stores:
+            return
+        n_batches = 1000  # as `ActivationsStore.set_norm_scaling_factor_if_needed`
+        totals = [0.0] * len(stores)
+        for _ in tqdm(range(n_batches), desc="Estimating norm scaling factors", delay=2.0):
+            for i, store in enumerate(stores):
+                totals[i] += store._next_unscaled_batch().norm(dim=-1).mean().item()
+        for store, total in zip(stores, totals, strict=True):
+            store.estimated_norm_scaling_factor = store.d_in**0.5 / (total / n_batches)
+
+    def _prepare_resume(self) -> None:
+        """Find the newest step at which every SAE has a complete checkpoint (a kill while
+        checkpoints were written leaves some SAEs a step ahead), or the finished run."""
+        run_dir = self.cfg.run_dir
+        finals = {n: checkpoints.final_sae_folder(run_dir / n) for n in self.sae_cfgs}
+        if all(finals.values()):
+            trained = max(
+                checkpoints.list_checkpoints(run_dir / n, kind=None)[-1].n_training_tokens
+                for n in finals
+            )
+            if self.cfg.template.total_training_tokens > trained:
+                raise ValueError(
+                    f"cannot resume {str(run_dir)!r}: it finished at {trained:,} tokens and "
+                    "extending a finished multi-SAE run is not supported; start a new run "
+                    "(from_pretrained_path can start each SAE from its final folder)"
+                )
+            self._finished = {n: f for n, f in finals.items() if f is not None}
+            logger.warning(f"multi-SAE run {run_dir} already finished: run() returns its SAEs")
+            return
+        by_step: dict[str, dict[int, Path]] = {}
+        for name in self.sae_cfgs:
+            infos = checkpoints.list_checkpoints(run_dir / name)
+            by_step[name] = {info.n_training_steps: info.path for info in infos}
+        common = set.intersection(*(set(steps) for steps in by_step.values()))
+        if not common:
+            missing = sorted(n for n, steps in by_step.items() if not steps)
+            raise FileNotFoundError(
+                f"cannot resume {str(run_dir)!r}: no step at which every SAE has a complete "
+                f"checkpoint (none for {missing or 'a common step'}); start a new run"
+            )
+        step = max(common)
+        self._resume_states = {}
+        for name, sae_cfg in self.sae_cfgs.items():
+            state = checkpoints.load_training_state(by_step[name][step])
+            tokens = state["trainer"]["n_training_tokens"]
+            try:
+                checkpoints.check_resume_config(state["run_config"], sae_cfg, tokens)
+            except ValueError as error:
+                raise ValueError(f"SAE {name!r}: {error}") from None
+            self._resume_states[name] = state
+        logger.info(f"resuming multi-SAE run {run_dir} at step {step}")
+
+    # --- running ---------------------------------------------------------------------------
+    def run(self) -> dict[str, TrainingSAE]:
+        """Train every SAE (or finish a resumed run); returns them by name."""
+        if self._finished is not None:
+            device = self.cfg.template.device
+            return {
+                name: TrainingSAE.load_from_pretrained(str(folder), device)
+                for name, folder in self._finished.items()
+            }
+        template = self.cfg.template
+        trainers = {name: self._trainer(name) for name in self.sae_cfgs}
+        wandb_run_id = self._restore(trainers)
+        write_run_config(self.cfg.to_dict(), self.cfg.run_dir)
+        self._announce(trainers)
+        if template.log_to_wandb:
+            name = self.cfg.shared.get("run_name") or self.cfg.run_dir.name
+            config = self.cfg.to_dict()
+            start_wandb_run(template, wandb_run_id, not self._fresh, config=config, name=name)
+        succeeded = False
+        try:
+            with freed_memory_reused(template.device, template.reuse_freed_memory):
+                saes = self._train(trainers)
+            succeeded = True
+        finally:
+            if template.log_to_wandb:
+                finish_wandb_run(succeeded)
+            for name in trainers:
+                plot_curves(self.cfg.run_dir / name)
+        logger.info(f"training finished: run folder {self.cfg.run_dir}")
+        return saes
+
+    def _trainer(self, name: str) -> SAETrainer:
+        sae_cfg = self.sae_cfgs[name]
+        trainer = SAETrainer(
+            model=self.model,
+            sae=self.saes[name],
+            activation_store=self.stores[name],
+            save_checkpoint_fn=SAETrainingRunner.save_checkpoint,
+            cfg=sae_cfg,
+            eval_activation_store=self.eval_stores[name],
+        )
+        if sae_cfg.log_to_wandb:
+            trainer.wandb_key_prefix = f"{name}/"
+        return trainer
+
+    @property
+    def _fresh(self) -> bool:
+        return self._resume_states is None
+
+    def _restore(self, trainers: dict[str, SAETrainer]) -> str:
+        """Load the resume states (if resuming); returns the wandb run id."""
+        default_id = self.cfg.template.wandb_id or self.cfg.run_dir.name
+        wandb_id = default_id
+        for name, trainer in trainers.items():
+            state = None if self._resume_states is None else self._resume_states[name]
+            if state is None:
+                trainer.metrics_log.truncate_after(-1)  # a fresh run starts a fresh record
+                continue
+            checkpoints.restore_training_state(trainer, state)
+            self._rng[name] = _torch_rng()  # the SAE's own random state
+            trainer.metrics_log.truncate_after(trainer.n_training_steps - 1)
+            wandb_id = state["extra"].get("wandb_run_id") or default_id
+        self._resume_states = None if self._resume_states is None else {}
+        return wandb_id
+
+    def _announce(self, trainers: dict[str, SAETrainer]) -> None:
+        template = self.cfg.template
+        if not template.verbose:
+            return
+        step = next(iter(trainers.values())).n_training_steps
+        where = "training" if step == 0 else f"resuming at step {step:,}:"
+        hooks = sorted({cfg.hook_name for cfg in self.sae_cfgs.values()})
+        print(
+            f"{where} {len(trainers)} SAEs on {template.model_name} ({len(hooks)} hooks, one "
+            f"forward per batch): {template.total_training_steps:,} steps of "
+            f"{template.train_batch_size_tokens:,} tokens; run folder {self.cfg.run_dir.resolve()}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    @contextmanager
+    def _own_rng(self, name: str) -> Iterator[None]:
+        """Inside the block torch's global random state (CPU and CUDA) is SAE `name`'s own.
+        (Training draws only from torch; Python's and NumPy's states stay shared.)"""
+        _set_torch_rng(self._rng[name])
+        try:
+            yield
+        finally:
+            self._rng[name] = _torch_rng()
+
+    def _train(self, trainers: dict[str, SAETrainer]) -> dict[str, TrainingSAE]:
+        template = self.cfg.template
+        group = _TrainerGroup(list(trainers.values()))
+        first = next(iter(trainers.values()))
+        progress = tqdm(
+            total=template.total_training_tokens,
+            initial=first.n_training_tokens,
+            desc=f"Training {len(trainers)} SAEs",
+            unit="tok",
+            unit_scale=True,
+            disable=not template.verbose,
+        )
+        with _stop_on_signals(group), progress:  # type: ignore[arg-type]
+            while not first.reached_end:
+                # every store takes its batch before any SAE steps: the shared forward
+                # then holds no batch at a checkpoint
+                batches = {name: t._fetch_batch() for name, t in trainers.items()}
+                for name, trainer in trainers.items():
+                    with self._own_rng(name):
+                        try:
+                            trainer.train_on_batch(batches[name])
+                        except TrainingDivergedError as error:
+                            raise TrainingDivergedError(f"SAE {name!r}: {error}") from None
+                progress.update(template.train_batch_size_tokens)
+                if group.stop_requested is not None and not first.reached_end:
+                    self._stop(trainers, group.stop_requested)
+        saes = {}
+        for name, trainer in trainers.items():
+            with self._own_rng(name):
+                saes[name] = trainer.finish_training()
+        return saes
+
+    def _stop(self, trainers: dict[str, SAETrainer], reason: str) -> None:
+        """Save every SAE's checkpoint at this step and raise `InterruptedException`."""
+        first = next(iter(trainers.values()))
+        name = str(first.n_training_tokens)
+        for sae_name, trainer in trainers.items():
+            with self._own_rng(sae_name):
+                trainer.save_checkpoint(trainer=trainer, checkpoint_name=name)
+        raise InterruptedException(
+            f"{reason}: stopped after step {first.n_training_steps - 1} "
+            f"({first.n_training_tokens} tokens) and saved a checkpoint {name} of every SAE "
+            f"in {self.cfg.run_dir}",
+            checkpoint=str(self.cfg.run_dir),
+        )
+
+
+# torch's CPU random state and, where CUDA is available, every GPU's
+_TorchRNG = tuple[torch.Tensor, list[torch.Tensor] | None]
+
+
+def _torch_rng() -> _TorchRNG:
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    return torch.get_rng_state(), cuda
+
+
+def _set_torch_rng(state: _TorchRNG) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state_all(state[1])
+
+
+class _TrainerGroup:
+    """What `_stop_on_signals` asks of a trainer, for all the trainers of a run."""
+
+    def __init__(self, trainers: list[SAETrainer]):
+        self.trainers = trainers
+
+    @property
+    def stop_requested(self) -> str | None:
+        return self.trainers[0].stop_requested
+
+    def request_stop(self, reason: str) -> None:
+        # the trainer inside an evaluation raises (to drop it): ask it last
+        for trainer in sorted(self.trainers, key=lambda t: t.evaluating):
+            trainer.request_stop(reason)
+
+
+# --- command line -------------------------------------------------------------------------------
+PROG = "python -m sae_lens.multi_sae_training_runner"
+
+
+def _json_saes(text: Any) -> Any:
+    """`--saes` on the command line: a JSON object (a config file's mapping as it is)."""
+    if not isinstance(text, str):
+        return text
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not a JSON object ({error}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"not a JSON object: {text!r}")
+    return value
+
+
+def build_cli_parser() -> CommandLineParser:
+    """`--config FILE`, `--saes JSON` and one flag per `LanguageModelSAERunnerConfig` field
+    (shared by every SAE, or a default for them)."""
+    parser = CommandLineParser(
+        prog=PROG,
+        description="Train many sparse autoencoders from one model forward per batch. A "
+        "--config file (YAML/JSON) holds the shared fields and `saes:`, a mapping from each "
+        "SAE's name to the fields it sets (hook_name patterns like blocks.*.hook_resid_post "
+        "give one SAE per layer); flags override the file. Mistakes exit with code 2 and "
+        "one line naming the culprit.",
+    )
+    parser.add_config_option()
+    parser.add_argument(
+        "--saes", type=_json_saes, default=None, metavar="JSON", help=MULTI_SAE_FIELD_HELP["saes"]
+    )
+    parser.add_fields(
+        LanguageModelSAERunnerConfig,
+        training_field_help(),
+        groups=[(topic, list(group)) for topic, group in TRAINING_FIELD_GROUPS],
+    )
+    return parser
+
+
+def parse_cli_config(argv: Sequence[str]) -> MultiSAETrainingRunnerConfig:
+    """The multi-SAE config from command-line arguments (`--config FILE`, then flags)."""
+    values = parse_command_line(build_cli_parser(), argv, ignored_file_keys=("tokens_per_buffer",))
+    saes = values.pop("saes", None)
+    if not saes:
+        raise CLIError("no SAEs: give `saes:` in the --config file (or --saes JSON)")
+    return MultiSAETrainingRunnerConfig(saes, **values)
+
+
+def check_cli_config(cfg: MultiSAETrainingRunnerConfig) -> None:
+    """What the command line refuses before loading anything."""
+    template = cfg.template
+    _check_run_length(template)
+    check_device(template.device, "device")
+    check_model_name(template.model_class_name, template.model_name)
+    if not template.use_cached_activations:
+        check_dataset_path(template.dataset_path)
+    for name, sae_cfg in cfg.templates.items():
+        if sae_cfg.from_pretrained_path is not None:
+            path = sae_cfg.from_pretrained_path
+            check_input_path(path, f"SAE {name!r}: from_pretrained_path", local=True)
+        # a pattern's default cache path holds the pattern: the run checks each hook's
+        if sae_cfg.use_cached_activations and "*" not in str(sae_cfg.cached_activations_path):
+            path = str(sae_cfg.cached_activations_path)
+            check_input_path(path, f"SAE {name!r}: cached_activations_path", local=True)
+    if not cfg.resume:
+        check_output_folder(cfg.run_dir.parent, "checkpoint_path")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the exit code: 0 trained, 1 an SAE diverged, 2 a
+    mistake in the arguments, config or inputs (one line on stderr), 130 interrupted."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    return exit_code(report_user_errors(lambda: _train_from_command_line(args)))
+
+
+def _train_from_command_line(args: list[str]) -> int:
+    cfg = parse_cli_config(list(args) or ["--help"])
+    check_cli_config(cfg)
+    try:
+        saes = MultiSAETrainingRunner(cfg).run()
+    except TrainingDivergedError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except InterruptedException as error:
+        print(
+            f"{error}\nresume with: {PROG} --config "
+            f"{cfg.run_dir.resolve() / RUN_CONFIG_FILENAME} --resume true",
+            file=sys.stderr,
+        )
+        return 130
+    for name, sae in saes.items():
+        final = checkpoints.final_sae_folder(cfg.run_dir / name)
+        print(f"{name}: {sae.cfg.architecture} SAE (d_sae={sae.cfg.d_sae}) at {final}")
+    print(f"run folder: {cfg.run_dir.resolve()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

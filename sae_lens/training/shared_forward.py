@@ -1,0 +1,188 @@
+"""One model forward for many activation stores: the data path of a multi-SAE run.
+
+Each SAE of a multi-SAE run keeps an activations store of its own (its own shuffle buffer
+and random generator, seeded like a single run's), so it is served exactly the batches a
+single run of it would be. What they share is the expensive part: a `SharedForward` reads
+the token batches from one store (the leader), runs the model once per batch for every hook
+the stores read, stopping after the deepest, and hands each store its hook's activations.
+That forward is the fused pass (`FusedMultiHookReader`) where it serves every hook, else the
+model's own forward with capture hooks; either computes each hook exactly as a single store's
+forward would.
+
+The stores ask for model batches in the same order (they are configured alike), but not at
+the same moment: one store refills its buffer before the next. The shared forward keeps a
+batch until every store has taken it, so between training steps nothing is held.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import deque
+from typing import Any
+
+import torch
+from transformer_lens import HookedRootModule
+
+from sae_lens.fused_forward import FusedMultiHookReader
+from sae_lens.hook_activations import sae_view
+from sae_lens.training.activations_store import ActivationsStore
+from sae_lens.training.model_forward import run_model_to_hook
+from sae_lens.training.token_stream import EndOfEpoch
+
+
+class _StopForward(Exception):
+    """Raised from the last capture hook: nothing after the deepest hook is computed."""
+
+
+# A batch the shared forward computed: tokens [batch, context] and, per hook name, the
+# hook's activation [batch, context, ...]; or the end of an epoch of the token stream.
+_Batch = tuple[torch.Tensor, dict[str, torch.Tensor]]
+_END_OF_EPOCH = "end of epoch"
+
+
+class SharedForward:
+    """Computes the activations at every hook of `stores` from one model forward per token
+    batch (see the module docstring). `stores[0]` supplies the tokens."""
+
+    def __init__(self, stores: list[SharedForwardStore]):
+        leader = stores[0]
+        self.model = leader.model
+        self._leader = leader
+        self._model_kwargs = leader.model_kwargs
+        self._autocast_lm = leader.autocast_lm
+        self._layers = {s.hook_name: s.hook_layer for s in stores}
+        # a single hook: the same pass (fused where it can) as a single run's store; several:
+        # one fused pass computing each exactly as that pass would, where it serves them all
+        self._fused_reader = leader._fused_reader if len(self._layers) == 1 else None
+        self._multi_reader = (
+            FusedMultiHookReader.for_model(self.model, list(self._layers))
+            if len(self._layers) > 1 and all(s._fused_reader is not None for s in stores)
+            else None
+        )
+        self._batches: deque[tuple[bool, _Batch | str]] = deque()  # (raise flag, batch)
+        self._first_index = 0  # index of _batches[0] in the stream of batches
+        self._positions = [0] * len(stores)
+        for consumer, store in enumerate(stores):
+            store._shared_forward, store._consumer = self, consumer
+
+    @property
+    def n_pending(self) -> int:
+        """Batches computed that some store has not taken yet."""
+        return len(self._batches)
+
+    def next_batch(self, consumer: int, raise_on_epoch_end: bool) -> _Batch:
+        """The next batch of the store numbered `consumer`; at the end of the token stream,
+        `EndOfEpoch` when `raise_on_epoch_end`, as a store reading its own stream would."""
+        while True:
+            index = self._positions[consumer] - self._first_index
+            if index == len(self._batches):
+                self._batches.append((raise_on_epoch_end, self._compute(raise_on_epoch_end)))
+            flag, batch = self._batches[index]
+            if flag != raise_on_epoch_end:
+                raise RuntimeError(
+                    "the stores of a multi-SAE run fell out of step (they must be configured "
+                    "alike in every field that moves the data stream)"
+                )
+            self._positions[consumer] += 1
+            self._drop_taken()
+            if isinstance(batch, str):  # the end of an epoch
+                if raise_on_epoch_end:
+                    raise EndOfEpoch(batch)
+                continue
+            return batch
+
+    def _drop_taken(self) -> None:
+        while self._batches and min(self._positions) > self._first_index:
+            self._batches.popleft()
+            self._first_index += 1
+
+    def _compute(self, raise_on_epoch_end: bool) -> _Batch | str:
+        try:
+            tokens = self._leader.get_batch_tokens(raise_at_epoch_end=raise_on_epoch_end)
+        except EndOfEpoch:
+            return _END_OF_EPOCH
+        return tokens, self.activations(tokens)
+
+    def activations(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{hook name: activation [batch, context, ...]} for `tokens` [batch, context], from
+        one forward that stops after the deepest hook (inference-mode tensors)."""
+        if len(self._layers) == 1:
+            ((hook_name, layer),) = self._layers.items()
+            return {
+                hook_name: run_model_to_hook(
+                    self.model,
+                    tokens,
+                    hook_name,
+                    layer,
+                    self._fused_reader,
+                    self._model_kwargs,
+                    self._autocast_lm,
+                )
+            }
+        if self._multi_reader is not None and self._multi_reader.can_run():
+            with torch.inference_mode(), self._autocast(tokens):
+                return self._multi_reader(tokens)
+        return self._hooked_forward(tokens)
+
+    def _autocast(self, tokens: torch.Tensor) -> contextlib.AbstractContextManager[Any]:
+        if not self._autocast_lm:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=tokens.device.type, dtype=torch.bfloat16)
+
+    def _hooked_forward(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        captured: dict[str, torch.Tensor] = {}
+        wanted = len(self._layers)
+
+        def capture_into(name: str) -> Any:
+            def capture(activation: torch.Tensor, hook: Any) -> None:  # noqa: ARG001
+                captured[name] = activation
+                if len(captured) == wanted:
+                    raise _StopForward
+
+            return capture
+
+        with torch.inference_mode(), self._autocast(tokens), contextlib.suppress(_StopForward):
+            self.model.run_with_hooks(
+                tokens,
+                fwd_hooks=[(name, capture_into(name)) for name in self._layers],
+                stop_at_layer=max(self._layers.values()) + 1,
+                prepend_bos=False,
+                **self._model_kwargs,
+            )
+        missing = sorted(set(self._layers) - set(captured))
+        if missing:
+            raise ValueError(
+                f"hooks {missing} did not run before layer {max(self._layers.values()) + 1}: "
+                "check the hook_layer of the SAEs reading them"
+            )
+        return captured
+
+
+class SharedForwardStore(ActivationsStore):
+    """An activations store whose activations come from a `SharedForward` (built over it
+    and the run's other stores) instead of a model forward of its own. Everything else
+    (shuffle buffer, generator, scaling, checkpoint state) is the store's own."""
+
+    _shared_forward: SharedForward
+    _consumer: int
+
+    @classmethod
+    def group(cls, model: HookedRootModule, cfgs: list[Any]) -> list[SharedForwardStore]:
+        """One store per run config of `cfgs` (`LanguageModelSAERunnerConfig`s), all fed by
+        one shared forward."""
+        stores = [cls.from_config(model, cfg) for cfg in cfgs]
+        SharedForward(stores)  # type: ignore[arg-type]
+        return stores  # type: ignore[return-value]
+
+    def _next_activation_batch(
+        self, raise_on_epoch_end: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self._cache_reader is not None:
+            return self._next_cached_batch(self._cache_reader, raise_on_epoch_end)
+        tokens, raw = self._shared_forward.next_batch(self._consumer, raise_on_epoch_end)
+        positions = slice(*self.seqpos_slice)
+        acts = sae_view(
+            raw[self.hook_name][:, positions], self.hook_name, self.d_in, self.hook_head_index
+        )
+        token_ids = tokens[:, positions].reshape(-1).to(self.device)
+        return acts.reshape(-1, self.d_in), token_ids
