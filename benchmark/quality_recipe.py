@@ -209,22 +209,29 @@ def markdown_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def time_trainer_steps(
-    paths: dict[str, str], work: Path, arch: str, option_sets: list[str], rounds: int
-) -> dict[str, list[float]]:
-    """Best-of-15 wall ms of our trainer's step (`SAETrainer._train_step`: forward, backward,
-    the configured optimizer, schedules, statistics) on the fixed activation batch, for each
-    option set, in alternating subprocesses (`train_throughput.py`'s step benchmark)."""
-    times: dict[str, list[float]] = {name: [] for name in option_sets}
+def time_recipe(
+    paths: dict[str, str], work: Path, arch: str, option_sets: list[str], rounds: int, steps: int
+) -> dict[str, dict[str, list[float]]]:
+    """For each option set, in alternating subprocesses (`train_throughput.py`'s jobs): the
+    end-to-end tokens/s of a `steps`-step run (model forward, store, trainer, saving) and
+    the best-of-15 wall ms of the trainer's step (`SAETrainer._train_step`: forward,
+    backward, the configured optimizer, schedules, statistics) on the fixed batch."""
+    times: dict[str, dict[str, list[float]]] = {
+        name: {"tokens_per_s": [], "trainer_step_best_ms": []} for name in option_sets
+    }
     for i in range(rounds):
         for name in option_sets:
             options = {**ARCH_DEFAULTS[arch], **OURS[name]}
             job = dict(paths, name=f"timing/{arch}/{name}/{i}", architecture=arch,
-                       options=options, training_tokens=0, step_bench_steps=15,
+                       options=options, training_tokens=steps * wl.BATCH_TOKENS,
+                       step_bench_steps=15,
                        out_dir=str(work / "timing" / f"{arch}_{name}_{i}"))  # fmt: skip
             result = bench.run_job(sys.executable, HERE / "train_throughput.py", job, 1800, False)
-            times[name].append(result["trainer_step"]["best_ms"])
-            print(f"  {name}: trainer step {times[name][-1]:.1f} ms", flush=True)
+            tokens_per_s = job["training_tokens"] / result["train_wall_s"]
+            times[name]["tokens_per_s"].append(tokens_per_s)
+            times[name]["trainer_step_best_ms"].append(result["trainer_step"]["best_ms"])
+            print(f"  {arch} {name}: {tokens_per_s:,.0f} tok/s end to end, trainer step "
+                  f"{result['trainer_step']['best_ms']:.1f} ms", flush=True)  # fmt: skip
     return times
 
 
@@ -240,7 +247,8 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=bench.RESULTS_DIR)
     parser.add_argument("--report", action="store_true", help="print the results as a table")
     parser.add_argument("--timing", type=int, default=0, metavar="ROUNDS",
-                        help="time the trainer step with and without the recipe instead")  # fmt: skip
+                        help="time training with and without the recipe instead")  # fmt: skip
+    parser.add_argument("--timing-steps", type=int, default=100)
     parser.add_argument("--timing-architectures", nargs="+", default=["topk", "standard"])
     parser.add_argument("job", nargs="?", type=Path, help=argparse.SUPPRESS)  # internal
     args = parser.parse_args()
@@ -251,11 +259,14 @@ def main() -> None:
         work = args.work or Path(f"/tmp/sae_quality_{args.workload}")
         paths = bench.prepare(work)
         times = {
-            arch: time_trainer_steps(paths, work, arch, ["5.6.0", "recommended"], args.timing)
+            arch: time_recipe(
+                paths, work, arch, ["5.6.0", "recommended"], args.timing, args.timing_steps
+            )  # fmt: skip
             for arch in args.timing_architectures
         }
         out = args.results / f"quality_recipe_timing_{args.workload}.json"
-        out.write_text(json.dumps({"trainer_step_best_ms": times}, indent=2))
+        out.write_text(json.dumps({"steps": args.timing_steps, "load_average": os.getloadavg(),
+                                   "by_architecture": times}, indent=2))  # fmt: skip
         print(json.dumps(times))
         return
     if args.report:

@@ -125,3 +125,40 @@ def test_to_dict_round_trips_and_names_the_run_folder(tmp_path: Path) -> None:
     assert {
         n: c.to_dict() | {"checkpoint_path": None} for n, c in again.resolve(HOOKS).items()
     } == {n: c.to_dict() | {"checkpoint_path": None} for n, c in cfg.resolve(HOOKS).items()}
+
+
+def test_the_recipe_applies_to_each_sae_with_its_own_fields_winning(tmp_path: Path) -> None:
+    """`recipe: recommended` at the top level: each SAE gets the recipe's values for its
+    architecture (sign updates for TopK, Adam for the L1 SAE), and an SAE's own field wins."""
+    from sae_lens.training.recipes import RECOMMENDED_LR
+
+    cfg = make(
+        {
+            "k16": {
+                "hook_name": "blocks.0.hook_resid_post",
+                "architecture": "topk",
+                "activation_fn_kwargs": {"k": 16},
+            },  # fmt: skip
+            "mlp1": {"hook_name": "blocks.1.hook_mlp_out", "l1_coefficient": 2.0},
+            "k16_lr": {
+                "hook_name": "blocks.0.hook_resid_post",
+                "architecture": "topk",
+                "activation_fn_kwargs": {"k": 16},
+                "lr": 1e-3,
+            },  # fmt: skip
+        },
+        tmp_path,
+        d_sae=512,
+        recipe="recommended",
+    )
+    resolved = cfg.resolve(HOOKS)
+    k16, mlp1, k16_lr = resolved["k16"], resolved["mlp1"], resolved["k16_lr"]
+    assert (k16.optimizer, k16.schedule_free, k16.lr) == (
+        "signsgd",
+        True,
+        RECOMMENDED_LR["signsgd"],
+    )
+    assert k16.scale_lr_with_width and k16.init_encoder_as_decoder_transpose
+    assert (mlp1.optimizer, mlp1.lr, mlp1.adam_beta1) == ("adam", RECOMMENDED_LR["adam"], 0.9)
+    assert (k16_lr.optimizer, k16_lr.lr, k16_lr.scale_lr_with_width) == ("signsgd", 1e-3, False)
+    assert k16.b_dec_init_method == mlp1.b_dec_init_method == "mean"
