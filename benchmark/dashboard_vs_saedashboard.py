@@ -8,7 +8,7 @@ centred), one SAE folder (random weights with unit-norm decoder rows, so SAEDash
 latents and the same special tokens left out. The clock covers building the dashboard
 from tokens to written files (ours: the pass, index.html, dashboard.json and the
 Neuronpedia batches; SAEDashboard: `SaeVisRunner.run` and `save_feature_centric_vis`),
-not loading the model. Each side batches as its default does (ours 16 sequences per
+not loading the model. Each side batches as its default does (ours 8 sequences per
 forward, SAEDashboard's `minibatch_size_tokens` 64; `--batch`, `--peer-batch`). The sides
 run one after the other in subprocesses, alternating,
 one torch thread each; the figures are the medians of the repeats, in wall time and in
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
 import statistics
@@ -164,7 +165,7 @@ def main() -> None:
     parser.add_argument("--sampled", type=int, default=8, help="latents compared")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--batch", type=int, default=16, help="ours: sequences per forward")
+    parser.add_argument("--batch", type=int, default=8, help="ours: sequences per forward")
     parser.add_argument(
         "--peer-batch", type=int, default=64, help="SAEDashboard's minibatch_size_tokens"
     )
@@ -175,6 +176,7 @@ def main() -> None:
         run_ours(json.loads(Path(rest[0]).read_text()))
         return
     features = list(range(args.features))
+    load_before = os.getloadavg()  # 2 shared cores: other jobs' load shows in wall time
     with tempfile.TemporaryDirectory(prefix="dashboard-bench-") as tmp:
         work = Path(tmp)
         inputs = prepare(work, args.sequences, args.context, args.d_sae)
@@ -215,7 +217,11 @@ def main() -> None:
             "tokens": args.sequences * args.context, "threads": args.threads,
             "sequences_per_forward": {"ours": args.batch, "saedashboard": args.peer_batch},
         },
-        "machine": {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__},
+        "machine": {
+            "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
+            "cores": os.cpu_count(), "load_average_1_5_15_min_before": load_before,
+            "load_average_1_5_15_min_after": os.getloadavg(),
+        },
         "wall_seconds": times,
         "cpu_seconds": cpu,
         "median_wall_seconds": {"ours": ours_s, "saedashboard": peer_s},

@@ -27,6 +27,9 @@ from sae_lens.sae import SAE
 from sae_lens.training.model_forward import fused_reader_for, model_device, run_model_to_hook
 from sae_lens.training.store_inputs import check_hook_name
 
+_GROUP_TOKENS = 8192  # tokens per update of the running statistics, at most
+_GROUP_VALUES = 1 << 20  # and at most this many activations (tokens x latents) pending
+
 
 @dataclass
 class DashboardSettings:
@@ -36,7 +39,9 @@ class DashboardSettings:
     whatever `n_tokens` is."""
 
     n_tokens: int = 100_000  # token positions read, rounded up to whole sequences
-    batch_size_prompts: int = 16  # sequences per model forward
+    # sequences per model forward: on CPU, 8 of 128 tokens keep a small model's tensors
+    # small enough to reuse freed memory (16 page-faults fresh memory in every forward)
+    batch_size_prompts: int = 8
     n_top_examples: int = 20
     n_quantile_groups: int = 5  # equal-mass groups of the nonzero activations
     examples_per_quantile: int = 5
@@ -181,6 +186,11 @@ class _Pass:
         self.histogram = RunningHistogram(len(features), settings.n_histogram_bins, self.device)
         self.generator = torch.Generator(device=self.device).manual_seed(settings.seed)
         self.sequences = 0
+        # forward batches stay small (their tensors fit the cache) while the statistics,
+        # whose cost is mostly per call, take groups of about `group_tokens` tokens
+        self.group_tokens = max(1, min(_GROUP_TOKENS, _GROUP_VALUES // len(features)))
+        self.pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.pending_tokens = 0
         self.encode: Encoder | None = None
         self.fused = fused_reader_for(model, sae.cfg.hook_name, sae.cfg.hook_layer, {})
         self.special = torch.tensor(
@@ -203,8 +213,20 @@ class _Pass:
         return self.encode(x).float()  # [batch, pos, n_features]
 
     def add(self, tokens: torch.Tensor) -> None:
-        acts = self.latent_acts(tokens).clone()  # a normal tensor (not an inference one)
-        tokens = tokens.to(self.device)
+        """Run one forward batch; its activations join the pending group, which the running
+        statistics take once it holds `group_tokens` tokens (or at `finish`)."""
+        self.pending.append((tokens.to(self.device), self.latent_acts(tokens)))
+        self.pending_tokens += tokens.numel()
+        if self.pending_tokens >= self.group_tokens:
+            self.flush()
+
+    def flush(self) -> None:
+        """Feed the pending forward batches to the running statistics as one batch."""
+        if not self.pending:
+            return
+        tokens = torch.cat([t for t, _ in self.pending])  # [batch, pos]
+        acts = torch.cat([a for _, a in self.pending])  # a normal tensor (not an inference one)
+        self.pending, self.pending_tokens = [], 0
         counted = ~torch.isin(tokens, self.special.to(self.device))  # [batch, pos]
         flat_acts = acts.reshape(-1, acts.shape[-1])  # [tokens, n_features]
         flat_counted = counted.reshape(-1)
@@ -220,6 +242,7 @@ class _Pass:
         self.sequences += tokens.shape[0]
 
     def finish(self) -> list[LatentDashboard]:
+        self.flush()
         top, sample = _KeptWindows(self.top), _KeptWindows(self.sample)
         ids = set(self.top.tokens.unique().tolist()) | set(self.sample.tokens.unique().tolist())
         effects = logit_tables.logit_effects(

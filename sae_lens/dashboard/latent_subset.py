@@ -20,6 +20,7 @@ from sae_lens.sae import SAE
 
 Encoder = Callable[[torch.Tensor], torch.Tensor]
 _MAX_SHARE = 0.5  # beyond this share of all latents, slicing saves little
+_PROBE_ROWS = 512  # inputs the full SAE encodes for the check, when the chosen latents fire
 
 
 def full_encoder(sae: SAE, features: torch.Tensor) -> Encoder:
@@ -59,10 +60,24 @@ def latent_encoder(sae: SAE, features: torch.Tensor, probe: torch.Tensor) -> Enc
         small = sliced_sae(sae, features)
     except (RuntimeError, ValueError, TypeError, KeyError):  # a shape the slicing cannot map
         return full
-    expected = full(probe)
-    if not bool((expected > 0).any()):
+    checked = _firing_rows(full, probe.reshape(-1, probe.shape[-1]))
+    if checked is None:
         return full  # the chosen latents do not fire on the probe: it cannot tell
+    probe, expected = checked
     got = small.encode(probe)
     if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-4, atol=1e-5):
         return full
     return small.encode
+
+
+def _firing_rows(full: Encoder, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(inputs, their chosen latents' activations by the full SAE): the first `_PROBE_ROWS`
+    of `rows` [n, d_in] if the chosen latents fire on them, else all rows if they fire
+    there, else None. Encoding every latent is the costly part of the check, so it reads
+    a few rows when they are enough."""
+    candidates = [rows[:_PROBE_ROWS], rows] if rows.shape[0] > _PROBE_ROWS else [rows]
+    for candidate in candidates:
+        expected = full(candidate)
+        if bool((expected > 0).any()):
+            return candidate, expected
+    return None

@@ -7,9 +7,10 @@ latents x examples (never by the number of tokens read):
   active tokens (and -inf elsewhere) it keeps a uniform sample of them without replacement
   (reservoir sampling by random keys), from which quantile examples are drawn.
 - `RunningHistogram`: per latent, exact counts of positive activations in equal-width bins
-  from 0. A latent's bin width is set when it first fires (its largest activation then,
-  times 1.25, over the bin count) and doubled, merging neighbouring bins, whenever a larger
-  activation arrives: bins stay aligned, so every count stays exact.
+  from 0. A latent's bin width is set when it first fires (its range then about 1.25 times
+  its largest activation, which sits in the middle of a bin, never on an edge) and
+  doubled, merging neighbouring bins, whenever a larger activation arrives: bins stay
+  aligned, so every count stays exact.
 
 Tensors: `acts` [batch, pos, n_latents] (the latents asked for, in order), `tokens`
 [batch, pos], `counted` [batch, pos] (False on tokens left out, such as BOS).
@@ -17,9 +18,18 @@ Tensors: `acts` [batch, pos, n_latents] (the latents asked for, in order), `toke
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-_INITIAL_RANGE = 1.25  # a latent's first histogram range: this times its first maximum
+_INITIAL_RANGE = 1.25  # a latent's first histogram range: about this times its first maximum
+
+
+def first_width(first_max: torch.Tensor, n_bins: int) -> torch.Tensor:
+    """The bin width that puts a latent's first maximum in the middle of bin
+    floor(n_bins / 1.25) - 1 (an edge there could fall either side of a value computed
+    another way, ulps apart)."""
+    return first_max / (math.floor(n_bins / _INITIAL_RANGE) - 0.5)
 
 
 class ContextWindows:
@@ -107,18 +117,26 @@ class RunningHistogram:
 
     def update(self, acts: torch.Tensor, counted: torch.Tensor) -> None:
         """Count `acts` [tokens, n_latents] on the rows where `counted` [tokens] is True."""
-        acts = acts[counted].to(self.width.dtype)
+        acts = acts[counted]
         self.n_tokens += acts.shape[0]
+        if acts.shape[0] == 0:
+            return
         active = acts > 0
         self.n_active += active.sum(0)
-        batch_max = torch.where(active, acts, torch.zeros_like(acts)).amax(0)  # [n_latents]
+        batch_max = acts.amax(0).clamp_min(0).to(self.width.dtype)  # [n_latents]
         first = (self.width == 0) & (batch_max > 0)
-        self.width[first] = batch_max[first] * _INITIAL_RANGE / self.n_bins
+        self.width[first] = first_width(batch_max[first], self.n_bins)
         self._widen_until_below(batch_max)
-        set_width = torch.where(self.width > 0, self.width, torch.ones_like(self.width))
-        bins = torch.floor(acts / set_width).long().clamp_(0, self.n_bins - 1)
-        latent = torch.arange(acts.shape[1], device=acts.device).expand_as(bins)
-        flat = (latent * self.n_bins + bins)[active]
+        # only the active values are binned (a few percent of all, typically)
+        _, latent = active.nonzero(as_tuple=True)
+        values = acts[active].to(self.width.dtype)  # row-major, as `nonzero` lists them
+        width = self.width[latent]
+        bins = torch.floor(values / width)
+        # the division may round across an edge: settle on the bin whose edges
+        # (i * width, as `edges` gives them) hold the value
+        bins -= (values < bins * width).to(bins.dtype)
+        bins += (values >= (bins + 1) * width).to(bins.dtype)
+        flat = latent * self.n_bins + bins.long().clamp_(0, self.n_bins - 1)
         self.counts += torch.bincount(flat, minlength=self.counts.numel()).view_as(self.counts)
 
     def _widen_until_below(self, batch_max: torch.Tensor) -> None:

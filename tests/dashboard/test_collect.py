@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sae_lens.dashboard import DashboardSettings, gather_dashboard_data
+from sae_lens.dashboard import DashboardSettings, collect, gather_dashboard_data
 from tests.dashboard.conftest import random_sae
 
 FEATURES = [0, 3, 7, 19]
@@ -20,20 +20,22 @@ def all_latent_acts(model, sae, tokens: torch.Tensor) -> torch.Tensor:
         return sae.encode(cache[sae.cfg.hook_name])
 
 
+SETTINGS = dict(
+    batch_size_prompts=5,  # batches of 5 sequences, the last one short
+    n_top_examples=6,
+    n_quantile_groups=3,
+    examples_per_quantile=2,
+    context_left=3,
+    context_right=2,
+    n_histogram_bins=10,
+    n_logit_tokens=4,
+)
+
+
 @pytest.fixture(scope="module")
 def gathered(tiny_setup):
     model, sae, tokens = tiny_setup
-    settings = DashboardSettings(
-        n_tokens=tokens.numel(),
-        batch_size_prompts=5,  # batches of 5 sequences, the last one short
-        n_top_examples=6,
-        n_quantile_groups=3,
-        examples_per_quantile=2,
-        context_left=3,
-        context_right=2,
-        n_histogram_bins=10,
-        n_logit_tokens=4,
-    )
+    settings = DashboardSettings(n_tokens=tokens.numel(), **SETTINGS)
     data = gather_dashboard_data(sae, model, FEATURES, settings, tokens=tokens, progress=False)
     return data, all_latent_acts(model, sae, tokens)
 
@@ -60,7 +62,10 @@ def test_top_examples_are_the_true_maxima_with_their_context(gathered, tiny_setu
 
 
 def test_density_and_histogram_count_every_token_once(gathered):
-    data, acts = gathered
+    assert_density_and_histograms(*gathered)
+
+
+def assert_density_and_histograms(data, acts: torch.Tensor) -> None:
     assert data.n_tokens == acts.shape[0] * acts.shape[1]
     for latent in data.latents:
         column = acts[..., latent.index].flatten()
@@ -77,6 +82,32 @@ def test_density_and_histogram_count_every_token_once(gathered):
             for lo, hi in zip(edges[:-1], edges[1:], strict=True)
         ]
         assert histogram.counts == expected
+
+
+@pytest.mark.parametrize(("batch_size_prompts", "group_tokens"), [(1, 1), (2, 30), (24, 30)])
+def test_how_forward_batches_are_grouped_for_the_statistics_changes_no_number(
+    gathered, tiny_setup, monkeypatch, batch_size_prompts, group_tokens
+):
+    """The statistics take forward batches in groups of about `_GROUP_TOKENS` tokens: any
+    grouping gives the same top examples and exact histograms (the bin width may differ,
+    as it follows the first group's maximum)."""
+    monkeypatch.setattr(collect, "_GROUP_TOKENS", group_tokens)
+    model, sae, tokens = tiny_setup
+    settings = DashboardSettings(
+        n_tokens=tokens.numel(), **{**SETTINGS, "batch_size_prompts": batch_size_prompts}
+    )
+    data = gather_dashboard_data(sae, model, FEATURES, settings, tokens=tokens, progress=False)
+    reference, acts = gathered
+    assert data.n_sequences == reference.n_sequences == tokens.shape[0]
+    for mine, theirs in zip(data.latents, reference.latents, strict=True):
+        # equal activations (a token at position 0 of two sequences) may swap places
+        assert [e.activation for e in mine.top_examples] == pytest.approx(
+            [e.activation for e in theirs.top_examples], rel=1e-5
+        )
+        for e in mine.top_examples:
+            true = acts[e.sequence_index, e.sequence_position, mine.index]
+            assert e.activation == pytest.approx(float(true), rel=1e-5)
+    assert_density_and_histograms(data, acts)
 
 
 def test_quantile_groups_are_ordered_and_hold_real_active_tokens(gathered):

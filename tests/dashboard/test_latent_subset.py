@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from sae_lens.dashboard import latent_subset
 from sae_lens.dashboard.latent_subset import latent_encoder
 from sae_lens.sae import SAE
 from tests.sae_configs import sae_cfg_dict
@@ -51,3 +52,21 @@ def test_latents_silent_on_the_probe_use_the_full_sae():
         sae.b_enc[FEATURES] = -1e4
     encode = latent_encoder(sae, FEATURES, torch.randn(4, sae.cfg.d_in))
     assert not is_sliced(encode)  # the full SAE's encode, indexed
+
+
+def test_the_check_reads_past_the_first_probe_rows_when_the_latents_are_silent_there():
+    """The full SAE encodes only the probe's first `_PROBE_ROWS` inputs when the chosen
+    latents fire there, else the whole probe: latents that fire only later in the probe are
+    still checked (and sliced), and a TopK SAE is still caught on a short probe."""
+    sae = make_random_sae("standard", d_sae=40)
+    rows = latent_subset._PROBE_ROWS
+    probe = 10 * torch.randn(rows + 50, sae.cfg.d_in, generator=torch.Generator().manual_seed(0))
+    probe[:rows] = 0.0
+    with torch.no_grad():
+        sae.b_enc[FEATURES] -= 1 + sae.encode(probe[:1]).abs().max()
+        assert not bool((sae.encode(probe[:rows])[:, FEATURES] > 0).any())  # silent first
+        assert bool((sae.encode(probe[rows:])[:, FEATURES] > 0).any())  # firing later
+    assert is_sliced(latent_encoder(sae, FEATURES, probe))  # it read the later rows
+    topk = make_random_sae("topk", d_sae=40)
+    long_probe = torch.randn(rows * 3, topk.cfg.d_in, generator=torch.Generator().manual_seed(2))
+    assert not is_sliced(latent_encoder(topk, FEATURES, long_probe))
