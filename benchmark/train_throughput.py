@@ -142,14 +142,16 @@ def prepare(work: Path) -> dict[str, str]:
     return paths
 
 
-def _write_model(folder: Path) -> None:
+def _write_model(folder: Path, shape: dict[str, int] | None = None) -> None:
+    """A GPT-2 with random weights (seed `wl.MODEL_SEED`) of `shape` (GPT2Config fields;
+    default the workload's) and the embedded tokenizer, saved as a Hugging Face folder."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from sae_lens.embedded import load_embedded_tokenizer
 
     tokenizer = load_embedded_tokenizer()
     config = GPT2Config(
-        **wl.MODEL,
+        **(wl.MODEL if shape is None else shape),
         activation_function="gelu_new",
         resid_pdrop=0.0,
         embd_pdrop=0.0,
