@@ -6,6 +6,8 @@ from typing import Any
 
 import torch
 
+from sae_lens.cli_support import layer_of_hook
+from sae_lens.sae import SAE, SAEConfig
 from sae_lens.training.training_sae import TrainingSAE
 
 
@@ -68,4 +70,19 @@ def perturbed_training_sae(cfg: dict[str, Any], scale: float = 0.3) -> TrainingS
     with torch.no_grad():
         for p in sae.parameters():
             p.add_(torch.randn_like(p) * scale)
+    return sae
+
+
+def random_relu_sae(hook_name: str, *, d_in: int, d_sae: int, seed: int, **overrides: Any) -> SAE:
+    """A standard ReLU SAE on `hook_name` whose parameters are all drawn from N(0, 0.3^2)
+    (so its latents fire on a good share of tokens); `overrides` are SAEConfig fields."""
+    cfg = sae_cfg_dict(
+        d_in=d_in, d_sae=d_sae, hook_name=hook_name, hook_layer=layer_of_hook(hook_name)
+    )
+    cfg.update(overrides)
+    sae = SAE(SAEConfig.from_dict(cfg))
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in sae.parameters():
+            param.copy_(torch.randn(param.shape, generator=generator) * 0.3)
     return sae

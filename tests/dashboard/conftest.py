@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 import torch
 
-from sae_lens.cli_support import layer_of_hook
 from sae_lens.dashboard import DashboardData, DashboardSettings, build_dashboard
-from sae_lens.sae import SAE, SAEConfig
+from sae_lens.sae import SAE
 from tests.conftest import build_tiny_tl_model
+from tests.sae_configs import random_relu_sae
 
 TINY_HOOK = "blocks.0.hook_resid_post"
 EMBEDDED_FEATURES = list(range(12))
@@ -23,33 +23,10 @@ def random_sae(
     d_in: int, d_sae: int, hook_name: str = TINY_HOOK, seed: int = 0, **overrides: Any
 ) -> SAE:
     """A ReLU SAE whose parameters are all random (scaled so latents fire often)."""
-    cfg: dict[str, Any] = dict(
-        architecture="standard",
-        d_in=d_in,
-        d_sae=d_sae,
-        activation_fn_str="relu",
-        apply_b_dec_to_input=True,
-        finetuning_scaling_factor=False,
-        context_size=16,
-        model_name="tiny-pydoc-gpt2",
-        hook_name=hook_name,
-        hook_layer=layer_of_hook(hook_name),
-        hook_head_index=None,
-        prepend_bos=True,
-        dataset_path="pydoc-corpus",
-        dataset_trust_remote_code=False,
-        normalize_activations="none",
-        dtype="float32",
-        device="cpu",
-        sae_lens_training_version=None,
+    defaults = dict(model_name="tiny-pydoc-gpt2", dataset_path="pydoc-corpus", context_size=16)
+    return random_relu_sae(
+        hook_name, d_in=d_in, d_sae=d_sae, seed=seed, **{**defaults, **overrides}
     )
-    cfg.update(overrides)
-    sae = SAE(SAEConfig.from_dict(cfg))
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in sae.parameters():
-            param.copy_(torch.randn(param.shape, generator=generator) * 0.3)
-    return sae
 
 
 @pytest.fixture(scope="module")

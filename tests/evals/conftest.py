@@ -8,40 +8,18 @@ from typing import Any
 import pytest
 import torch
 
-from sae_lens.sae import SAE, SAEConfig
+from sae_lens.sae import SAE
+from tests.sae_configs import random_relu_sae
 
 
 def build_sae(
     hook_name: str, d_in: int = 16, d_sae: int = 24, seed: int = 0, **cfg_overrides: Any
 ) -> SAE:
     """A standard ReLU SAE whose parameters are all random (so latents fire on some tokens)."""
-    cfg: dict[str, Any] = dict(
-        architecture="standard",
-        d_in=d_in,
-        d_sae=d_sae,
-        activation_fn_str="relu",
-        apply_b_dec_to_input=True,
-        finetuning_scaling_factor=False,
-        context_size=8,
-        model_name="tiny",
-        hook_name=hook_name,
-        hook_layer=int(next(part for part in hook_name.split(".") if part.isdigit())),
-        hook_head_index=None,
-        prepend_bos=True,
-        dataset_path="",
-        dataset_trust_remote_code=False,
-        normalize_activations="none",
-        dtype="float32",
-        device="cpu",
-        sae_lens_training_version=None,
+    overrides = dict(model_name="tiny", dataset_path="", context_size=8)
+    return random_relu_sae(
+        hook_name, d_in=d_in, d_sae=d_sae, seed=seed, **{**overrides, **cfg_overrides}
     )
-    cfg.update(cfg_overrides)
-    sae = SAE(SAEConfig.from_dict(cfg))
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in sae.parameters():
-            param.copy_(torch.randn(param.shape, generator=generator) * 0.3)
-    return sae
 
 
 class FixedTokensStore:
