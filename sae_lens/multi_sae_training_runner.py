@@ -30,10 +30,7 @@ from sae_lens.analysis.hook_checks import hook_layer_of
 from sae_lens.cli_support import (
     CLIError,
     CommandLineParser,
-    check_dataset_path,
-    check_device,
     check_input_path,
-    check_model_name,
     check_output_folder,
     exit_code,
     parse_command_line,
@@ -51,6 +48,7 @@ from sae_lens.sae_training_runner import (
     _stop_on_signals,
     _warn_if_dead_latents_cannot_show,
     build_sae,
+    check_run_inputs,
     evaluation_store,
     plot_curves,
     write_run_config,
@@ -403,12 +401,7 @@ def parse_cli_config(argv: Sequence[str]) -> MultiSAETrainingRunnerConfig:
 
 def check_cli_config(cfg: MultiSAETrainingRunnerConfig) -> None:
     """What the command line refuses before loading anything."""
-    template = cfg.template
-    _check_run_length(template)
-    check_device(template.device, "device")
-    check_model_name(template.model_class_name, template.model_name)
-    if not template.use_cached_activations:
-        check_dataset_path(template.dataset_path)
+    check_run_inputs(cfg.template)
     for name, sae_cfg in cfg.templates.items():
         if sae_cfg.from_pretrained_path is not None:
             path = sae_cfg.from_pretrained_path

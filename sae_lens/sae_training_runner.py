@@ -513,10 +513,9 @@ def parse_cli_config(argv: Sequence[str]) -> LanguageModelSAERunnerConfig:
     return LanguageModelSAERunnerConfig(**values)
 
 
-def check_cli_config(cfg: LanguageModelSAERunnerConfig) -> None:
-    """What the command line refuses before loading anything: a run of no training step, a
-    device this machine lacks, a model, dataset or SAE folder that cannot exist, and a run
-    folder that is a file."""
+def check_run_inputs(cfg: LanguageModelSAERunnerConfig) -> None:
+    """The checks of a run's shared inputs: at least one training step, devices this
+    machine has, a model and (unless reading cached activations) a dataset that can exist."""
     _check_run_length(cfg)
     check_device(cfg.device, "device")
     if cfg.act_store_device != cfg.device:
@@ -524,6 +523,13 @@ def check_cli_config(cfg: LanguageModelSAERunnerConfig) -> None:
     check_model_name(cfg.model_class_name, cfg.model_name)
     if not cfg.use_cached_activations:
         check_dataset_path(cfg.dataset_path)
+
+
+def check_cli_config(cfg: LanguageModelSAERunnerConfig) -> None:
+    """What the command line refuses before loading anything: a run of no training step, a
+    device this machine lacks, a model, dataset or SAE folder that cannot exist, and a run
+    folder that is a file."""
+    check_run_inputs(cfg)
     for name in ("from_pretrained_path", "cached_activations_path"):
         path = getattr(cfg, name)
         if path is not None and (name != "cached_activations_path" or cfg.use_cached_activations):
