@@ -32,7 +32,7 @@ def main() -> None:
 
     model = load_hooked_transformer(job["model_dir"])
     sae = SAE.load_from_disk(job["sae_dir"], device="cpu")
-    tokens = torch.load(job["tokens"])
+    tokens = torch.load(job["tokens"], weights_only=True)
     tokenizer = model.tokenizer
     special = {tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id}
     config = SaeVisConfig(

@@ -95,7 +95,7 @@ def run_ours(job: dict) -> None:
 
     model = load_hooked_transformer(job["model_dir"])
     sae = SAE.load_from_pretrained(job["sae_dir"])
-    tokens = torch.load(job["tokens"])
+    tokens = torch.load(job["tokens"], weights_only=True)
     settings = DashboardSettings(
         n_tokens=tokens.numel(), n_top_examples=20, batch_size_prompts=job["batch_size_prompts"]
     )
