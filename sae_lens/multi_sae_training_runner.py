@@ -49,7 +49,8 @@ from sae_lens.sae_training_runner import (
     _warn_if_dead_latents_cannot_show,
     build_sae,
     check_run_inputs,
-    evaluation_store,
+    evaluates,
+    evaluation_dataset,
     plot_curves,
     write_run_config,
 )
@@ -98,9 +99,7 @@ class MultiSAETrainingRunner:
         self.stores = dict(zip(self.sae_cfgs, stores, strict=True))
         if template.compile_llm:
             self._compile_model_forward()
-        self.eval_stores = {
-            name: evaluation_store(model, sae_cfg, None) for name, sae_cfg in self.sae_cfgs.items()
-        }
+        self.eval_stores = self._evaluation_stores()
         fresh = self._resume_states is None
         if fresh:
             self._estimate_norm_scaling_factors()
@@ -124,6 +123,17 @@ class MultiSAETrainingRunner:
         next(iter(self.stores.values())).compile_model_forward(
             self.cfg.template.llm_compilation_mode
         )
+
+    def _evaluation_stores(self) -> dict[str, SharedForwardStore | None]:
+        """Each SAE's evaluation store (as a single run's `evaluation_store`), all fed by one
+        shared forward: the final firing frequencies and the evaluations' activations cost
+        one model pass for all SAEs."""
+        template = self.cfg.template
+        if not evaluates(template):
+            return dict.fromkeys(self.sae_cfgs)
+        dataset = evaluation_dataset(template, None)
+        stores = SharedForwardStore.group(self.model, list(self.sae_cfgs.values()), dataset)
+        return dict(zip(self.sae_cfgs, stores, strict=True))
 
     def _estimate_norm_scaling_factors(self) -> None:
         """`normalize_activations="expected_average_only_in"`: estimate every store's factor

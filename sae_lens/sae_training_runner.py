@@ -321,11 +321,24 @@ class SAETrainingRunner:
 def evaluation_store(
     model: HookedRootModule, cfg: LanguageModelSAERunnerConfig, override_dataset: HfDataset | None
 ) -> ActivationsStore | None:
-    """The store periodic evaluation reads, apart from the training stream: the dataset's
-    held-out split where it has one, else a pass of its own over the training data. None
-    when the run is too short to evaluate."""
-    if cfg.total_training_steps < cfg.wandb_log_frequency * cfg.eval_every_n_wandb_logs:
+    """The store periodic evaluation reads, apart from the training stream (see
+    `evaluation_dataset`). None when the run is too short to evaluate."""
+    if not evaluates(cfg):
         return None
+    dataset = evaluation_dataset(cfg, override_dataset)
+    return ActivationsStore.from_config(model, cfg, override_dataset=dataset)
+
+
+def evaluates(cfg: LanguageModelSAERunnerConfig) -> bool:
+    """Whether a run of `cfg` is long enough for a periodic evaluation."""
+    return cfg.total_training_steps >= cfg.wandb_log_frequency * cfg.eval_every_n_wandb_logs
+
+
+def evaluation_dataset(
+    cfg: LanguageModelSAERunnerConfig, override_dataset: HfDataset | None
+) -> HfDataset | None:
+    """The dataset evaluation reads: the dataset's held-out split where it has one, else
+    `override_dataset` (None: the configured dataset, in a pass of its own)."""
     split = None if override_dataset is not None else held_out_split(cfg.dataset_path)
     dataset = override_dataset
     if split is not None:
@@ -337,7 +350,7 @@ def evaluation_store(
         )
     where = f"the held-out {split!r} split" if split else "a pass of its own over the data"
     logger.info(f"evaluation during training reads {where}")
-    return ActivationsStore.from_config(model, cfg, override_dataset=dataset)
+    return dataset
 
 
 def build_sae(

@@ -9,24 +9,28 @@ That forward is the fused pass (`FusedMultiHookReader`) where it serves every ho
 model's own forward with capture hooks; either computes each hook exactly as a single store's
 forward would.
 
-The stores ask for model batches in the same order (they are configured alike), but not at
-the same moment: one store refills its buffer before the next. The shared forward keeps a
-batch until every store has taken it, so between training steps nothing is held.
+The stores ask for batches in the same order (they are configured alike), but not at the
+same moment: one store refills its buffer before the next. The shared forward keeps a batch
+until every store has taken it, so between training steps nothing is held. Token batches a
+store's user reads directly (`get_batch_tokens`, as periodic evaluation does) come from the
+same shared sequence, so every store reads exactly the tokens a single run's store would.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from transformer_lens import HookedRootModule
 
+from sae_lens.config import HfDataset
 from sae_lens.fused_forward import FusedMultiHookReader
 from sae_lens.hook_activations import sae_view
 from sae_lens.training.activations_store import ActivationsStore
-from sae_lens.training.model_forward import run_model_to_hook
+from sae_lens.training.model_forward import model_device, run_model_to_hook
 from sae_lens.training.token_stream import EndOfEpoch
 
 
@@ -34,10 +38,23 @@ class _StopForward(Exception):
     """Raised from the last capture hook: nothing after the deepest hook is computed."""
 
 
-# A batch the shared forward computed: tokens [batch, context] and, per hook name, the
-# hook's activation [batch, context, ...]; or the end of an epoch of the token stream.
-_Batch = tuple[torch.Tensor, dict[str, torch.Tensor]]
 _END_OF_EPOCH = "end of epoch"
+
+
+# A batch the shared forward computed: tokens [batch, context] and, per hook name, the
+# hook's activation [batch, context, ...].
+_Batch = tuple[torch.Tensor, dict[str, torch.Tensor]]
+
+
+@dataclass
+class _Entry:
+    """One batch of the shared sequence, as its first reader asked for it."""
+
+    raise_on_epoch_end: bool
+    batch_size: int  # prompts
+    with_activations: bool  # read by a store's forward (else its tokens only)
+    tokens: torch.Tensor | None  # None: the end of an epoch
+    activations: dict[str, torch.Tensor] | None = None  # computed when first read
 
 
 class SharedForward:
@@ -59,8 +76,8 @@ class SharedForward:
             if len(self._layers) > 1 and all(s._fused_reader is not None for s in stores)
             else None
         )
-        self._batches: deque[tuple[bool, _Batch | str]] = deque()  # (raise flag, batch)
-        self._first_index = 0  # index of _batches[0] in the stream of batches
+        self._batches: deque[_Entry] = deque()
+        self._first_index = 0  # index of _batches[0] in the sequence of batches
         self._positions = [0] * len(stores)
         for consumer, store in enumerate(stores):
             store._shared_forward, store._consumer = self, consumer
@@ -71,37 +88,52 @@ class SharedForward:
         return len(self._batches)
 
     def next_batch(self, consumer: int, raise_on_epoch_end: bool) -> _Batch:
-        """The next batch of the store numbered `consumer`; at the end of the token stream,
-        `EndOfEpoch` when `raise_on_epoch_end`, as a store reading its own stream would."""
-        while True:
-            index = self._positions[consumer] - self._first_index
-            if index == len(self._batches):
-                self._batches.append((raise_on_epoch_end, self._compute(raise_on_epoch_end)))
-            flag, batch = self._batches[index]
-            if flag != raise_on_epoch_end:
-                raise RuntimeError(
-                    "the stores of a multi-SAE run fell out of step (they must be configured "
-                    "alike in every field that moves the data stream)"
-                )
-            self._positions[consumer] += 1
-            self._drop_taken()
-            if isinstance(batch, str):  # the end of an epoch
-                if raise_on_epoch_end:
-                    raise EndOfEpoch(batch)
-                continue
-            return batch
+        """The next batch of activations of the store numbered `consumer`; at the end of the
+        token stream, `EndOfEpoch` when `raise_on_epoch_end`, as a store reading its own
+        stream would."""
+        size = self._leader.store_batch_size_prompts
+        entry = self._take(consumer, raise_on_epoch_end, size, with_activations=True)
+        if entry.activations is None:
+            entry.activations = self.activations(entry.tokens)  # type: ignore[arg-type]
+        return entry.tokens, entry.activations  # type: ignore[return-value]
+
+    def next_tokens(self, consumer: int, batch_size: int, raise_on_epoch_end: bool) -> torch.Tensor:
+        """The next `batch_size` sequences the store numbered `consumer` reads directly."""
+        entry = self._take(consumer, raise_on_epoch_end, batch_size, with_activations=False)
+        return entry.tokens  # type: ignore[return-value]
+
+    def _take(
+        self, consumer: int, raise_on_epoch_end: bool, batch_size: int, with_activations: bool
+    ) -> _Entry:
+        """The store `consumer`'s next entry (read from the leader's stream when it is the
+        first to ask); raises `EndOfEpoch` at the end of an epoch."""
+        index = self._positions[consumer] - self._first_index
+        if index == len(self._batches):
+            self._batches.append(self._read(raise_on_epoch_end, batch_size, with_activations))
+        entry = self._batches[index]
+        asked = (raise_on_epoch_end, batch_size, with_activations)
+        if (entry.raise_on_epoch_end, entry.batch_size, entry.with_activations) != asked:
+            raise RuntimeError(
+                "the stores of a multi-SAE run fell out of step (they must be configured "
+                "alike in every field that moves the data stream)"
+            )
+        self._positions[consumer] += 1
+        self._drop_taken()
+        if entry.tokens is None:
+            raise EndOfEpoch(_END_OF_EPOCH)
+        return entry
 
     def _drop_taken(self) -> None:
         while self._batches and min(self._positions) > self._first_index:
             self._batches.popleft()
             self._first_index += 1
 
-    def _compute(self, raise_on_epoch_end: bool) -> _Batch | str:
+    def _read(self, raise_on_epoch_end: bool, batch_size: int, with_activations: bool) -> _Entry:
         try:
-            tokens = self._leader.get_batch_tokens(raise_at_epoch_end=raise_on_epoch_end)
+            tokens = self._leader.read_tokens(batch_size, raise_on_epoch_end)
         except EndOfEpoch:
-            return _END_OF_EPOCH
-        return tokens, self.activations(tokens)
+            tokens = None
+        return _Entry(raise_on_epoch_end, batch_size, with_activations, tokens)
 
     def activations(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
         """{hook name: activation [batch, context, ...]} for `tokens` [batch, context], from
@@ -167,12 +199,30 @@ class SharedForwardStore(ActivationsStore):
     _consumer: int
 
     @classmethod
-    def group(cls, model: HookedRootModule, cfgs: list[Any]) -> list[SharedForwardStore]:
+    def group(
+        cls,
+        model: HookedRootModule,
+        cfgs: list[Any],
+        override_dataset: HfDataset | None = None,
+    ) -> list[SharedForwardStore]:
         """One store per run config of `cfgs` (`LanguageModelSAERunnerConfig`s), all fed by
-        one shared forward."""
-        stores = [cls.from_config(model, cfg) for cfg in cfgs]
+        one shared forward (reading `override_dataset` instead of the configured one)."""
+        stores = [cls.from_config(model, cfg, override_dataset=override_dataset) for cfg in cfgs]
         SharedForward(stores)  # type: ignore[arg-type]
         return stores  # type: ignore[return-value]
+
+    def get_batch_tokens(
+        self, batch_size: int | None = None, raise_at_epoch_end: bool = False
+    ) -> torch.Tensor:
+        """As `ActivationsStore.get_batch_tokens`, from the shared sequence of batches."""
+        size = batch_size or self.store_batch_size_prompts
+        tokens = self._shared_forward.next_tokens(self._consumer, size, raise_at_epoch_end)
+        return tokens.to(model_device(self.model))
+
+    def read_tokens(self, batch_size: int, raise_at_epoch_end: bool) -> torch.Tensor:
+        """The next `batch_size` sequences of this store's own stream (the leader's, read
+        by the shared forward)."""
+        return ActivationsStore.get_batch_tokens(self, batch_size, raise_at_epoch_end)
 
     def _next_activation_batch(
         self, raise_on_epoch_end: bool

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from sae_lens.config import LanguageModelSAERunnerConfig
 from sae_lens.multi_sae_config import MultiSAETrainingRunnerConfig
@@ -75,8 +76,13 @@ def test_each_sae_of_a_multi_run_equals_the_sae_trained_alone(tmp_path: Path) ->
     # evaluated every 4 steps: each SAE spliced into the model on its own evaluation stream
     evals = dict(wandb_log_frequency=2, eval_every_n_wandb_logs=2)
     cfg = multi_cfg(tmp_path, TWO_HOOKS, **evals)
-    saes = MultiSAETrainingRunner(cfg).run()
+    runner = MultiSAETrainingRunner(cfg)
+    saes = runner.run()
     assert list(saes) == ["resid0_k8", "mlp1_std"]
+    # the evaluation stores are fed by one model pass, and every batch of it was taken
+    shared = {id(store._shared_forward) for store in runner.eval_stores.values()}  # type: ignore[union-attr]
+    assert len(shared) == 1
+    assert runner.eval_stores["mlp1_std"]._shared_forward.n_pending == 0  # type: ignore[union-attr]
     for name, fields in TWO_HOOKS.items():
         alone = train_alone(tmp_path, name, fields, **evals)
         assert_same_weights(saes[name], alone)
@@ -85,6 +91,12 @@ def test_each_sae_of_a_multi_run_equals_the_sae_trained_alone(tmp_path: Path) ->
         loaded = SAE.load_from_pretrained(str(sae_dir / "final_2048"))
         assert loaded.cfg.hook_name == fields["hook_name"]
         torch.testing.assert_close(loaded.W_dec, saes[name].W_dec, rtol=0, atol=0)
+        # the final SAE's firing frequencies, measured on the shared evaluation stream
+        (single_final,) = (tmp_path / "single" / name).glob("*/final_2048")
+        sparsity = load_file(sae_dir / "final_2048" / "sparsity.safetensors")
+        assert sparsity.keys() == {"sparsity"}
+        single_sparsity = load_file(single_final / "sparsity.safetensors")
+        torch.testing.assert_close(sparsity, single_sparsity, rtol=0, atol=0)
         rows = [json.loads(line) for line in (sae_dir / "metrics.jsonl").read_text().splitlines()]
         (single_metrics,) = (tmp_path / "single" / name).glob("*/metrics.jsonl")
         assert rows == [json.loads(line) for line in single_metrics.read_text().splitlines()]
