@@ -18,6 +18,7 @@ rounding: tests compare them hook by hook).
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -377,10 +378,7 @@ def _attention(
 ) -> torch.Tensor:
     """hook_z [batch, pos, head, d_head] of causal multi-head attention over x."""
     n_heads, d_head = attn.b_Q.shape
-    weights = torch.cat(
-        [w.permute(1, 0, 2).flatten(1) for w in (attn.W_Q, attn.W_K, attn.W_V)], dim=1
-    )
-    bias = torch.cat([attn.b_Q.flatten(), attn.b_K.flatten(), attn.b_V.flatten()])
+    weights, bias = _qkv_weights(attn)
     qkv = _linear(x, weights, bias).unflatten(-1, (3, n_heads, d_head))
     q, k, v = qkv.unbind(dim=2)  # each [batch, pos, head, d_head]
     if attn.cfg.positional_embedding_type == "rotary":
@@ -394,3 +392,34 @@ def _attention(
         scale=scale,
     )
     return z.transpose(1, 2)
+
+
+# attention module -> (its parameters' identity and version, the fused Q/K/V weight and bias)
+_QKV_CACHE: weakref.WeakKeyDictionary[torch.nn.Module, tuple[Any, torch.Tensor, torch.Tensor]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _qkv_weights(attn: Attention | GroupedQueryAttention) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Q, K and V projections as one weight [d_model, 3 * n_heads * d_head] and bias,
+    built once and rebuilt whenever a parameter of `attn` is replaced or edited in place
+    (its storage or version counter changes), so edits to the weights are still seen.
+    Under torch.compile they are built in the graph instead."""
+    if torch.compiler.is_compiling():
+        return _fuse_qkv(attn)
+    key = tuple((p.data_ptr(), p._version) for p in attn.parameters(recurse=False))
+    cached = _QKV_CACHE.get(attn)
+    if cached is not None and cached[0] == key:
+        return cached[1], cached[2]
+    with torch.no_grad():  # the fused pass is inference only
+        weights, bias = _fuse_qkv(attn)
+    _QKV_CACHE[attn] = (key, weights, bias)
+    return weights, bias
+
+
+def _fuse_qkv(attn: Attention | GroupedQueryAttention) -> tuple[torch.Tensor, torch.Tensor]:
+    weights = torch.cat(
+        [w.permute(1, 0, 2).flatten(1) for w in (attn.W_Q, attn.W_K, attn.W_V)], dim=1
+    )
+    bias = torch.cat([attn.b_Q.flatten(), attn.b_K.flatten(), attn.b_V.flatten()])
+    return weights, bias

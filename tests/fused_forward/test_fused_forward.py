@@ -99,6 +99,38 @@ def test_matches_the_embedded_model_with_documents_joined_by_bos(
             torch.testing.assert_close(reader(tokens), cache[hook_name], atol=2e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("overrides", [{}, {"n_key_value_heads": 2}], ids=["mha", "gqa"])
+def test_edits_to_the_attention_weights_are_seen_after_a_first_call(
+    overrides: dict[str, object],
+) -> None:
+    # the fused Q/K/V weight is built once per attention module and must follow edits
+    model = _randomised(build_tiny_tl_model(**overrides))
+    tokens = torch.randint(0, model.cfg.d_vocab, (2, 9), generator=torch.Generator().manual_seed(3))
+    hook_name = "blocks.0.attn.hook_z"
+    reader = FusedHookReader.for_model(model, hook_name)
+    assert reader is not None
+    attn = model.blocks[0].attn
+    # grouped-query attention keeps its K/V parameters as _W_K, _b_V (W_K, b_V are copies)
+    k_weight = attn.W_K if not overrides else attn._W_K
+    v_bias = attn.b_V if not overrides else attn._b_V
+    edits = {
+        "W_Q in place": lambda: attn.W_Q.mul_(1.5),
+        "K in place": lambda: k_weight.add_(0.25),
+        "b_V in place": lambda: v_bias.sub_(0.5),
+        "W_Q replaced": lambda: setattr(attn, "W_Q", torch.nn.Parameter(attn.W_Q * -1.0)),
+    }
+    for what, edit in edits.items():
+        with torch.inference_mode():
+            before = reader(tokens).clone()
+        with torch.no_grad():
+            edit()
+        with torch.inference_mode():
+            after = reader(tokens)
+            _, cache = model.run_with_cache(tokens, names_filter=hook_name)
+        assert not torch.allclose(before, after), what
+        torch.testing.assert_close(after, cache[hook_name], atol=1e-5, rtol=1e-5, msg=what)
+
+
 def test_bfloat16_autocast_stays_close_to_the_model_under_autocast() -> None:
     model = _randomised(build_tiny_tl_model())
     tokens = torch.randint(
