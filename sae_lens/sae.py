@@ -30,6 +30,7 @@ from sae_lens.dtypes import dtype_from_name
 from sae_lens.errors import SAEWeightsError, check_device
 from sae_lens.lazy_names import lazy_names
 from sae_lens.saes.activations import TopK, get_activation_fn
+from sae_lens.saes import transcoder
 from sae_lens.saes.registry import get_architecture
 from sae_lens.saes.sae_folder import LEGACY_CFG_KEYS, write_sae_folder
 from sae_lens.saes.sae_folder import SAE_CFG_FILENAME as SAE_CFG_FILENAME
@@ -93,6 +94,9 @@ _CFG_JSON_ORDER = (
     "seqpos_slice",
 )
 
+# What a transcoder's cfg.json adds (sae_lens.saes.transcoder).
+_TRANSCODER_CFG_KEYS = ("hook_name_out", "hook_layer_out", "d_out", "skip_connection")
+
 T = TypeVar("T", bound="SAE")
 
 # Shapes of tensors crossing the SAE's boundary.
@@ -105,6 +109,8 @@ def config_kwargs(cls: type, config_dict: dict[str, Any]) -> dict[str, Any]:
     dropped, legacy names renamed where the current name is absent, `seqpos_slice` made a
     tuple); a missing required field is a `ConfigFieldError` (a TypeError, as in 5.6.0)."""
     names = {f.name for f in fields(cls)}
+    config_dict = dict(config_dict)
+    transcoder.cfg_dict_from_saved(config_dict)  # "skip_transcoder" -> standard + skip
     kwargs = {k: v for k, v in config_dict.items() if k in names}
     for old, new in LEGACY_CFG_KEYS.items():
         if old in config_dict and new not in config_dict and new in names:
@@ -149,6 +155,33 @@ class SAEConfig:
     neuronpedia_id: str | None = None
     model_from_pretrained_kwargs: dict[str, Any] = field(default_factory=dict)
     seqpos_slice: tuple[int | None, ...] = (None,)
+    # A transcoder (sae_lens.saes.transcoder) predicts the activation at hook_name_out
+    # (d_out wide; None for an SAE); skip_connection adds x @ W_skip.
+    hook_name_out: str | None = None
+    hook_layer_out: int | None = None
+    d_out: int | None = None
+    skip_connection: bool = False
+
+    def __post_init__(self) -> None:
+        if not transcoder.is_transcoder(self):
+            transcoder.check_no_transcoder_fields(self)
+            if self.d_out not in (None, self.d_in):
+                raise ValueError(
+                    f"d_out={self.d_out} differs from d_in={self.d_in} but hook_name_out is "
+                    "not set: only a transcoder has an output width of its own"
+                )
+            self.d_out = None  # an SAE's output is its input's width (see `output_width`)
+            return
+        if self.d_out is None:
+            raise ValueError(
+                f"d_out is not set: give the width of hook_name_out {self.hook_name_out!r} "
+                "(a training run fills it in from the model)"
+            )
+        transcoder.check_transcoder_fields(self)
+        self.hook_layer_out = transcoder.derive_hook_layer_out(
+            self.hook_name_out,  # type: ignore[arg-type]
+            self.hook_layer_out,
+        )
 
     @classmethod
     def from_dict(cls, config_dict: dict[str, Any]) -> SAEConfig:
@@ -156,9 +189,12 @@ class SAEConfig:
         return cls(**config_kwargs(cls, config_dict))
 
     def to_dict(self) -> dict[str, Any]:
-        """All fields, JSON-serialisable (what `cfg.json` holds), in 5.6.0's key order."""
+        """All fields, JSON-serialisable (what `cfg.json` holds), in 5.6.0's key order; a
+        transcoder's dict adds its output fields."""
         out = {name: getattr(self, name) for name in _CFG_JSON_ORDER}
         out["activation_fn_kwargs"] = self.activation_fn_kwargs or {}
+        if transcoder.is_transcoder(self):
+            out.update({name: getattr(self, name) for name in _TRANSCODER_CFG_KEYS})
         return out
 
 
@@ -216,6 +252,10 @@ class SAE(HookedRootModule):
             cfg.activation_fn_str, **(cfg.activation_fn_kwargs or {})
         )
         self._init_params()
+        if cfg.skip_connection:  # [d_in, d_out], zero: training starts without the skip path
+            self.W_skip = nn.Parameter(
+                torch.zeros(cfg.d_in, cfg.d_out, dtype=self.dtype, device=self.device)
+            )
         if cfg.finetuning_scaling_factor:
             self.finetuning_scaling_factor = nn.Parameter(
                 torch.ones(cfg.d_sae, dtype=self.dtype, device=self.device)
@@ -244,6 +284,7 @@ class SAE(HookedRootModule):
         """An SAE holding `state_dict`; a missing or misshaped tensor is an SAEWeightsError
         naming `source` (the weights file or published SAE they came from)."""
         sae = cls.from_dict(cfg_dict)
+        transcoder.state_dict_from_saved(state_dict)
         sae.process_state_dict_for_loading(state_dict)
         sae._check_state_dict(state_dict, source)
         sae.load_state_dict(state_dict)
@@ -288,6 +329,8 @@ class SAE(HookedRootModule):
         misshaped or unexpected tensor."""
         expected = {name: tuple(t.shape) for name, t in self.state_dict().items()}
         what = f"a {self.cfg.architecture} SAE with d_in={self.cfg.d_in}, d_sae={self.cfg.d_sae}"
+        if transcoder.is_transcoder(self.cfg):
+            what += f", d_out={self.cfg.d_out}"
         where = f"{source}: " if source else ""
         for name, shape in expected.items():
             if name not in state_dict:
@@ -314,8 +357,10 @@ class SAE(HookedRootModule):
         into folder `path`; returns the written paths (weights, cfg[, sparsity])."""
         state_dict = self.state_dict()
         self.process_state_dict_for_saving(state_dict)
+        transcoder.state_dict_for_saving(state_dict)
         cfg_dict = self.cfg.to_dict()
         self.architecture.cfg_dict_for_saving(cfg_dict)  # e.g. BatchTopK saves as JumpReLU
+        transcoder.cfg_dict_for_saving(cfg_dict)  # e.g. standard + skip: "skip_transcoder"
         return write_sae_folder(path, cfg_dict, state_dict, sparsity)
 
     def process_state_dict_for_saving(self, state_dict: dict[str, Any]) -> None:
@@ -342,21 +387,43 @@ class SAE(HookedRootModule):
         return result
 
     # --- forward pass ------------------------------------------------------------------
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Reconstruct `x`. With `use_error_term`, the output is exactly `x` unless a hook
-        edits the SAE's activations; hooks still see the real reconstruction and error."""
-        feature_acts = self.encode(x)
-        sae_out = self.decode(feature_acts)
+    def forward(self, x: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+        """Reconstruct `x` (a transcoder: predict its output hook's activation from `x`).
+        With `use_error_term`, the output is exactly `target` (default `x`; a transcoder needs
+        the activation at `hook_name_out`) unless a hook edits the SAE's activations; hooks
+        still see the real reconstruction and error."""
+        if target is None:
+            if self.use_error_term and transcoder.is_transcoder(self.cfg):
+                raise ValueError(
+                    "a transcoder's error term needs the activation it replaces: call it as "
+                    "sae(x, target=<activation at hook_name_out>)"
+                )
+            target = x
+        sae_out, _ = self.forward_with_activations(x)
         if self.use_error_term:
             with torch.no_grad():
                 with _disable_hooks(self):
-                    clean_out = self.decode(self.encode(x))
-                error = x - clean_out
+                    clean_out, _ = self.forward_with_activations(x)
+                error = target - clean_out
                 hooked_error = self.hook_sae_error(error)
-            # = sae_out + hooked_error, arranged so an unedited pass returns x bit for bit;
-            # gradients flow through sae_out only, as with a detached error term.
-            sae_out = x.detach() + (sae_out - clean_out) + (hooked_error - error)
+            # = sae_out + hooked_error, arranged so an unedited pass returns target bit for
+            # bit; gradients flow through sae_out only, as with a detached error term.
+            sae_out = target.detach() + (sae_out - clean_out) + (hooked_error - error)
         return self.hook_sae_output(sae_out)
+
+    def forward_with_activations(self, x: InputActs) -> tuple[torch.Tensor, LatentActs]:
+        """(output, feature activations) for raw input `x`, without the error term: the
+        reconstruction, or a transcoder's prediction with its skip path."""
+        feature_acts = self.encode(x)
+        sae_out = self.decode(feature_acts)
+        if self.cfg.skip_connection:
+            sae_out = sae_out + self.skip_output(x)
+        return sae_out, feature_acts
+
+    def skip_output(self, x: InputActs) -> torch.Tensor:
+        """A skip transcoder's linear path `x @ W_skip` [..., d_out] for raw input `x` (as
+        SAELens 6: the input before `hook_sae_input`)."""
+        return self.reshape_fn_in(x.to(self.dtype)) @ self.W_skip
 
     def process_sae_in(self, sae_in: InputActs) -> InputActs:
         """Cast, flatten hook_z heads, apply runtime normalisation and remove b_dec."""
@@ -381,9 +448,12 @@ class SAE(HookedRootModule):
         return self.finish_decode(self.apply_finetuning_scaling_factor(feature_acts) @ self.W_dec)
 
     def finish_decode(self, latent_sum: InputActs) -> torch.Tensor:
-        """The output from `acts @ W_dec`: add b_dec, undo normalisation, restore heads."""
+        """The output from `acts @ W_dec`: add b_dec, undo normalisation, restore heads (a
+        transcoder's output is [..., d_out], whatever shape its input had)."""
         sae_out = self.hook_sae_recons(latent_sum + self.b_dec)
         sae_out = self.run_time_activation_norm_fn_out(sae_out)
+        if transcoder.is_transcoder(self.cfg):
+            return sae_out
         return self.reshape_fn_out(sae_out, self.d_head)
 
     def apply_finetuning_scaling_factor(self, feature_acts: torch.Tensor) -> torch.Tensor:

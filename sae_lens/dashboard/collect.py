@@ -336,8 +336,9 @@ class _KeptWindows:
     def example(self, row: int, slot: int, left: int, strings: dict[int, str]) -> ActivationExample:
         """Window `slot` of latent `row`, cut to the positions inside its sequence."""
         ids, values = self.tokens[row][slot], self.acts[row][slot]
-        inside = [i for i, token in enumerate(ids) if token >= 0]
-        first, last = inside[0], inside[-1] + 1
+        # positions outside the sequence (-1) pad only the window's two ends
+        first = next(i for i, token in enumerate(ids) if token >= 0)
+        last = len(ids) - next(i for i, token in enumerate(reversed(ids)) if token >= 0)
         sequence, position = self.where[row][slot]
         return ActivationExample(
             tokens=[strings.get(t, f"<{t}>") for t in ids[first:last]],

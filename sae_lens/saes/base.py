@@ -16,6 +16,8 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from sae_lens.saes.transcoder import output_width
+
 
 class SAEModule(Protocol):
     """What an architecture uses of the SAE it acts on (`sae_lens.SAE` is one). The
@@ -61,7 +63,7 @@ class TrainingForward:
 
     feature_acts: torch.Tensor  # [batch, d_sae]
     hidden_pre: torch.Tensor  # [batch, d_sae]
-    sae_out: torch.Tensor  # [batch, d_in]
+    sae_out: torch.Tensor  # [batch, d_out] (d_out = d_in but for transcoders)
     # Tensors the architecture's training_losses reuse instead of recomputing them
     # (e.g. gated's gate pre-activations), by name.
     intermediates: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -71,12 +73,14 @@ class TrainingForward:
 class TrainingLossInputs:
     """What an architecture's training losses may use from one forward pass."""
 
-    sae_in: torch.Tensor  # [batch, d_in] raw input
+    # [batch, d_out] what sae_out is trained to match: an SAE's raw input, a transcoder's
+    # activation at hook_name_out (its target); losses of residuals use it as the target.
+    sae_in: torch.Tensor
     x: torch.Tensor  # [batch, d_in] input after process_sae_in (normalised, b_dec removed)
     feature_acts: torch.Tensor  # [batch, d_sae]
     hidden_pre: torch.Tensor  # [batch, d_sae]
-    sae_out: torch.Tensor  # [batch, d_in]
-    per_item_mse_loss: torch.Tensor  # [batch, d_in]
+    sae_out: torch.Tensor  # [batch, d_out], the skip path included
+    per_item_mse_loss: torch.Tensor  # [batch, d_out]
     l1_coefficient: float
     dead_neuron_mask: torch.Tensor | None  # [d_sae] bool
     intermediates: dict[str, torch.Tensor] = field(default_factory=dict)  # TrainingForward's
@@ -94,12 +98,13 @@ def new_param(sae: SAEModule, *shape: int, fill: float | None = 0.0) -> nn.Param
 
 
 def init_linear_params(sae: SAEModule) -> None:
-    """`W_enc` [d_in, d_sae], `b_enc` [d_sae], `W_dec` [d_sae, d_in], `b_dec` [d_in]."""
-    d_in, d_sae = sae.cfg.d_in, sae.cfg.d_sae
+    """`W_enc` [d_in, d_sae], `b_enc` [d_sae], `W_dec` [d_sae, d_out], `b_dec` [d_out]
+    (d_out: a transcoder's output width, else d_in)."""
+    d_in, d_sae, d_out = sae.cfg.d_in, sae.cfg.d_sae, output_width(sae.cfg)
     sae.b_enc = new_param(sae, d_sae)
-    sae.W_dec = new_param(sae, d_sae, d_in, fill=None)
+    sae.W_dec = new_param(sae, d_sae, d_out, fill=None)
     sae.W_enc = new_param(sae, d_in, d_sae, fill=None)
-    sae.b_dec = new_param(sae, d_in)
+    sae.b_dec = new_param(sae, d_out)
 
 
 class Architecture(ABC):

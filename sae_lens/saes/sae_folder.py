@@ -23,6 +23,7 @@ from sae_lens.errors import (
     did_you_mean,
 )
 from sae_lens.file_modes import save_tensors
+from sae_lens.saes import transcoder
 from sae_lens.saes.registry import architecture_names
 
 SAE_CFG_FILENAME = "cfg.json"
@@ -64,6 +65,10 @@ CFG_FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "neuronpedia_id": _STR + _NONE,
     "model_from_pretrained_kwargs": _DICT + _NONE,
     "seqpos_slice": (list, tuple, int, type(None)),
+    "hook_name_out": _STR + _NONE,
+    "hook_layer_out": _INT + _NONE,
+    "d_out": _INT + _NONE,
+    "skip_connection": _BOOL,
 }
 REQUIRED_CFG_FIELDS = tuple(CFG_FIELD_TYPES)[:18]
 _TYPE_NAMES = {int: "an integer", str: "a string", bool: "true or false", type(None): "null"}
@@ -228,6 +233,7 @@ def read_sae_folder(
             f"{folder} has no {SAE_CFG_FILENAME}: not an sae_lens SAE folder (it has {entries})"
         )
     cfg_dict = apply_legacy_cfg_defaults(read_cfg_json(cfg_path))
+    transcoder.cfg_dict_from_saved(cfg_dict)
     cfg_dict["device"] = device
     if dtype is not None:
         cfg_dict["dtype"] = dtype

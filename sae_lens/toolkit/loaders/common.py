@@ -115,11 +115,15 @@ def require_keys(state_dict: StateDict, keys: list[str], source: str) -> None:
 def expected_shapes(cfg_dict: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     """Shapes the SAE config implies for the tensors it may have."""
     d_in, d_sae = cfg_dict["d_in"], cfg_dict["d_sae"]
+    # a transcoder's decoder writes its output hook (d_out wide); W_skip is saved [d_out, d_in]
+    d_out = cfg_dict.get("d_out") if cfg_dict.get("hook_name_out") is not None else None
+    d_out = d_out or d_in
     return {
         "W_enc": (d_in, d_sae),
-        "W_dec": (d_sae, d_in),
+        "W_dec": (d_sae, d_out),
         "b_enc": (d_sae,),
-        "b_dec": (d_in,),
+        "b_dec": (d_out,),
+        "W_skip": (d_out, d_in),
         "threshold": (d_sae,),
         "b_gate": (d_sae,),
         "b_mag": (d_sae,),
