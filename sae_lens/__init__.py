@@ -22,6 +22,8 @@ _EXPORTS = {
     "CacheActivationsRunnerConfig": "sae_lens.config",
     "PretokenizeRunnerConfig": "sae_lens.config",
     "SAETrainingRunner": "sae_lens.sae_training_runner",
+    "MultiSAETrainingRunner": "sae_lens.multi_sae_training_runner",
+    "MultiSAETrainingRunnerConfig": "sae_lens.multi_sae_config",
     "CacheActivationsRunner": "sae_lens.cache_activations_runner",
     "PretokenizeRunner": "sae_lens.pretokenize_runner",
     "pretokenize_runner": "sae_lens.pretokenize_runner",

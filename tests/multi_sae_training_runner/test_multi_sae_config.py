@@ -162,3 +162,12 @@ def test_the_recipe_applies_to_each_sae_with_its_own_fields_winning(tmp_path: Pa
     assert (mlp1.optimizer, mlp1.lr, mlp1.adam_beta1) == ("adam", RECOMMENDED_LR["adam"], 0.9)
     assert (k16_lr.optimizer, k16_lr.lr, k16_lr.scale_lr_with_width) == ("signsgd", 1e-3, False)
     assert k16.b_dec_init_method == mlp1.b_dec_init_method == "mean"
+
+
+def test_the_runner_and_its_config_are_exported_from_the_package() -> None:
+    import sae_lens
+    from sae_lens.multi_sae_training_runner import MultiSAETrainingRunner
+
+    assert sae_lens.MultiSAETrainingRunner is MultiSAETrainingRunner
+    assert sae_lens.MultiSAETrainingRunnerConfig is MultiSAETrainingRunnerConfig
+    assert {"MultiSAETrainingRunner", "MultiSAETrainingRunnerConfig"} <= set(dir(sae_lens))
