@@ -312,9 +312,10 @@ class SAETrainingRunner:
         # folder is the artifact of that step
         end_state = trainer.n_training_tokens >= trainer.cfg.total_training_tokens
         if trainer.cfg.log_to_wandb and (trainer.training_complete or not end_state):
-            log_sae_artifacts(
-                trainer.sae.get_name(), folder, artifact_metadata(trainer.cfg), wandb_aliases
-            )
+            # in a multi-SAE run the SAE's name comes first: SAEs of one hook and width
+            # (a sweep) would otherwise share one artifact and its aliases
+            name = trainer.wandb_key_prefix + trainer.sae.get_name()
+            log_sae_artifacts(name, folder, artifact_metadata(trainer.cfg), wandb_aliases)
 
 
 # --- the parts of a run, also used by the multi-SAE runner --------------------------------------

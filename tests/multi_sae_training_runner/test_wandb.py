@@ -45,3 +45,37 @@ def test_one_wandb_run_holds_every_saes_metrics_under_its_name(
     assert not [key for row in history for key in row if key.startswith("losses/")]
     (run_folder,) = tmp_path.glob("wandb/offline-run-*")
     assert run_folder.name.endswith(cfg.run_dir.name)  # wandb id = run folder
+
+
+def test_each_sae_logs_its_own_artifacts_even_in_a_sweep_on_one_hook(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sae_lens import sae_training_runner
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    logged: list[tuple[str, Path]] = []
+    monkeypatch.setattr(
+        sae_training_runner,
+        "log_sae_artifacts",
+        lambda name, folder, metadata, aliases: logged.append((name, Path(folder))),
+    )
+    sweep = {
+        f"k{k}": {
+            "hook_name": "blocks.0.hook_resid_post",
+            "architecture": "topk",
+            "activation_fn_kwargs": {"k": k},
+            "d_sae": 32,
+        }
+        for k in (4, 8)
+    }
+    cfg = multi_cfg(tmp_path, sweep, log_to_wandb=True, n_checkpoints=3)
+    MultiSAETrainingRunner(cfg).run()
+    # the checkpoints and the final SAE of each, under an artifact of its own
+    for sae_name in sweep:
+        mine = [(name, folder.name) for name, folder in logged if folder.parent.name == sae_name]
+        assert {name for name, _ in mine} == {
+            f"{sae_name}/sae_tiny-pydoc-gpt2_blocks.0.hook_resid_post_32"
+        }
+        assert len(mine) >= 2 and mine[-1][1] == "final_2048"
