@@ -21,12 +21,18 @@ from sae_lens.dtypes import DTYPE_MAP as DTYPE_MAP  # 5.6.0 public name
 from sae_lens.dtypes import dtype_from_name
 from sae_lens.embedded import EMBEDDED_DATASET_NAME, EMBEDDED_MODEL_NAME
 from sae_lens.errors import did_you_mean
+from sae_lens.saes import transcoder
 from sae_lens.saes.registry import (
     RegisteredArchitectureNames,
     architecture_names,
     get_architecture,
 )
-from sae_lens.training.recipes import RECIPE_NAMES, apply_recipe, track_explicit_fields
+from sae_lens.training.recipes import (
+    RECIPE_NAMES,
+    apply_recipe,
+    explicit_fields,
+    track_explicit_fields,
+)
 from sae_lens.training.training_options import CHECKPOINT_SPACINGS as SPACINGS
 from sae_lens.training.training_options import OPTIMIZER_NAMES, check_training_options
 
@@ -170,6 +176,12 @@ class LanguageModelSAERunnerConfig:
     decoder_init_norm: float | None = None
     encoder_init_norm: float | None = None
 
+    # Transcoder (not in 5.6.0): predict the activation at hook_name_out from hook_name's
+    hook_name_out: str | None = None
+    hook_layer_out: int | None = None
+    d_out: int | None = None
+    skip_connection: bool = False
+
     # Activation store
     n_batches_in_buffer: int = 20
     training_tokens: int = 2_000_000
@@ -267,6 +279,7 @@ class LanguageModelSAERunnerConfig:
 
     def __post_init__(self) -> None:
         self._validate_choices()
+        self._check_transcoder_fields()
         self._derive_sae_shape()
         apply_recipe(self)  # the values below derive from the recipe's
         check_training_options(self)
@@ -374,6 +387,10 @@ class LanguageModelSAERunnerConfig:
                 f"exclude_special_tokens must be a bool or a list of token ids, got {self.exclude_special_tokens!r}"
             )
 
+    def _check_transcoder_fields(self) -> None:
+        explicit = "apply_b_dec_to_input" in explicit_fields(self)
+        transcoder.check_run_config(self, apply_b_dec_to_input_set=explicit)
+
     def _derive_sae_shape(self) -> None:
         architecture = get_architecture(self.architecture)
         if self.activation_fn is None:
@@ -453,6 +470,10 @@ class LanguageModelSAERunnerConfig:
             "activation_fn_kwargs": self.activation_fn_kwargs,
             "model_from_pretrained_kwargs": self.model_from_pretrained_kwargs,
             "seqpos_slice": self.seqpos_slice,
+            "hook_name_out": self.hook_name_out,
+            "hook_layer_out": self.hook_layer_out,
+            "d_out": self.d_out,
+            "skip_connection": self.skip_connection,
         }
 
     def get_training_sae_cfg_dict(self) -> dict[str, Any]:

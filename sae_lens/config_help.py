@@ -39,6 +39,15 @@ TRAINING_FIELD_GROUPS: list[tuple[str, dict[str, str]]] = [
         },
     ),
     (
+        "Transcoder",
+        {
+            "hook_name_out": "Train a transcoder: the hook point whose activation the SAE predicts from `hook_name`'s, e.g. `blocks.0.hook_mlp_out` from `blocks.0.ln2.hook_normalized`. `None` trains an SAE. See [Transcoders](transcoders.md).",
+            "hook_layer_out": "Layer of `hook_name_out`; `None` takes it from the name (`blocks.<layer>.`).",
+            "d_out": "Width of `hook_name_out`'s activation; `None` reads it from the model.",
+            "skip_connection": "Add a linear skip path `x @ W_skip` (W_skip [d_in, d_out], initialised at zero) to the transcoder's prediction.",
+        },
+    ),
+    (
         "Activation store",
         {
             "n_batches_in_buffer": "Model batches held in the shuffle buffer; half of it is refilled at a time, so each training batch mixes many prompts.",

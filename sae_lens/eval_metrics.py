@@ -42,6 +42,11 @@ Definitions, and where they differ from SAELens 5.6.0 (whose key names are kept)
 - Batches are read from the store's token stream, which is not rewound afterwards: the
   trainer may pass its training store. (5.6.0 called `reset_input_dataset()` in between, which
   had no effect on its token stream; ours would restart the stream, so it is not called.)
+- A transcoder (`hook_name_out` set) is spliced by reading its input at `hook_name` and
+  replacing the activation at `hook_name_out` (the zero-ablation zeroes that one); every
+  reconstruction metric compares its prediction with the activation at `hook_name_out`,
+  and `reconstruction_quality` adds `fvu` = 1 - explained_variance, the fraction of that
+  activation's variance left unexplained.
 - With `normalize_activations == "expected_average_only_in"` the SAE sees scaled inputs and
   all reconstruction metrics compare the unscaled input with the unscaled output (5.6.0
   compared the scaled input with the unscaled output).
@@ -224,11 +229,26 @@ def _sae_input(sae: SAE, acts: torch.Tensor) -> torch.Tensor:
     return sae_view(acts, sae.cfg.hook_name, sae.cfg.d_in, sae.cfg.hook_head_index)
 
 
+def _output_hook(sae: SAE) -> str:
+    """The hook whose activation the SAE's output stands for: a transcoder's hook_name_out."""
+    return sae.cfg.hook_name_out or sae.cfg.hook_name
+
+
+def _sae_target(sae: SAE, acts_out: torch.Tensor) -> torch.Tensor:
+    """What the SAE's output is compared with [batch, pos, d_out]: the view of the activation
+    at its output hook (an SAE's: its input's view)."""
+    if sae.cfg.hook_name_out is None:
+        return _sae_input(sae, acts_out)
+    return sae_view(acts_out, sae.cfg.hook_name_out, sae.cfg.d_out)  # type: ignore[arg-type]
+
+
 def _write_sae_output(
     sae: SAE, acts: torch.Tensor, new: torch.Tensor, kept: torch.Tensor
 ) -> torch.Tensor:
-    """`acts` with the SAE's part replaced by `new` [batch, pos, d_in] at kept positions."""
-    replaced = replace_sae_view(acts, new, sae.cfg.hook_head_index)
+    """`acts` (at the output hook) with the SAE's part replaced by `new` [batch, pos, d_out]
+    at kept positions."""
+    head_index = sae.cfg.hook_head_index if sae.cfg.hook_name_out is None else None
+    replaced = replace_sae_view(acts, new, head_index)
     kept = kept.to(acts.device).reshape(kept.shape + (1,) * (acts.ndim - 2))
     return torch.where(kept, replaced, acts)
 
@@ -245,10 +265,11 @@ def _input_scaling(
 def _reconstruct(
     sae: SAE, x: torch.Tensor, activation_store: ActivationsStore
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(latents [..., d_sae], reconstruction [..., d_in] in the units of `x`)."""
+    """(latents [..., d_sae], reconstruction [..., d_in] in the units of `x`; a
+    transcoder's prediction [..., d_out], its skip path included)."""
     scale, unscale = _input_scaling(activation_store)
-    feature_acts = sae.encode(scale(x).to(sae.device))
-    return feature_acts, unscale(sae.decode(feature_acts)).to(x.device)
+    sae_out, feature_acts = sae.forward_with_activations(scale(x).to(sae.device))
+    return feature_acts, unscale(sae_out).to(x.device)
 
 
 def _ratio(numerator: float, denominator: float) -> float:
@@ -282,6 +303,7 @@ def run_evals(
             "compute_featurewise_density_statistics is True."
         )
     require_hook(sae.cfg.hook_name, model.hook_dict)
+    require_hook(_output_hook(sae), model.hook_dict)
     batch_size = eval_config.batch_size_prompts or activation_store.store_batch_size_prompts
 
     metrics: dict[str, dict[str, Any]] = {
@@ -359,7 +381,7 @@ def run_evals(
 
 _SHRINKAGE_KEYS = ("l2_norm_in", "l2_norm_out", "l2_ratio", "relative_reconstruction_bias")
 _SPARSITY_KEYS = ("l0", "l1")
-_VARIANCE_KEYS = ("explained_variance", "explained_variance_legacy", "mse", "cossim")
+_VARIANCE_KEYS = ("explained_variance", "explained_variance_legacy", "mse", "cossim", "fvu")
 
 
 @torch.no_grad()
@@ -441,12 +463,31 @@ def _splice_hook(
     sae: SAE,
     activation_store: ActivationsStore,
     kept: torch.Tensor,
+    captured: dict[str, torch.Tensor],
     acts: torch.Tensor,
     hook: Any,  # noqa: ARG001
 ) -> torch.Tensor:
-    x = _sae_input(sae, acts)
+    """At the output hook: the SAE's output from its input (`acts`, or a transcoder's
+    input `captured` at hook_name earlier in the pass) in place of `acts`."""
+    x = _sae_input(sae, captured.pop("input", acts))
     _, reconstruction = _reconstruct(sae, x, activation_store)
     return _write_sae_output(sae, acts, reconstruction, kept)
+
+
+def _capture_hook(captured: dict[str, torch.Tensor], acts: torch.Tensor, hook: Any) -> None:  # noqa: ARG001
+    captured["input"] = acts
+
+
+def _splice_hooks(
+    sae: SAE, activation_store: ActivationsStore, kept: torch.Tensor
+) -> list[tuple[str, Callable[..., Any]]]:
+    """The forward hooks that splice `sae` into the model (a transcoder: read its input at
+    hook_name, replace the activation at hook_name_out)."""
+    captured: dict[str, torch.Tensor] = {}
+    splice = (_output_hook(sae), partial(_splice_hook, sae, activation_store, kept, captured))
+    if sae.cfg.hook_name_out is None:
+        return [splice]
+    return [(sae.cfg.hook_name, partial(_capture_hook, captured)), splice]
 
 
 def _zero_ablation_hook(
@@ -455,7 +496,7 @@ def _zero_ablation_hook(
     acts: torch.Tensor,
     hook: Any,  # noqa: ARG001
 ) -> torch.Tensor:
-    return _write_sae_output(sae, acts, torch.zeros_like(_sae_input(sae, acts)), kept)
+    return _write_sae_output(sae, acts, torch.zeros_like(_sae_target(sae, acts)), kept)
 
 
 def get_recons_loss(
@@ -472,7 +513,6 @@ def get_recons_loss(
     `kl_div_with_ablation` ([batch, pos]) and `ce_loss_with_sae`, `ce_loss_without_sae`,
     `ce_loss_with_ablation` ([batch, pos - 1]), not yet masked by `ignore_tokens` (the
     spliced runs do leave ignored positions untouched)."""
-    hook_name = sae.cfg.hook_name
     kept = _kept_positions(batch_tokens, ignore_tokens)
     metrics: dict[str, torch.Tensor] = {}
     with torch.inference_mode(), _hook_z_reshaping_off(sae):
@@ -484,15 +524,15 @@ def get_recons_loss(
         if compute_ce_loss:
             metrics["ce_loss_without_sae"] = ce_loss
         runs = {
-            "sae": partial(_splice_hook, sae, activation_store, kept),
-            "ablation": partial(_zero_ablation_hook, sae, kept),
+            "sae": _splice_hooks(sae, activation_store, kept),
+            "ablation": [(_output_hook(sae), partial(_zero_ablation_hook, sae, kept))],
         }
-        for run_name, hook_fn in runs.items():
+        for run_name, fwd_hooks in runs.items():
             logits, ce_loss = model.run_with_hooks(
                 batch_tokens,
                 return_type="both",
                 loss_per_token=True,
-                fwd_hooks=[(hook_name, hook_fn)],
+                fwd_hooks=fwd_hooks,
                 **model_kwargs,
             )
             if log_p is not None:
@@ -586,7 +626,8 @@ def get_sparsity_and_variance_metrics(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Reconstruction, shrinkage and sparsity metrics on the activations at the SAE's hook
     point over `n_batches` batches, and per-latent density statistics if asked for."""
-    hook_name = sae.cfg.hook_name
+    hook_name, output_hook = sae.cfg.hook_name, _output_hook(sae)
+    stop_at = max(sae.cfg.hook_layer, sae.cfg.hook_layer_out or 0) + 1
     totals: _ActivationTotals | None = None
     for _ in tqdm(range(n_batches), desc="Sparsity and variance batches", disable=not verbose):
         with torch.no_grad():
@@ -595,22 +636,24 @@ def get_sparsity_and_variance_metrics(
             _, cache = model.run_with_cache(
                 batch_tokens,
                 prepend_bos=False,
-                names_filter=[hook_name],
-                stop_at_layer=sae.cfg.hook_layer + 1,
+                names_filter=list({hook_name, output_hook}),
+                stop_at_layer=stop_at,
                 **model_kwargs,
             )
-            if hook_name not in cache:
-                raise ValueError(
-                    f"hook {hook_name!r} did not fire when running the model up to layer "
-                    f"{sae.cfg.hook_layer + 1}; check sae.cfg.hook_layer"
-                )
+            for name in (hook_name, output_hook):
+                if name not in cache:
+                    raise ValueError(
+                        f"hook {name!r} did not fire when running the model up to layer "
+                        f"{stop_at}; check sae.cfg.hook_layer (hook_layer_out)"
+                    )
             x = _sae_input(sae, cache[hook_name])
+            target = _sae_target(sae, cache[output_hook])  # an SAE's: x
             del cache
             feature_acts, x_hat = _reconstruct(sae, x, activation_store)
             kept = _kept_positions(batch_tokens, ignore_tokens).to(x.device)
             if totals is None:
                 totals = _ActivationTotals(sae.cfg.d_sae, x.device)
-            totals.add_batch(x, x_hat, feature_acts.to(x.device), kept)
+            totals.add_batch(target, x_hat, feature_acts.to(x.device), kept)
     assert totals is not None, "n_batches must be > 0"
 
     metrics: dict[str, float] = {}
@@ -627,6 +670,8 @@ def get_sparsity_and_variance_metrics(
         metrics["explained_variance_legacy"] = totals.mean("explained_variance_legacy")
         metrics["mse"] = totals.mean("squared_error")
         metrics["cossim"] = totals.mean("cossim")
+        if sae.cfg.hook_name_out is not None:  # a transcoder's: of its output hook
+            metrics["fvu"] = 1 - metrics["explained_variance"]
 
     feature_metrics: dict[str, list[float]] = {}
     if compute_featurewise_density_statistics:

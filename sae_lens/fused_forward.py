@@ -84,6 +84,7 @@ _ATTENTION_ONLY_POINTS = {
     "hook_embed",
     "hook_pos_embed",
     "hook_resid_pre",
+    "ln1.hook_normalized",
     "attn.hook_z",
     "hook_attn_out",
     "hook_resid_post",
@@ -91,7 +92,7 @@ _ATTENTION_ONLY_POINTS = {
 _NORMS = (LayerNorm, LayerNormPre, RMSNorm, RMSNormPre)
 _BLOCK_HOOK = re.compile(
     r"blocks\.(\d+)\.(hook_resid_pre|hook_attn_out|hook_resid_mid|hook_mlp_out|hook_resid_post"
-    r"|attn\.hook_z|mlp\.hook_pre|mlp\.hook_post)"
+    r"|attn\.hook_z|mlp\.hook_pre|mlp\.hook_post|ln1\.hook_normalized|ln2\.hook_normalized)"
 )
 
 
@@ -185,56 +186,74 @@ class FusedHookReader:
         self, block: TransformerBlock, resid_pre: torch.Tensor, point: str | None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The block's resid_post, or the tensor at `point` when the block has that hook."""
+        if point is None:
+            return self._block_points(block, resid_pre, frozenset(), whole=True)[0], None
+        whole = point == "hook_resid_post"
+        resid_post, found = self._block_points(block, resid_pre, frozenset({point}), whole)
+        return (resid_pre if resid_post is None else resid_post), found[point]
+
+    def _block_points(
+        self, block: TransformerBlock, resid_pre: torch.Tensor, points: frozenset[str], whole: bool
+    ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+        """(the block's resid_post when `whole`, else None; {point: tensor} for each of
+        `points` of the block), computing the block only as far as they need, once."""
         cfg = self.model.cfg
-        if point == "hook_resid_pre":
-            return resid_pre, resid_pre
-        z = _attention(block.attn, _norm(block.ln1, resid_pre), self._attn_scales[block])
-        if point == "attn.hook_z":
-            return resid_pre, z
+        found: dict[str, torch.Tensor] = {}
+
+        def keep(point: str, value: torch.Tensor) -> bool:
+            """Record `value` if `point` is wanted; True when nothing more is needed."""
+            if point in points:
+                found[point] = value
+            return not whole and len(found) == len(points)
+
+        if keep("hook_resid_pre", resid_pre):
+            return None, found
+        normalized, attn_in = _norm_parts(block.ln1, resid_pre)
+        if keep("ln1.hook_normalized", normalized):
+            return None, found
+        z = _attention(block.attn, attn_in, self._attn_scales[block])
+        if keep("attn.hook_z", z):
+            return None, found
         attn_out = _linear(z.flatten(-2), block.attn.W_O.flatten(0, 1), block.attn.b_O)
-        if point == "hook_attn_out":
-            return resid_pre, attn_out
+        if keep("hook_attn_out", attn_out):
+            return None, found
         if cfg.attn_only:
             resid_post = resid_pre + attn_out
         else:
             mlp_in = resid_pre if cfg.parallel_attn_mlp else resid_pre + attn_out
-            if point == "hook_resid_mid":
-                return mlp_in, mlp_in
-            mlp_out, hooked = self._mlp(block.mlp, _norm(block.ln2, mlp_in), point)
-            if hooked is not None:
-                return resid_pre, hooked
-            if point == "hook_mlp_out":
-                return resid_pre, mlp_out
+            if keep("hook_resid_mid", mlp_in):
+                return None, found
+            normalized, x = _norm_parts(block.ln2, mlp_in)
+            if keep("ln2.hook_normalized", normalized):
+                return None, found
+            pre = _mlp_pre(block.mlp, x)
+            if keep("mlp.hook_pre", pre):
+                return None, found
+            post = self._mlp_post(block.mlp, x, pre)
+            if keep("mlp.hook_post", post):
+                return None, found
+            mlp_out = _linear(post, block.mlp.W_out, block.mlp.b_out)
+            if keep("hook_mlp_out", mlp_out):
+                return None, found
             if cfg.parallel_attn_mlp:
                 resid_post = resid_pre + attn_out + mlp_out
             else:
                 resid_post = mlp_in + mlp_out
-        return resid_post, resid_post if point == "hook_resid_post" else None
+        keep("hook_resid_post", resid_post)
+        return resid_post, found
 
-    def _mlp(
-        self, mlp: MLP | GatedMLP, x: torch.Tensor, point: str | None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _mlp_post(self, mlp: MLP | GatedMLP, x: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
+        """mlp.hook_post from the MLP's input `x` and its pre-activation."""
         assert self._activation is not None
         if isinstance(mlp, GatedMLP):
-            pre = _linear(x, mlp.W_gate)
-            if point == "mlp.hook_pre":
-                return pre, pre
-            post = self._activation(pre) * _linear(x, mlp.W_in) + mlp.b_in
-        else:
-            pre = _linear(x, mlp.W_in, mlp.b_in)
-            if point == "mlp.hook_pre":
-                return pre, pre
-            post = self._activation(pre)
-        if point == "mlp.hook_post":
-            return post, post
-        return _linear(post, mlp.W_out, mlp.b_out), None
+            return self._activation(pre) * _linear(x, mlp.W_in) + mlp.b_in
+        return self._activation(pre)
 
 
 class FusedMultiHookReader:
     """The activations at several hooks from one fused pass that stops after the deepest:
-    each tensor is exactly what a `FusedHookReader` of that hook computes. A block whose
-    non-final hook is read (say `hook_mlp_out` below the deepest layer) is computed up to
-    that hook and then whole."""
+    each tensor is exactly what a `FusedHookReader` of that hook computes. Each block is
+    computed once, as far as its points (and the deeper layers) need."""
 
     def __init__(self, readers: list[FusedHookReader]):
         self.readers = readers
@@ -272,13 +291,12 @@ class FusedMultiHookReader:
         deepest = max(wanted)
         for layer in range(deepest + 1):
             block, points = model.blocks[layer], wanted.get(layer, {})
+            whole = layer < deepest or "hook_resid_post" in points
+            resid_post, tensors = first._block_points(block, resid, frozenset(points), whole)
             for point, hook_name in points.items():
-                if point != "hook_resid_post":
-                    found[hook_name] = first._block(block, resid, point)[1]  # type: ignore[assignment]
-            if layer < deepest or "hook_resid_post" in points:
-                resid = first._block(block, resid, "hook_resid_post")[0]
-                if "hook_resid_post" in points:
-                    found[points["hook_resid_post"]] = resid
+                found[hook_name] = tensors[point]
+            if resid_post is not None:
+                resid = resid_post
         return found
 
 
@@ -354,23 +372,32 @@ def _linear(
     return out.view(*x.shape[:-1], weight.shape[-1])
 
 
-def _norm(norm: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The block's LayerNorm/RMSNorm (with or without weights) in one kernel, normalising
-    in float32 for half-precision models as TransformerLens does."""
+def _mlp_pre(mlp: MLP | GatedMLP, x: torch.Tensor) -> torch.Tensor:
+    """mlp.hook_pre: the gate projection of a gated MLP, else the input projection."""
+    if isinstance(mlp, GatedMLP):
+        return _linear(x, mlp.W_gate)
+    return _linear(x, mlp.W_in, mlp.b_in)
+
+
+def _norm_parts(norm: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the norm's hook_normalized tensor, its output) for the block's LayerNorm/RMSNorm
+    (with or without weights), each in one kernel: normalised in float32 for half-precision
+    models as TransformerLens does, whose hook_normalized sees that float32 tensor."""
     if isinstance(norm, torch.nn.Identity):
-        return x
+        return x, x
     dtype = x.dtype
     shape = (x.shape[-1],)
     x32 = x if dtype in (torch.float32, torch.float64) else x.float()
     if isinstance(norm, (LayerNorm, LayerNormPre)):
-        normalized = F.layer_norm(x32, shape, eps=norm.eps).to(dtype)
+        normalized32 = F.layer_norm(x32, shape, eps=norm.eps)
     else:
-        normalized = F.rms_norm(x32, shape, eps=norm.eps).to(dtype)
+        normalized32 = F.rms_norm(x32, shape, eps=norm.eps)
+    normalized = normalized32.to(dtype)
     if isinstance(norm, LayerNorm):
-        return normalized * norm.w + norm.b
+        return normalized32, normalized * norm.w + norm.b
     if isinstance(norm, RMSNorm):
-        return normalized * norm.w
-    return normalized
+        return normalized32, normalized * norm.w
+    return normalized32, normalized
 
 
 def _attention(

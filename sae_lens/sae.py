@@ -29,8 +29,8 @@ from sae_lens.dtypes import DTYPE_MAP as DTYPE_MAP  # 5.6.0 re-export
 from sae_lens.dtypes import dtype_from_name
 from sae_lens.errors import SAEWeightsError, check_device
 from sae_lens.lazy_names import lazy_names
-from sae_lens.saes.activations import TopK, get_activation_fn
 from sae_lens.saes import transcoder
+from sae_lens.saes.activations import TopK, get_activation_fn
 from sae_lens.saes.registry import get_architecture
 from sae_lens.saes.sae_folder import LEGACY_CFG_KEYS, write_sae_folder
 from sae_lens.saes.sae_folder import SAE_CFG_FILENAME as SAE_CFG_FILENAME
@@ -252,6 +252,7 @@ class SAE(HookedRootModule):
             cfg.activation_fn_str, **(cfg.activation_fn_kwargs or {})
         )
         self._init_params()
+        self._check_decoder_width()
         if cfg.skip_connection:  # [d_in, d_out], zero: training starts without the skip path
             self.W_skip = nn.Parameter(
                 torch.zeros(cfg.d_in, cfg.d_out, dtype=self.dtype, device=self.device)
@@ -270,6 +271,18 @@ class SAE(HookedRootModule):
 
     def _init_params(self) -> None:
         self.architecture.init_params(self)
+
+    def _check_decoder_width(self) -> None:
+        """A transcoder's decoder must write d_out wide: refuse an architecture whose
+        parameters ignore d_out (its decoder would be d_in wide)."""
+        if not transcoder.is_transcoder(self.cfg):
+            return
+        if tuple(self.W_dec.shape) != (self.cfg.d_sae, self.cfg.d_out):
+            raise ValueError(
+                f"{self.cfg.architecture} SAEs cannot be transcoders with d_out={self.cfg.d_out} "
+                f"!= d_in={self.cfg.d_in}: the architecture's decoder is "
+                f"{list(self.W_dec.shape)} (use standard, topk, batchtopk or jumprelu)"
+            )
 
     # --- construction and loading --------------------------------------------------------
     @classmethod

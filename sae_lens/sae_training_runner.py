@@ -153,6 +153,7 @@ class SAETrainingRunner:
         assert latest is not None  # find_run_to_resume found a checkpoint of some kind
         state = checkpoints.load_training_state(latest.path)
         tokens_trained = state["trainer"]["n_training_tokens"]
+        _adopt_d_out(self.cfg, state["run_config"])
         checkpoints.check_resume_config(state["run_config"], self.cfg, tokens_trained)
         if state["run_config"]["training_tokens"] != self.cfg.training_tokens:
             logger.info(
@@ -172,7 +173,9 @@ class SAETrainingRunner:
             )
         run_config = run_dir / RUN_CONFIG_FILENAME
         if run_config.is_file():  # a finished run cannot take other settings
-            checkpoints.check_resume_config(json.loads(run_config.read_text()), self.cfg)
+            saved = json.loads(run_config.read_text())
+            _adopt_d_out(self.cfg, saved)
+            checkpoints.check_resume_config(saved, self.cfg)
         logger.warning(f"run {run_dir} already finished: run() returns its final SAE {final.path}")
         self._finished_sae_folder = final.path
 
@@ -249,9 +252,15 @@ class SAETrainingRunner:
     def _announce_start(self) -> None:
         cfg, sae = self.cfg, self.sae
         run_dir = Path(cfg.checkpoint_path).resolve()
+        hooks = (
+            cfg.hook_name
+            if cfg.hook_name_out is None
+            else f"{cfg.hook_name} -> {cfg.hook_name_out}"
+        )
+        kind = "SAE" if cfg.hook_name_out is None else f"transcoder (d_out={sae.cfg.d_out})"
         what = (
-            f"{sae.cfg.architecture} SAE (d_in={sae.cfg.d_in}, d_sae={sae.cfg.d_sae}) on "
-            f"{cfg.model_name} {cfg.hook_name}: {cfg.total_training_steps:,} steps of "
+            f"{sae.cfg.architecture} {kind} (d_in={sae.cfg.d_in}, d_sae={sae.cfg.d_sae}) on "
+            f"{cfg.model_name} {hooks}: {cfg.total_training_steps:,} steps of "
             f"{cfg.train_batch_size_tokens:,} tokens"
         )
         if self._resume_state is None:
@@ -389,12 +398,14 @@ def sae_from_pretrained_path(cfg: LanguageModelSAERunnerConfig, path: str) -> Tr
 
 def init_b_dec(sae: TrainingSAE, method: str, store: ActivationsStore) -> None:
     """Set b_dec from a buffer of `store`'s activations: their geometric median or mean
-    (`method` "zeros" leaves it)."""
+    (`method` "zeros" leaves it). A transcoder's b_dec is its output bias: it is set from
+    the targets (the activations at hook_name_out)."""
     if method == "zeros":
         return
     # b_dec lives in the space the SAE trains in: the scaled activations.
     store.set_norm_scaling_factor_if_needed()
-    layer_acts = store.storage_buffer.detach()[:, 0, :]  # [n, d_in]
+    inputs, targets = store.split_rows(store.storage_buffer.detach()[:, 0, :])
+    layer_acts = inputs if targets is None else targets  # [n, d_in] (a transcoder's [n, d_out])
     if method == "geometric_median":
         median = compute_geometric_median(layer_acts, maxiter=100).median
         sae.initialize_b_dec_with_precalculated(median)
@@ -423,6 +434,13 @@ def plot_curves(run_dir: Path) -> None:
         plot_training_curves(metrics_path, run_dir / CURVES_FILENAME)
     except Exception as error:  # a failed plot must not hide the training outcome
         logger.warning(f"could not draw {CURVES_FILENAME}: {error}")
+
+
+def _adopt_d_out(cfg: LanguageModelSAERunnerConfig, saved: dict[str, Any]) -> None:
+    """A resumed transcoder run whose d_out is unset (read from the model) takes the run's
+    recorded d_out; the store still checks it against the model's activations."""
+    if cfg.hook_name_out is not None and cfg.d_out is None:
+        cfg.d_out = saved.get("d_out")
 
 
 def _check_run_length(cfg: LanguageModelSAERunnerConfig) -> None:

@@ -495,10 +495,167 @@ print("per-latent metrics:", sorted(first["feature_metrics"]))""",
     ),
 ]
 
+TRANSCODERS: list[Cell] = [
+    (
+        "md",
+        """\
+# Training and splicing a skip transcoder
+
+A transcoder reads one hook point and predicts the activation at another through sparse
+latents. This notebook trains a TopK *skip* transcoder that reads the input of the
+embedded model's first MLP (`blocks.0.ln2.hook_normalized`) and predicts its output
+(`blocks.0.hook_mlp_out`), with a linear skip path `x @ W_skip` beside the latents; then
+loads it, measures how much of the MLP output it explains on held-out text, and splices it
+into the model in place of the MLP's output. It runs offline in about a minute on a CPU.""",
+    ),
+    (
+        "py",
+        """\
+from pathlib import Path
+
+import torch
+
+from sae_lens import HookedSAETransformer
+
+model = HookedSAETransformer.from_pretrained(
+    "tiny-pydoc-gpt2", center_writing_weights=False
+)
+IN_HOOK, OUT_HOOK = "blocks.0.ln2.hook_normalized", "blocks.0.hook_mlp_out"
+tokens = model.to_tokens("def add(a, b):\\n    return a + b\\n")
+_, cache = model.run_with_cache(tokens, names_filter=[IN_HOOK, OUT_HOOK])
+print({name: tuple(cache[name].shape) for name in (IN_HOOK, OUT_HOOK)})""",
+    ),
+    (
+        "md",
+        """\
+## Training
+
+`hook_name_out` makes the run a transcoder's; `d_out` (the output's width) is read from the
+model, and `skip_connection=True` adds `W_skip` [d_in, d_out], which starts at zero. The
+activation store reads both hooks from one forward pass and keeps each token's input and
+target together through the shuffle.""",
+    ),
+    (
+        "py",
+        """\
+from sae_lens import LanguageModelSAERunnerConfig, SAETrainingRunner
+
+cfg = LanguageModelSAERunnerConfig(
+    model_name="tiny-pydoc-gpt2",
+    dataset_path="pydoc-corpus",
+    hook_name=IN_HOOK,
+    hook_name_out=OUT_HOOK,
+    skip_connection=True,
+    architecture="topk",
+    activation_fn_kwargs={"k": 16},
+    d_sae=512,
+    context_size=64,
+    training_tokens=120_000,
+    train_batch_size_tokens=512,
+    store_batch_size_prompts=16,
+    n_batches_in_buffer=8,
+    lr=1e-3,
+    log_to_wandb=False,
+    verbose=False,
+    checkpoint_path="checkpoints",
+)
+SAETrainingRunner(cfg).run()
+final_folder = next(Path(cfg.checkpoint_path).glob("final_*"))
+print("d_out read from the model:", cfg.d_out, "| saved to", final_folder)""",
+    ),
+    (
+        "md",
+        """\
+## Loading it and measuring it on held-out text
+
+The final folder loads like any SAE folder; `cfg.hook_name_out` names the hook it predicts,
+and calling it on input activations returns the prediction. Its `cfg.json` names the
+architecture as SAELens 6 does (a TopK one: `topk_skip_transcoder`; a standard one would be
+`skip_transcoder`, which SAELens 6 loads as its `SkipTranscoder`). The fraction of variance
+unexplained (FVU) of the MLP output is measured on the corpus's `test` split.""",
+    ),
+    (
+        "py",
+        """\
+import json
+
+from sae_lens import SAE
+from sae_lens.embedded import load_embedded_dataset
+
+transcoder = SAE.load_from_pretrained(str(final_folder))
+print(json.loads((final_folder / "cfg.json").read_text())["architecture"])
+print("predicts", transcoder.cfg.hook_name_out, "| W_skip", tuple(transcoder.W_skip.shape))
+
+texts = load_embedded_dataset(split="test")["text"][:24]
+held_out = torch.cat([model.to_tokens(text)[:, :64] for text in texts], dim=1)
+held_out = held_out[:, : held_out.shape[1] // 64 * 64].view(-1, 64)
+with torch.no_grad():
+    _, cache = model.run_with_cache(held_out, names_filter=[IN_HOOK, OUT_HOOK])
+    x, y = cache[IN_HOOK].flatten(0, 1), cache[OUT_HOOK].flatten(0, 1)
+    prediction = transcoder(x)
+fvu = ((y - prediction).pow(2).sum() / (y - y.mean(0)).pow(2).sum()).item()
+print(f"held-out FVU of {OUT_HOOK}: {fvu:.3f} on {x.shape[0]} tokens")""",
+    ),
+    (
+        "md",
+        """\
+## Splicing it into the model
+
+`run_with_saes` reads the transcoder's input at `hook_name` and puts its prediction in
+place of the activation at `hook_name_out`, which changes the logits and the loss. With
+`use_error_term=True` the prediction's error is added back: the logits are the model's own,
+bit for bit, while the transcoder's latents are cached under the output hook.""",
+    ),
+    (
+        "py",
+        """\
+with torch.no_grad():
+    clean_logits = model(held_out[:4])
+    loss_clean = model(held_out[:4], return_type="loss").item()
+    loss_spliced = model.run_with_saes(held_out[:4], saes=[transcoder], return_type="loss").item()
+    logits, cache = model.run_with_cache_with_saes(
+        held_out[:4], saes=[transcoder], use_error_term=True
+    )
+print(f"loss {loss_clean:.4f} -> {loss_spliced:.4f} with the MLP output replaced")
+print("error term keeps the logits exactly:", torch.equal(logits, clean_logits))
+latents = cache[f"{OUT_HOOK}.hook_sae_acts_post"]
+print("latents per token:", (latents > 0).sum(-1).float().mean().item())""",
+    ),
+    (
+        "md",
+        """\
+## The evals
+
+`run_evals` compares the prediction with the activation at `hook_name_out` (its
+`reconstruction_quality` adds `fvu`) and measures CE and KL with the prediction spliced in.""",
+    ),
+    (
+        "py",
+        """\
+from sae_lens.eval_metrics import EvalConfig, run_evals
+from sae_lens.training.activations_store import ActivationsStore
+
+store = ActivationsStore.from_sae(
+    model, transcoder, dataset=load_embedded_dataset(split="test"), streaming=False
+)
+eval_config = EvalConfig(
+    batch_size_prompts=8,
+    n_eval_reconstruction_batches=2,
+    n_eval_sparsity_variance_batches=2,
+    compute_ce_loss=True,
+    compute_variance_metrics=True,
+)
+metrics, _ = run_evals(transcoder, store, model, eval_config)
+print({key: round(value, 4) for key, value in metrics["reconstruction_quality"].items()})
+print({key: round(value, 4) for key, value in metrics["model_performance_preservation"].items()})""",
+    ),
+]
+
 NOTEBOOKS: dict[str, list[Cell]] = {
     "training_an_sae.ipynb": TRAINING_AN_SAE,
     "loading_and_splicing.ipynb": LOADING_AND_SPLICING,
     "evaluating_saes.ipynb": EVALUATING_SAES,
+    "transcoders.ipynb": TRANSCODERS,
 }
 
 

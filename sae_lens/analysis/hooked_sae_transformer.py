@@ -43,6 +43,7 @@ from sae_lens.analysis.hook_checks import (
     module_device_dtype,
     require_hook,
 )
+from sae_lens.analysis.transcoder_splice import TranscoderOutput
 from sae_lens.sae import SAE
 
 # 5.6.0's type aliases for the loss a forward pass returns.
@@ -93,13 +94,20 @@ def _check_before_forward(sae: SAE, _module: nn.Module, args: tuple[Any, ...]) -
     _check_sae_input(sae, args[0])
 
 
+def splice_point(sae: SAE) -> str:
+    """The hook point whose activation `sae` replaces: a transcoder's `hook_name_out`, an
+    SAE's `hook_name`."""
+    return sae.cfg.hook_name_out or sae.cfg.hook_name
+
+
 @dataclass(eq=False)
 class _Splice:
     """One SAE put at a hook point, and what it replaced there."""
 
     sae: SAE
     replaced: nn.Module  # the original HookPoint, or the SAE added before this one
-    fit_check: RemovableHandle
+    # the input fit check (an SAE), or the forward hook reading a transcoder's input
+    handle: RemovableHandle
     use_error_term_before: bool | None  # set when add_sae changed the SAE's use_error_term
 
 
@@ -128,24 +136,34 @@ class HookedSAETransformer(ChecksHookNames, HookedTransformer):
         return load_embedded_hooked_transformer(model_class=cls, **kwargs)
 
     def add_sae(self, sae: SAE, use_error_term: bool | None = None) -> None:
-        """Put `sae` at the hook point `sae.cfg.hook_name` until it is removed by `reset_saes`.
+        """Put `sae` at the hook point `sae.cfg.hook_name` until it is removed by `reset_saes`
+        (a transcoder: read its input at `hook_name` and put its prediction in place of the
+        activation at `hook_name_out`).
 
         An SAE already there stays underneath and comes back when this one is removed.
         `use_error_term`, if given, sets `sae.use_error_term` while it is attached.
         """
-        act_name = sae.cfg.hook_name
-        if act_name not in self._splices:
-            require_hook(act_name, self.hook_dict)
+        act_name = splice_point(sae)
+        for name in {sae.cfg.hook_name, act_name}:
+            if name not in self._splices:
+                require_hook(name, self.hook_dict)
+        module: nn.Module = sae
+        if sae.cfg.hook_name_out is None:
+            handle = sae.register_forward_pre_hook(partial(_check_before_forward, sae))
+        else:
+            module = TranscoderOutput(sae, _check_sae_input)
+            source = get_deep_attr(self, sae.cfg.hook_name)
+            handle = source.register_forward_hook(module.capture_input)
         splice = _Splice(
             sae=sae,
             replaced=get_deep_attr(self, act_name),
-            fit_check=sae.register_forward_pre_hook(partial(_check_before_forward, sae)),
+            handle=handle,
             use_error_term_before=None if use_error_term is None else sae.use_error_term,
         )
         if use_error_term is not None:
             sae.use_error_term = use_error_term
         self._splices.setdefault(act_name, []).append(splice)
-        set_deep_attr(self, act_name, sae)
+        set_deep_attr(self, act_name, module)
         self.acts_to_saes[act_name] = sae
         self.setup()
 
@@ -158,7 +176,7 @@ class HookedSAETransformer(ChecksHookNames, HookedTransformer):
         else:
             stack[position + 1].replaced = splice.replaced
         del stack[position]
-        splice.fit_check.remove()
+        splice.handle.remove()
         if splice.use_error_term_before is not None:
             splice.sae.use_error_term = splice.use_error_term_before
         if stack:
@@ -171,9 +189,9 @@ class HookedSAETransformer(ChecksHookNames, HookedTransformer):
 
     def _undo_latest(self, act_name: str, prev_sae: SAE | None) -> None:
         """Remove the latest SAE at `act_name`; put `prev_sae` there unless that uncovered it."""
-        if prev_sae is not None and prev_sae.cfg.hook_name != act_name:
+        if prev_sae is not None and splice_point(prev_sae) != act_name:
             raise ValueError(
-                f"prev_sae for {act_name!r} has hook_name {prev_sae.cfg.hook_name!r}; "
+                f"prev_sae for {act_name!r} replaces {splice_point(prev_sae)!r}; "
                 "expected an SAE for the same hook point"
             )
         self._remove_splice(act_name, self._splices[act_name][-1])
@@ -233,7 +251,7 @@ class HookedSAETransformer(ChecksHookNames, HookedTransformer):
         try:
             for sae in _as_sae_list(saes):
                 self.add_sae(sae, use_error_term=use_error_term)
-                act_name = sae.cfg.hook_name
+                act_name = splice_point(sae)
                 added.append((act_name, self._splices[act_name][-1]))
             yield self
         finally:
@@ -302,6 +320,18 @@ def _run_sae_hook(sae: SAE, acts: torch.Tensor, hook: HookPoint) -> torch.Tensor
     return sae(acts)
 
 
+def _capture_hook(output: TranscoderOutput, acts: torch.Tensor, hook: HookPoint) -> None:
+    output.capture_input(hook, (), acts)
+
+
+def _run_transcoder_hook(
+    output: TranscoderOutput,
+    acts: torch.Tensor,
+    hook: HookPoint,  # noqa: ARG001
+) -> torch.Tensor:
+    return output(acts)
+
+
 @contextmanager
 def splice_saes(
     model: HookedRootModule,
@@ -311,19 +341,28 @@ def splice_saes(
     """Inside a `with` block, pass the activation at each SAE's hook point through the SAE, in
     any HookedRootModule (e.g. a HookedProxyLM wrapping a Hugging Face model).
 
-    The SAE's output replaces the activation; `use_error_term`, if given, sets each SAE's
-    `use_error_term` for the block. The SAEs' own hook points are not added to the model's
-    hook_dict: cache them with hooks on the SAE itself.
+    The SAE's output replaces the activation (a transcoder's prediction from the activation
+    at `hook_name` replaces the one at `hook_name_out`); `use_error_term`, if given, sets each
+    SAE's `use_error_term` for the block. The SAEs' own hook points are not added to the
+    model's hook_dict: cache them with hooks on the SAE itself.
     """
     sae_list = _as_sae_list(saes)
     for sae in sae_list:
-        require_hook(sae.cfg.hook_name, model.hook_dict)
+        for name in {sae.cfg.hook_name, splice_point(sae)}:
+            require_hook(name, model.hook_dict)
     before = [sae.use_error_term for sae in sae_list]
     try:
         if use_error_term is not None:
             for sae in sae_list:
                 sae.use_error_term = use_error_term
-        fwd_hooks = [(sae.cfg.hook_name, partial(_run_sae_hook, sae)) for sae in sae_list]
+        fwd_hooks: list[tuple[str | Callable, Callable]] = []
+        for sae in sae_list:
+            if sae.cfg.hook_name_out is None:
+                fwd_hooks.append((sae.cfg.hook_name, partial(_run_sae_hook, sae)))
+                continue
+            output = TranscoderOutput(sae, _check_sae_input)
+            fwd_hooks.append((sae.cfg.hook_name, partial(_capture_hook, output)))
+            fwd_hooks.append((sae.cfg.hook_name_out, partial(_run_transcoder_hook, output)))
         with model.hooks(fwd_hooks=fwd_hooks):
             yield model
     finally:

@@ -36,4 +36,5 @@ def merge_micro_batch_outputs(outputs: list[TrainStepOutput]) -> TrainStepOutput
         hidden_pre=cat("hidden_pre"),
         loss=loss if isinstance(loss, torch.Tensor) else torch.tensor(loss),
         losses=losses,
+        target=None if outputs[0].target is None else cat("target"),
     )

@@ -10,6 +10,7 @@ half of what it holds and serves the other half as batches [train_batch_size_tok
 d_in], scaled by the `ActivationScaler` (activation_scaler) when normalisation asks.
 Inputs are checked before any work (store_inputs, dataset_metadata); configs map onto the
 constructor through store_arguments; store_checkpoint holds the checkpoint format.
+A transcoder's store (`output_hook`) serves rows of input and target (transcoder_rows).
 
 Everything random comes from one private `torch.Generator` seeded with `seed`, and
 `checkpoint_state()` / `load_checkpoint_state()` capture the whole position, so a resumed
@@ -19,7 +20,7 @@ store serves exactly the batches an uninterrupted one would have served.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import torch
 from datasets import Dataset
@@ -42,19 +43,26 @@ from sae_lens.sae import SAE as SAE  # 5.6.0 re-export
 from sae_lens.tokenization_and_batching import (
     concat_and_batch_sequences as concat_and_batch_sequences,  # 5.6.0 re-export
 )
+from sae_lens.training import model_forward as forward
 from sae_lens.training.activation_scaler import ActivationScaler
 from sae_lens.training.cached_activations import CachedActivationReader, load_activation_cache
 from sae_lens.training.dataset_metadata import (
     PRETOKENIZE_METADATA_FILE,
     validate_pretokenized_dataset_tokenizer,
 )
-from sae_lens.training.mixing_buffer import MixingBuffer, permute_together
+from sae_lens.training.mixing_buffer import MixingBuffer, ServedBatches, permute_together
 from sae_lens.training.model_forward import fused_reader_for, model_device, run_model_to_hook
 from sae_lens.training.store_arguments import cache_store_arguments, hook_settings
 from sae_lens.training.store_checkpoint import (
     CHECKPOINT_STATE_VERSION,
     pack_checkpoint,
     unpack_checkpoint,
+)
+from sae_lens.training.store_inputs import (  # and 5.6.0's helpers, imported from here
+    _filter_buffer_acts as _filter_buffer_acts,
+)
+from sae_lens.training.store_inputs import (
+    _get_special_token_ids as _get_special_token_ids,
 )
 from sae_lens.training.store_inputs import (
     check_context_fits_model,
@@ -72,9 +80,7 @@ from sae_lens.training.token_stream import (
     shuffled,
     single_split,
 )
-
-if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerBase
+from sae_lens.training.transcoder_rows import OutputHook, resolve_d_out, split_input_target
 
 __all__ = [
     "CHECKPOINT_STATE_VERSION",
@@ -130,6 +136,7 @@ class ActivationsStore:
             return cls.from_cache_activations(model, cfg)
         if override_dataset is None and cfg.dataset_path == "":
             raise ValueError("no dataset: set dataset_path in the config or pass override_dataset")
+        resolve_d_out(model, cfg)  # a transcoder's d_out defaults to its output hook's width
         store = cls(
             model=model,
             dataset=override_dataset if override_dataset is not None else cfg.dataset_path,
@@ -207,6 +214,7 @@ class ActivationsStore:
         exclude_special_tokens: torch.Tensor | list[int] | None = None,
         seed: int = 42,
         fused_forward: bool = True,
+        output_hook: OutputHook | None = None,
     ):
         self.model = model
         self.model_kwargs = model_kwargs or {}
@@ -215,6 +223,8 @@ class ActivationsStore:
         self.hook_head_index = hook_head_index
         self.context_size = context_size
         self.d_in = d_in
+        self.output_hook = output_hook  # a transcoder's: rows [input (d_in) | target (d_out)]
+        self.row_width = d_in + (0 if output_hook is None else output_hook.width)
         self.n_batches_in_buffer = n_batches_in_buffer
         self.half_buffer_size = n_batches_in_buffer // 2
         self.total_training_tokens = total_training_tokens
@@ -238,6 +248,8 @@ class ActivationsStore:
         )
         self.sliced_context_size = sliced_positions(context_size, self.seqpos_slice)
         check_hook_name(model, hook_name, hook_layer)
+        if output_hook is not None:
+            output_hook.check(model, normalize_activations, cached_activations_path)
         check_context_fits_model(model, context_size)
 
         self._generator = torch.Generator().manual_seed(seed)
@@ -277,9 +289,24 @@ class ActivationsStore:
         self.fused_forward = fused_forward
         self._fused_reader = (
             fused_reader_for(model, hook_name, hook_layer, self.model_kwargs)
-            if fused_forward
+            if fused_forward and output_hook is None
             else None
         )
+        self._multi_reader = (
+            forward.multi_reader_for(model, list(self.hook_layers), self.model_kwargs)
+            if fused_forward and output_hook is not None
+            else None
+        )
+
+    @property
+    def hook_layers(self) -> dict[str, int]:
+        """{hook name: layer} of every hook this store reads (a transcoder's: two)."""
+        out = self.output_hook
+        return {self.hook_name: self.hook_layer, **({out.name: out.layer} if out else {})}
+
+    def split_rows(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(inputs [..., d_in], a transcoder's targets [..., d_out] or None) of rows."""
+        return split_input_target(rows, self.d_in, self.output_hook is not None)
 
     def compile_model_forward(self, mode: str | None = None) -> None:
         """Compile the pass that computes the activations (`compile_llm`): the fused forward
@@ -290,7 +317,8 @@ class ActivationsStore:
             reason = (
                 "fused_forward=False"
                 if not self.fused_forward
-                else unsupported_reason(self.model, self.hook_name)
+                else ("a transcoder's two hooks are not compiled yet" if self.output_hook else None)
+                or unsupported_reason(self.model, self.hook_name)
                 or ("model_kwargs are set" if self.model_kwargs else "hook_layer is below the hook")
             )
             raise ValueError(
@@ -434,16 +462,21 @@ class ActivationsStore:
     @torch.no_grad()
     def get_activations(self, batch_tokens: torch.Tensor) -> torch.Tensor:
         """Activations at the hook for `batch_tokens` [batch, context]: [batch, context
-        positions after seqpos_slice, 1, d_in], in the store's dtype and on its device."""
+        positions after seqpos_slice, 1, d_in] (a transcoder's: d_in + d_out, see
+        `split_rows`), in the store's dtype and on its device."""
         acts = self._hook_activations(batch_tokens)
         out = torch.empty(acts.shape, dtype=self.dtype, device=self.device)
         out.copy_(acts)  # a normal tensor, usable in autograd
         return out.unsqueeze(2)
 
     def _hook_activations(self, tokens: torch.Tensor) -> torch.Tensor:
-        """[batch, positions after seqpos_slice, d_in] for tokens [batch, context], in the
-        model's dtype and on its device: often a view of the model's inference-mode output,
-        so callers copy it into their own buffers."""
+        """[batch, positions after seqpos_slice, d_in (+ d_out)] for tokens [batch, context],
+        in the model's dtype and on its device: often a view of the model's inference-mode
+        output, so callers copy it into their own buffers."""
+        if self.output_hook is not None:
+            args = (self.hook_layers, self._multi_reader, self.model_kwargs, self.autocast_lm)
+            raw_by_hook = forward.run_model_to_hooks(self.model, tokens, *args)
+            return self._rows_from_hooks(raw_by_hook, slice(*self.seqpos_slice))
         raw = run_model_to_hook(
             self.model,
             tokens,
@@ -456,16 +489,24 @@ class ActivationsStore:
         acts = raw[:, slice(*self.seqpos_slice)]
         return sae_view(acts, self.hook_name, self.d_in, self.hook_head_index)
 
+    def _rows_from_hooks(self, raw: dict[str, torch.Tensor], positions: slice) -> torch.Tensor:
+        """[batch, positions, row_width] from one forward's hook activations: the input's
+        view, and a transcoder's target beside it."""
+        acts = raw[self.hook_name][:, positions]
+        acts = sae_view(acts, self.hook_name, self.d_in, self.hook_head_index)
+        out = self.output_hook
+        return acts if out is None else out.with_target(acts, raw[out.name][:, positions])
+
     def _next_activation_batch(
         self, raise_on_epoch_end: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Activations [tokens, d_in] and token ids [tokens] (or None) of the next model
+        """Activations [tokens, row_width] and token ids [tokens] (or None) of the next model
         batch (or cache chunk). The activations may be a view of the model's output: copy
         them before keeping them."""
         if self._cache_reader is not None:
             return self._next_cached_batch(self._cache_reader, raise_on_epoch_end)
         tokens = self.get_batch_tokens(raise_at_epoch_end=raise_on_epoch_end)
-        acts = self._hook_activations(tokens).reshape(-1, self.d_in)  # copied by the callers
+        acts = self._hook_activations(tokens).reshape(-1, self.row_width)  # copied by callers
         token_ids = tokens[:, slice(*self.seqpos_slice)].reshape(-1).to(self.device)
         return acts, token_ids
 
@@ -495,7 +536,7 @@ class ActivationsStore:
         together unless `shuffle=False`, and scaled when normalisation needs it."""
         n_per_batch = self.store_batch_size_prompts * self.sliced_context_size
         total = n_batches_in_buffer * n_per_batch
-        acts = torch.empty((total, 1, self.d_in), dtype=self.dtype, device=self.device)
+        acts = torch.empty((total, 1, self.row_width), dtype=self.dtype, device=self.device)
         token_ids: torch.Tensor | None = torch.empty(total, dtype=torch.long, device=self.device)
         for i in tqdm(range(n_batches_in_buffer), desc="Refilling buffer", leave=False, delay=2.0):
             batch_acts, batch_tokens = self._next_activation_batch(raise_on_epoch_end)
@@ -518,7 +559,7 @@ class ActivationsStore:
             half = self.half_buffer_size * self.store_batch_size_prompts * self.sliced_context_size
             capacity = 2 * half + 2 * max(self.train_batch_size_tokens, 1)
             self._mixer = MixingBuffer(
-                capacity, self.d_in, self.dtype, self.device, self._generator
+                capacity, self.row_width, self.dtype, self.device, self._generator
             )
         return self._mixer
 
@@ -562,7 +603,10 @@ class ActivationsStore:
         the batches [train_batch_size_tokens, 1, d_in] of the half that is served."""
         self._check_train_batch_fits()
         self._get_mixer().refill(self._fill_half, self.train_batch_size_tokens)
-        return _ServedBatches(self)
+        return self._served_batches()
+
+    def _served_batches(self) -> ServedBatches:
+        return ServedBatches(self._get_mixer(), self._scaler, self.train_batch_size_tokens)
 
     def next_batch(self) -> torch.Tensor:
         """The next training batch, [train_batch_size_tokens, 1, d_in]."""
@@ -601,7 +645,7 @@ class ActivationsStore:
         tensor values can go to safetensors and whose other values are JSON-serialisable
         (or the whole dict to `torch.save`)."""
         mixer = self._mixer
-        empty = torch.zeros((0, self.d_in), dtype=self.dtype)
+        empty = torch.zeros((0, self.row_width), dtype=self.dtype)
         parts = {
             "input_shuffles": [list(s) for s in self._input_shuffles],
             "cache_row": 0 if self._cache_reader is None else self._cache_reader.row,
@@ -631,10 +675,10 @@ class ActivationsStore:
         self._generator.set_state(state["generator_state"])
         mixer = self._get_mixer()
         mixer.load(state["buffer_stored"].to(self.device), state["buffer_queued"].to(self.device))
-        self._dataloader = _ServedBatches(self) if state["dataloader_active"] else None
+        self._dataloader = self._served_batches() if state["dataloader_active"] else None
 
     def _compat_signature(self) -> dict[str, Any]:
-        return {
+        signature = {
             "hook_name": self.hook_name,
             "hook_head_index": self.hook_head_index,
             "context_size": self.context_size,
@@ -647,50 +691,6 @@ class ActivationsStore:
             "dtype": str(self.dtype),
             "cached": self.cached_activations_path is not None,
         }
-
-
-class _ServedBatches:
-    """Iterator over the served half of the shuffle buffer: [batch, 1, d_in] batches."""
-
-    def __init__(self, store: ActivationsStore):
-        self._store = store
-        self._mixer = store._get_mixer()
-        self._scaler = store._scaler
-
-    def __iter__(self) -> _ServedBatches:
-        return self
-
-    def __next__(self) -> torch.Tensor:
-        if self._mixer.n_queued == 0:
-            raise StopIteration
-        self._scaler.check_ready()
-        rows = self._mixer.next_rows(self._store.train_batch_size_tokens)
-        return self._scaler.for_serving(rows.unsqueeze(1))
-
-
-# --- 5.6.0's module-level helpers, which code written for it imports from here ------------
-
-
-def _filter_buffer_acts(
-    buffer: tuple[torch.Tensor, torch.Tensor | None], exclude_tokens: torch.Tensor | None
-) -> torch.Tensor:
-    """The activations of `buffer` = (activations [n, ...], token ids [n] or None) whose
-    token is not in `exclude_tokens`."""
-    activations, tokens = buffer
-    if tokens is None or exclude_tokens is None:
-        return activations
-    return activations[~torch.isin(tokens, exclude_tokens)]
-
-
-def _get_special_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
-    """Every special token id of `tokenizer`: its `*_token_id` attributes and the ids of
-    the tokens in its special-tokens map."""
-    ids = {
-        getattr(tokenizer, attr)
-        for attr in dir(tokenizer)
-        if attr.endswith("_token_id") and isinstance(getattr(tokenizer, attr, None), int)
-    }
-    for tokens in getattr(tokenizer, "special_tokens_map", {}).values():
-        for token in [tokens] if isinstance(tokens, str) else tokens:
-            ids.add(tokenizer.convert_tokens_to_ids(token))
-    return list(ids)
+        if self.output_hook is not None:  # a plain store's signature is as before
+            signature.update(hook_name_out=self.output_hook.name, d_out=self.output_hook.width)
+        return signature

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
 from sae_lens.training.token_stream import EndOfEpoch
+
+if TYPE_CHECKING:
+    from sae_lens.training.activation_scaler import ActivationScaler
 
 
 class MixingBuffer:
@@ -136,3 +140,23 @@ def permute_together(
     """Apply one random permutation of the first dimension to all `tensors`."""
     permutation = torch.randperm(tensors[0].shape[0], generator=generator).to(tensors[0].device)
     return tuple(t[permutation] for t in tensors)
+
+
+class ServedBatches:
+    """Iterator over the served half of a mixing buffer: batches [batch_size, 1, width] of
+    the queued rows, scaled by `scaler` when normalisation asks."""
+
+    def __init__(self, mixer: MixingBuffer, scaler: ActivationScaler, batch_size: int):
+        self._mixer = mixer
+        self._scaler = scaler
+        self._batch_size = batch_size
+
+    def __iter__(self) -> ServedBatches:
+        return self
+
+    def __next__(self) -> torch.Tensor:
+        if self._mixer.n_queued == 0:
+            raise StopIteration
+        self._scaler.check_ready()
+        rows = self._mixer.next_rows(self._batch_size)
+        return self._scaler.for_serving(rows.unsqueeze(1))

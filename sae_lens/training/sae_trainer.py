@@ -33,6 +33,7 @@ from sae_lens.training.optimizers import (
 )
 from sae_lens.training.training_options import initial_k_of, k_at_step, log_checkpoint_steps
 from sae_lens.training.training_sae import TrainingSAE, TrainStepOutput
+from sae_lens.training.transcoder_rows import split_input_target
 
 if TYPE_CHECKING:
     from torch.optim.lr_scheduler import LRScheduler
@@ -110,6 +111,11 @@ def _checkpoint_thresholds(cfg: LanguageModelSAERunnerConfig) -> list[int]:
         return [(step - 1) * cfg.train_batch_size_tokens for step in steps]
     spacing = max(cfg.total_training_tokens // cfg.n_checkpoints, 1)
     return list(range(0, cfg.total_training_tokens, spacing))[1:]
+
+
+def _split_batch(batch: torch.Tensor, sae: TrainingSAE) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(inputs [batch, d_in], a transcoder's targets [batch, d_out] or None)."""
+    return split_input_target(batch, sae.cfg.d_in, sae.cfg.hook_name_out is not None)
 
 
 def _flatten_eval_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -332,8 +338,9 @@ class SAETrainer:
         return self.n_training_tokens >= self.cfg.total_training_tokens
 
     def train_on_batch(self, sae_in: torch.Tensor) -> TrainStepOutput:
-        """One whole step of `fit()` on `sae_in` [batch, d_in]: the optimizer step, then
-        logging, evaluation and checkpoints on their schedules."""
+        """One whole step of `fit()` on `sae_in` [batch, d_in] (a transcoder's: input, then
+        target, [batch, d_in + d_out]): the optimizer step, then logging, evaluation and
+        checkpoints on their schedules."""
         self._close_sparsity_window_if_due()
         self._set_scheduled_k()
         output = self._train_step(sae=self.sae, sae_in=sae_in)
@@ -359,8 +366,8 @@ class SAETrainer:
         return self.sae
 
     def _fetch_batch(self) -> torch.Tensor:
-        batch = self.activations_store.next_batch()  # [train_batch_size_tokens, 1, d_in]
-        return batch[:, 0, :].to(self.sae.device)  # [batch, d_in]
+        batch = self.activations_store.next_batch()  # [train_batch_size_tokens, 1, width]
+        return batch[:, 0, :].to(self.sae.device)  # [batch, d_in (+ d_out: a transcoder's)]
 
     def _train_step(self, sae: TrainingSAE, sae_in: torch.Tensor) -> TrainStepOutput:
         """One optimizer step of `sae` (the trainer's SAE) on `sae_in` [batch, d_in] (5.6.0's
@@ -396,12 +403,16 @@ class SAETrainer:
         forward = self._training_forward_pass if sae is self.sae else sae.training_forward_pass
         n = self.cfg.gradient_accumulation_steps
         outputs = []
-        for micro_batch in sae_in.chunk(n) if n > 1 else [sae_in]:
+        for rows in sae_in.chunk(n) if n > 1 else [sae_in]:
+            micro_batch, micro_target = _split_batch(rows, sae)
+            # an SAE's forward is called as in 5.6.0; a transcoder's also gets its target
+            target = {} if micro_target is None else {"target": micro_target}
             with self.autocast_if_enabled:
                 output = forward(
                     sae_in=micro_batch,
                     current_l1_coefficient=self.current_l1_coefficient,
                     dead_neuron_mask=self.dead_neurons,
+                    **target,
                 )
             self.scaler.scale(output.loss / n if n > 1 else output.loss).backward()
             outputs.append(output)
@@ -495,9 +506,9 @@ class SAETrainer:
         self, output: TrainStepOutput, n_training_tokens: int
     ) -> dict[str, Any]:
         """The metrics logged for one training step (5.6.0's keys and values)."""
-        sae_in, sae_out = output.sae_in.float(), output.sae_out.float()  # [batch, d_in]
-        per_token_l2 = (sae_out - sae_in).pow(2).sum(-1)  # [batch]
-        total_variance = (sae_in - sae_in.mean(0)).pow(2).sum(-1)  # [batch]
+        target, sae_out = output.trained_towards.float(), output.sae_out.float()  # [batch, d_out]
+        per_token_l2 = (sae_out - target).pow(2).sum(-1)  # [batch]
+        total_variance = (target - target.mean(0)).pow(2).sum(-1)  # [batch]
         explained_variance = 1 - per_token_l2 / total_variance
         l1_coefficient = self.current_l1_coefficient
         metrics: dict[str, Any] = {
@@ -548,7 +559,8 @@ class SAETrainer:
         try:
             with self.evaluation_weights():
                 for _ in range(n_batches):
-                    batch = store.next_batch()[:, 0, :].to(self.sae.device)  # [batch, d_in]
+                    rows = store.next_batch()[:, 0, :].to(self.sae.device)
+                    batch = _split_batch(rows, self.sae)[0]  # [batch, d_in]
                     counts += (self.sae.encode(batch) > 0).sum(dim=0)
                     n_tokens += batch.shape[0]
         finally:

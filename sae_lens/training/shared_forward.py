@@ -18,7 +18,6 @@ same shared sequence, so every store reads exactly the tokens a single run's sto
 
 from __future__ import annotations
 
-import contextlib
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -28,15 +27,9 @@ from transformer_lens import HookedRootModule
 
 from sae_lens.config import HfDataset
 from sae_lens.fused_forward import FusedMultiHookReader
-from sae_lens.hook_activations import sae_view
 from sae_lens.training.activations_store import ActivationsStore
-from sae_lens.training.model_forward import model_device, run_model_to_hook
+from sae_lens.training.model_forward import model_device, run_model_to_hook, run_model_to_hooks
 from sae_lens.training.token_stream import EndOfEpoch
-
-
-class _StopForward(Exception):
-    """Raised from the last capture hook: nothing after the deepest hook is computed."""
-
 
 _END_OF_EPOCH = "end of epoch"
 
@@ -67,13 +60,13 @@ class SharedForward:
         self._leader = leader
         self._model_kwargs = leader.model_kwargs
         self._autocast_lm = leader.autocast_lm
-        self._layers = {s.hook_name: s.hook_layer for s in stores}
+        self._layers = {name: layer for s in stores for name, layer in s.hook_layers.items()}
         # a single hook: the same pass (fused where it can) as a single run's store; several:
         # one fused pass computing each exactly as that pass would, where it serves them all
         self._fused_reader = leader._fused_reader if len(self._layers) == 1 else None
         self._multi_reader = (
             FusedMultiHookReader.for_model(self.model, list(self._layers))
-            if len(self._layers) > 1 and all(s._fused_reader is not None for s in stores)
+            if len(self._layers) > 1 and all(s._fused_reader or s._multi_reader for s in stores)
             else None
         )
         self._batches: deque[_Entry] = deque()
@@ -151,43 +144,14 @@ class SharedForward:
                     self._autocast_lm,
                 )
             }
-        if self._multi_reader is not None and self._multi_reader.can_run():
-            with torch.inference_mode(), self._autocast(tokens):
-                return self._multi_reader(tokens)
-        return self._hooked_forward(tokens)
-
-    def _autocast(self, tokens: torch.Tensor) -> contextlib.AbstractContextManager[Any]:
-        if not self._autocast_lm:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=tokens.device.type, dtype=torch.bfloat16)
-
-    def _hooked_forward(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
-        captured: dict[str, torch.Tensor] = {}
-        wanted = len(self._layers)
-
-        def capture_into(name: str) -> Any:
-            def capture(activation: torch.Tensor, hook: Any) -> None:  # noqa: ARG001
-                captured[name] = activation
-                if len(captured) == wanted:
-                    raise _StopForward
-
-            return capture
-
-        with torch.inference_mode(), self._autocast(tokens), contextlib.suppress(_StopForward):
-            self.model.run_with_hooks(
-                tokens,
-                fwd_hooks=[(name, capture_into(name)) for name in self._layers],
-                stop_at_layer=max(self._layers.values()) + 1,
-                prepend_bos=False,
-                **self._model_kwargs,
-            )
-        missing = sorted(set(self._layers) - set(captured))
-        if missing:
-            raise ValueError(
-                f"hooks {missing} did not run before layer {max(self._layers.values()) + 1}: "
-                "check the hook_layer of the SAEs reading them"
-            )
-        return captured
+        return run_model_to_hooks(
+            self.model,
+            tokens,
+            self._layers,
+            self._multi_reader,
+            self._model_kwargs,
+            self._autocast_lm,
+        )
 
 
 class SharedForwardStore(ActivationsStore):
@@ -231,8 +195,6 @@ class SharedForwardStore(ActivationsStore):
             return self._next_cached_batch(self._cache_reader, raise_on_epoch_end)
         tokens, raw = self._shared_forward.next_batch(self._consumer, raise_on_epoch_end)
         positions = slice(*self.seqpos_slice)
-        acts = sae_view(
-            raw[self.hook_name][:, positions], self.hook_name, self.d_in, self.hook_head_index
-        )
+        acts = self._rows_from_hooks(raw, positions)
         token_ids = tokens[:, positions].reshape(-1).to(self.device)
-        return acts.reshape(-1, self.d_in), token_ids
+        return acts.reshape(-1, self.row_width), token_ids

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from sae_lens.training.transcoder_rows import OutputHook
+
 if TYPE_CHECKING:
     from sae_lens.config import CacheActivationsRunnerConfig
 
 
 def hook_settings(cfg: Any) -> dict[str, Any]:
     """The store arguments a `LanguageModelSAERunnerConfig` or an SAE's `SAEConfig` gives
-    alike: hook, d_in, BOS, normalisation, dtype, seqpos slice and remote-code trust."""
+    alike: hook, d_in, BOS, normalisation, dtype, seqpos slice and remote-code trust, and a
+    transcoder's output hook and width."""
     return {
         "hook_name": cfg.hook_name,
         "hook_layer": cfg.hook_layer,
@@ -27,6 +30,7 @@ def hook_settings(cfg: Any) -> dict[str, Any]:
         "dtype": cfg.dtype,
         "seqpos_slice": tuple(cfg.seqpos_slice),
         "dataset_trust_remote_code": cfg.dataset_trust_remote_code,
+        "output_hook": OutputHook.of(cfg),
     }
 
 

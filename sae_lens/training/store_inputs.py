@@ -9,6 +9,7 @@ from __future__ import annotations
 import warnings
 from typing import TYPE_CHECKING
 
+import torch
 from datasets import Dataset, IterableDataset
 from transformer_lens import HookedRootModule
 from transformers import PreTrainedTokenizerBase
@@ -74,6 +75,18 @@ def check_hook_name(model: HookedRootModule, hook_name: str, hook_layer: int | N
         require_hook(hook_name, hook_dict, field="hook_name")
     if hook_layer is not None:
         check_hook_layer(model, hook_name, hook_layer)
+
+
+def check_output_hook(
+    model: HookedRootModule, hook_name_out: str, hook_layer_out: int | None
+) -> None:
+    """A transcoder's output hook: a HookNameError if the model lacks it (naming the field
+    `hook_name_out`) or if `hook_layer_out` stops the model before it."""
+    hook_dict = getattr(model, "hook_dict", None)
+    if hook_dict is not None:
+        require_hook(hook_name_out, hook_dict, field="hook_name_out")
+    if hook_layer_out is not None:
+        check_hook_layer(model, hook_name_out, hook_layer_out)
 
 
 def check_context_fits_model(model: HookedRootModule, context_size: int) -> None:
@@ -158,3 +171,31 @@ def _special_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
         if value is not None:
             ids.add(value)
     return sorted(ids)
+
+
+# --- 5.6.0's helpers, which code written for it imports from activations_store ----------
+
+
+def _filter_buffer_acts(
+    buffer: tuple[torch.Tensor, torch.Tensor | None], exclude_tokens: torch.Tensor | None
+) -> torch.Tensor:
+    """The activations of `buffer` = (activations [n, ...], token ids [n] or None) whose
+    token is not in `exclude_tokens`."""
+    activations, tokens = buffer
+    if tokens is None or exclude_tokens is None:
+        return activations
+    return activations[~torch.isin(tokens, exclude_tokens)]
+
+
+def _get_special_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Every special token id of `tokenizer`: its `*_token_id` attributes and the ids of
+    the tokens in its special-tokens map."""
+    ids = {
+        getattr(tokenizer, attr)
+        for attr in dir(tokenizer)
+        if attr.endswith("_token_id") and isinstance(getattr(tokenizer, attr, None), int)
+    }
+    for tokens in getattr(tokenizer, "special_tokens_map", {}).values():
+        for token in [tokens] if isinstance(tokens, str) else tokens:
+            ids.add(tokenizer.convert_tokens_to_ids(token))
+    return list(ids)

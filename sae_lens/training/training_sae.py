@@ -15,6 +15,7 @@ from sae_lens import logger
 from sae_lens.config import LanguageModelSAERunnerConfig
 from sae_lens.lazy_names import lazy_names
 from sae_lens.sae import SAE, InputActs, LatentActs, SAEConfig, config_kwargs
+from sae_lens.saes import transcoder
 from sae_lens.saes.base import TrainingLossInputs
 from sae_lens.saes.jumprelu import JumpReLU, Step, rectangle
 from sae_lens.saes.registry import get_architecture
@@ -54,6 +55,12 @@ class TrainStepOutput:
     hidden_pre: torch.Tensor
     loss: torch.Tensor  # the total, to call backward() on
     losses: dict[str, float | torch.Tensor]
+    target: torch.Tensor | None = None  # a transcoder's [batch, d_out]
+
+    @property
+    def trained_towards(self) -> torch.Tensor:
+        """What sae_out was trained to match: a transcoder's target, an SAE's input."""
+        return self.sae_in if self.target is None else self.target
 
 
 @dataclass(kw_only=True)
@@ -233,10 +240,20 @@ class TrainingSAE(SAE):
         sae_in: torch.Tensor,
         current_l1_coefficient: float,
         dead_neuron_mask: torch.Tensor | None = None,
+        target: torch.Tensor | None = None,
     ) -> TrainStepOutput:
         """Forward pass on a batch [batch, d_in] with the total loss and its named terms
         (`mse_loss` plus the architecture's, e.g. `l1_loss`, `l0_loss`,
-        `auxiliary_reconstruction_loss`, `ghost_grad_loss`)."""
+        `auxiliary_reconstruction_loss`, `ghost_grad_loss`). The output is compared with
+        `target` [batch, d_out] (default `sae_in`; a transcoder's is its output hook's
+        activation)."""
+        if target is None:
+            if transcoder.is_transcoder(self.cfg):
+                raise ValueError(
+                    "a transcoder trains towards the activation at hook_name_out: pass it as "
+                    "target [batch, d_out]"
+                )
+            target = sae_in
         x = self.process_sae_in(sae_in)
         forward = self.architecture.training_forward(self, x)
         feature_acts, hidden_pre, sae_out = (
@@ -244,10 +261,12 @@ class TrainingSAE(SAE):
             forward.hidden_pre,
             forward.sae_out,
         )
-        per_item_mse_loss = self.mse_loss_fn(sae_out, sae_in)  # [batch, d_in]
+        if self.cfg.skip_connection:
+            sae_out = sae_out + self.skip_output(sae_in)
+        per_item_mse_loss = self.mse_loss_fn(sae_out, target)  # [batch, d_out]
         mse_loss = per_item_mse_loss.sum(dim=-1).mean()
         inputs = TrainingLossInputs(
-            sae_in=sae_in,
+            sae_in=target,
             x=x,
             feature_acts=feature_acts,
             hidden_pre=hidden_pre,
@@ -270,6 +289,7 @@ class TrainingSAE(SAE):
             hidden_pre=hidden_pre,
             loss=loss,
             losses=losses,
+            target=None if target is sae_in else target,
         )
 
     def calculate_topk_aux_loss(
@@ -319,6 +339,13 @@ class TrainingSAE(SAE):
             # SAELens 6's initialisation: kaiming rows scaled to one norm, tied encoder
             self.initialize_decoder_norm_constant_norm(self.cfg.decoder_init_norm)
         if self.cfg.init_encoder_as_decoder_transpose or self.cfg.decoder_init_norm is not None:
+            if self.W_dec.shape[::-1] != self.W_enc.shape:
+                raise ValueError(
+                    f"the encoder cannot start as the decoder's transpose: W_dec is "
+                    f"{list(self.W_dec.shape)} (a transcoder with d_out={self.cfg.d_out} != "
+                    f"d_in={self.cfg.d_in}); unset init_encoder_as_decoder_transpose and "
+                    "decoder_init_norm"
+                )
             self.W_enc.data = self.W_dec.data.T.clone().contiguous()
         else:
             self.W_enc.data = nn.init.kaiming_uniform_(torch.empty_like(self.W_enc.data))
@@ -329,12 +356,12 @@ class TrainingSAE(SAE):
 
     @torch.no_grad()
     def initialize_b_dec_with_precalculated(self, origin: torch.Tensor) -> None:
-        """Set b_dec to `origin` [d_in] (e.g. the geometric median of activations)."""
+        """Set b_dec to `origin` [d_in] (e.g. the geometric median of activations; a
+        transcoder's b_dec is [d_out], in the space of its targets)."""
         origin = torch.as_tensor(origin, dtype=self.dtype, device=self.device)
-        if tuple(origin.shape) != (self.cfg.d_in,):
-            raise ValueError(
-                f"b_dec origin must have shape [{self.cfg.d_in}], got {list(origin.shape)}"
-            )
+        width = transcoder.output_width(self.cfg)
+        if tuple(origin.shape) != (width,):
+            raise ValueError(f"b_dec origin must have shape [{width}], got {list(origin.shape)}")
         self.b_dec.data = origin.clone()
 
     @torch.no_grad()

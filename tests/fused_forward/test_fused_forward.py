@@ -192,7 +192,7 @@ def test_a_spliced_sae_stops_the_fused_pass_until_it_is_removed() -> None:
             "blocks.0.attn.hook_pattern",
             "hook 'blocks.0.attn.hook_pattern' is not one the fused pass computes",
         ),
-        ({}, "blocks.0.ln1.hook_normalized", "is not one the fused pass computes"),
+        ({}, "blocks.0.ln1.hook_scale", "is not one the fused pass computes"),
         ({}, "blocks.7.hook_resid_post", "the model has no hook 'blocks.7.hook_resid_post'"),
     ],
 )

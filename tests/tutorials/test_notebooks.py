@@ -14,7 +14,12 @@ from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[2]
 TUTORIALS = ROOT / "tutorials"
-NOTEBOOKS = ["training_an_sae.ipynb", "loading_and_splicing.ipynb", "evaluating_saes.ipynb"]
+NOTEBOOKS = [
+    "training_an_sae.ipynb",
+    "loading_and_splicing.ipynb",
+    "evaluating_saes.ipynb",
+    "transcoders.ipynb",
+]
 
 
 def _load_builder() -> ModuleType:
