@@ -592,6 +592,16 @@ class ActivationsStore:
             self._fill_half(raise_on_epoch_end=False)
         return self._scaler.for_serving(mixer.stored_rows().unsqueeze(1))
 
+    def unserved_rows(self, max_rows: int) -> torch.Tensor:
+        """Up to `max_rows` rows [n, 1, width] of the shuffle buffer that were never served
+        (the rest of the half being served, then the half kept for mixing), scaled like
+        served batches, without running the model; [0, 1, width] before the first fill."""
+        mixer = self._mixer
+        if mixer is None:
+            return torch.empty((0, 1, self.row_width), dtype=self.dtype, device=self.device)
+        rows = torch.cat([mixer.queued_rows(), mixer.stored_rows()])[:max_rows]
+        return self._scaler.for_serving(rows.unsqueeze(1))
+
     @property
     def dataloader(self) -> Iterator[torch.Tensor]:
         if self._dataloader is None:

@@ -549,8 +549,10 @@ class SAETrainer:
 
     @torch.no_grad()
     def _measure_feature_sparsity(self, n_batches: int) -> torch.Tensor:
-        """[d_sae]: the fraction of `n_batches` evaluation-stream batches' tokens on which
-        each latent of the current SAE fires."""
+        """[d_sae]: the fraction of the tokens of `n_batches` evaluation-stream batches on
+        which each latent of the current SAE fires. A run without an evaluation stream of
+        its own uses the activations left in its shuffle buffer, which it never trained on
+        (up to as many tokens, at least one batch), so no model forward runs for it."""
         store = self.eval_activations_store
         store.estimated_norm_scaling_factor = self.activations_store.estimated_norm_scaling_factor
         counts = torch.zeros(self.sae.cfg.d_sae, device=self.sae.device)
@@ -558,14 +560,25 @@ class SAETrainer:
         self.sae.eval()
         try:
             with self.evaluation_weights():
-                for _ in range(n_batches):
-                    rows = store.next_batch()[:, 0, :].to(self.sae.device)
-                    batch = _split_batch(rows, self.sae)[0]  # [batch, d_in]
+                for rows in self._sparsity_batches(n_batches):
+                    batch = _split_batch(rows.to(self.sae.device), self.sae)[0]  # [batch, d_in]
                     counts += (self.sae.encode(batch) > 0).sum(dim=0)
                     n_tokens += batch.shape[0]
         finally:
             self.sae.train()
         return counts / n_tokens
+
+    def _sparsity_batches(self, n_batches: int) -> Iterator[torch.Tensor]:
+        """The batches [batch, width] `_measure_feature_sparsity` reads."""
+        store, batch_size = self.eval_activations_store, self.cfg.train_batch_size_tokens
+        # (a store of the caller's own making may lack `unserved_rows`: it serves batches)
+        if store is self.activations_store and hasattr(store, "unserved_rows"):
+            unserved = store.unserved_rows(n_batches * batch_size)[:, 0]
+            if unserved.shape[0] >= batch_size:
+                yield from unserved.split(batch_size)
+                return
+        for _ in range(n_batches):
+            yield store.next_batch()[:, 0, :]
 
     @torch.no_grad()
     def _eval_metrics(self) -> dict[str, Any]:

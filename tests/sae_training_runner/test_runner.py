@@ -293,6 +293,39 @@ def test_the_final_sparsity_file_describes_the_final_sae(tmp_path: Path) -> None
     assert saved_l0 == pytest.approx(final_l0, rel=0.2)
 
 
+def test_without_an_evaluation_stream_the_final_sparsity_reads_the_unserved_buffer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # too short to evaluate: the activations left in the shuffle buffer (never trained on)
+    # give the final firing frequencies, and no model forward runs for them
+    from sae_lens.training.sae_trainer import SAETrainer
+
+    cfg = tiny_cfg(tmp_path, n_eval_batches=3)
+    runner = tiny_runner(cfg)
+    assert runner.eval_activations_store is None
+    seen: dict[str, Any] = {}
+    finish = SAETrainer.finish_training
+
+    def finish_and_watch(trainer: SAETrainer) -> TrainingSAE:
+        store = trainer.activations_store
+        seen["rows"] = store.unserved_rows(3 * cfg.train_batch_size_tokens)[:, 0].clone()
+        forwards = []
+        monkeypatch.setattr(store, "_next_activation_batch", lambda *a: forwards.append(a))
+        result = finish(trainer)
+        seen["forwards"] = len(forwards)
+        return result
+
+    monkeypatch.setattr(SAETrainer, "finish_training", finish_and_watch)
+    sae = runner.run()
+    assert seen["forwards"] == 0
+    assert seen["rows"].shape[0] == 3 * cfg.train_batch_size_tokens  # the buffer had enough
+    with torch.no_grad():
+        expected = (sae.eval().encode(seen["rows"]) > 0).float().mean(0)
+    folder = checkpoints.final_sae_folder(cfg.checkpoint_path)
+    saved = load_file(str(folder / "sparsity.safetensors"))["sparsity"]
+    torch.testing.assert_close(saved, torch.log10(expected + 1e-10))
+
+
 def test_a_signal_during_an_evaluation_stops_the_run_without_finishing_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
