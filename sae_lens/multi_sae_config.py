@@ -9,7 +9,9 @@ are shared: an SAE may not set them (`SHARED_FIELDS`).
 A `hook_name` holding `*` is a pattern: each `*` matches one dot-free part of a hook name,
 and the SAE becomes one SAE per matching hook point of the model, named
 `<name>_<matched part>` (`blocks.*.hook_resid_post` -> `resid_0`, `resid_1`...). An SAE
-without `hook_layer` gets its hook's layer.
+without `hook_layer` gets its hook's layer. A transcoder's `hook_name_out` may be a pattern
+too: its `*`s take the parts `hook_name`'s matched (`blocks.*.ln2.hook_normalized` with
+`blocks.*.hook_mlp_out`: one transcoder per layer's MLP).
 
 `resolve(hook_names)` turns the config into one complete `LanguageModelSAERunnerConfig` per
 SAE, its `checkpoint_path` `<run folder>/<name>`.
@@ -107,7 +109,8 @@ class MultiSAETrainingRunnerConfig:
         # Every value is checked now, before any model is loaded (a pattern is kept as the
         # hook_name here: only a model can expand it).
         self._templates = {
-            name: self._run_config(name, fields) for name, fields in self.saes.items()
+            name: self._run_config(name, fields, **self._pattern_placeholders(name, fields))
+            for name, fields in self.saes.items()
         }
         _check_shared_values(self._templates)
 
@@ -142,6 +145,16 @@ class MultiSAETrainingRunnerConfig:
         are every SAE's."""
         return next(iter(self._templates.values()))
 
+    def _pattern_placeholders(self, name: str, per_sae: Mapping[str, Any]) -> dict[str, Any]:
+        """What a template needs in place of what a pattern leaves open: the output layer
+        of a `hook_name_out` pattern (each expanded SAE takes it from its output hook)."""
+        hook_name = str(per_sae.get("hook_name", self.shared.get("hook_name", "")))
+        hook_name_out = per_sae.get("hook_name_out", self.shared.get("hook_name_out"))
+        _check_output_pattern(name, hook_name, hook_name_out, per_sae)
+        if isinstance(hook_name_out, str) and "*" in hook_name_out:
+            return {"hook_layer_out": 0}
+        return {}
+
     def _run_config(
         self, name: str, per_sae: Mapping[str, Any], **extra: Any
     ) -> LanguageModelSAERunnerConfig:
@@ -169,13 +182,16 @@ class MultiSAETrainingRunnerConfig:
                     f"SAE {name!r} sets hook_layer with the hook_name pattern {hook_name!r}: "
                     "each hook the pattern matches gets its own layer; remove hook_layer"
                 )
-            for sae_name, hook in expanded:
+            hook_name_out = per_sae.get("hook_name_out", self.shared.get("hook_name_out"))
+            for sae_name, hook, parts in expanded:
                 if sae_name in resolved:
                     raise ValueError(
                         f"two SAEs are named {sae_name!r} (after expanding hook_name patterns): "
                         "rename one"
                     )
                 extra: dict[str, Any] = {"hook_name": hook}
+                if hook_name_out is not None and "*" in hook_name_out:
+                    extra["hook_name_out"] = _fill_pattern(hook_name_out, parts)
                 given = "hook_layer" in per_sae or "hook_layer" in self.shared
                 if "*" in hook_name or not given:
                     layer = hook_layer_of(hook) if hook_layer_of else None
@@ -236,10 +252,39 @@ def _check_shared_values(cfgs: Mapping[str, LanguageModelSAERunnerConfig]) -> No
                 )
 
 
-def _expand(name: str, hook_name: str, hook_names: list[str]) -> list[tuple[str, str]]:
-    """(SAE name, hook) for `hook_name`, or for each hook matching it if it is a pattern."""
+def _check_output_pattern(
+    name: str, hook_name: str, hook_name_out: Any, per_sae: Mapping[str, Any]
+) -> None:
+    """A transcoder's `hook_name_out` pattern takes the parts `hook_name`'s pattern matched:
+    it must hold as many `*` (and leave the output layer to the name)."""
+    if not isinstance(hook_name_out, str) or "*" not in hook_name_out:
+        return
+    if hook_name_out.count("*") != hook_name.count("*"):
+        raise ValueError(
+            f"SAE {name!r}: hook_name_out {hook_name_out!r} must hold as many '*' as "
+            f"hook_name {hook_name!r}: each '*' takes the part the same '*' of hook_name matched"
+        )
+    if "hook_layer_out" in per_sae:
+        raise ValueError(
+            f"SAE {name!r} sets hook_layer_out with the hook_name_out pattern "
+            f"{hook_name_out!r}: each output hook gets its layer from its name; remove "
+            "hook_layer_out"
+        )
+
+
+def _fill_pattern(pattern: str, parts: tuple[str, ...]) -> str:
+    """`pattern` with its `*`s replaced by `parts`, in order."""
+    pieces = pattern.split("*")
+    return "".join(p + part for p, part in zip(pieces, parts, strict=False)) + pieces[-1]
+
+
+def _expand(
+    name: str, hook_name: str, hook_names: list[str]
+) -> list[tuple[str, str, tuple[str, ...]]]:
+    """(SAE name, hook, the parts the `*`s matched) for `hook_name`, or for each hook
+    matching it if it is a pattern."""
     if "*" not in hook_name:
-        return [(name, hook_name)]
+        return [(name, hook_name, ())]
     pattern = re.compile(re.escape(hook_name).replace(r"\*", r"([^.]+)"))
     found = [(m.groups(), hook) for hook in hook_names if (m := pattern.fullmatch(hook))]
     if not found:
@@ -248,7 +293,7 @@ def _expand(name: str, hook_name: str, hook_names: list[str]) -> list[tuple[str,
             f"('*' matches one dot-free part, e.g. blocks.*.hook_resid_post); "
             f"hooks look like {hook_names[-1]!r}"
         )
-    return [(f"{name}_{'_'.join(parts)}", hook) for parts, hook in found]
+    return [(f"{name}_{'_'.join(parts)}", hook, parts) for parts, hook in found]
 
 
 def _first_number(hook_name: str) -> int:

@@ -13,8 +13,10 @@ HOOKS = [
     "hook_embed",
     "blocks.0.hook_resid_pre",
     "blocks.0.attn.hook_z",
+    "blocks.0.ln2.hook_normalized",
     "blocks.0.hook_mlp_out",
     "blocks.0.hook_resid_post",
+    "blocks.1.ln2.hook_normalized",
     "blocks.1.hook_mlp_out",
     "blocks.1.hook_resid_post",
 ]
@@ -171,3 +173,27 @@ def test_the_runner_and_its_config_are_exported_from_the_package() -> None:
     assert sae_lens.MultiSAETrainingRunner is MultiSAETrainingRunner
     assert sae_lens.MultiSAETrainingRunnerConfig is MultiSAETrainingRunnerConfig
     assert {"MultiSAETrainingRunner", "MultiSAETrainingRunnerConfig"} <= set(dir(sae_lens))
+
+
+def test_a_transcoder_output_pattern_takes_the_parts_its_input_pattern_matched(
+    tmp_path: Path,
+) -> None:
+    saes = {
+        "mlp": {
+            "hook_name": "blocks.*.ln2.hook_normalized",
+            "hook_name_out": "blocks.*.hook_mlp_out",
+            "skip_connection": True,
+        }
+    }
+    resolved = make(saes, tmp_path).resolve(HOOKS)
+    found = {n: (c.hook_name, c.hook_layer, c.hook_name_out) for n, c in resolved.items()}
+    assert found == {
+        "mlp_0": ("blocks.0.ln2.hook_normalized", 0, "blocks.0.hook_mlp_out"),
+        "mlp_1": ("blocks.1.ln2.hook_normalized", 1, "blocks.1.hook_mlp_out"),
+    }
+    assert [c.hook_layer_out for c in resolved.values()] == [0, 1]
+    one_star = {"mlp": {**saes["mlp"], "hook_name": "blocks.0.ln2.hook_normalized"}}
+    with pytest.raises(ValueError, match="as many '\\*' as hook_name"):
+        make(one_star, tmp_path).resolve(HOOKS)
+    with pytest.raises(ValueError, match="remove hook_layer_out"):
+        make({"mlp": {**saes["mlp"], "hook_layer_out": 1}}, tmp_path).resolve(HOOKS)
