@@ -126,7 +126,7 @@ def run_our_job(job: dict[str, Any]) -> None:
     from sae_lens.training import sae_trainer
 
     steps, batch = job["snapshot_steps"], wl.BATCH_TOKENS
-    sae_trainer._checkpoint_thresholds = lambda cfg: [(s - 1) * batch for s in steps]
+    sae_trainer.checkpoint_thresholds = lambda cfg: [(s - 1) * batch for s in steps]
     model = wl.load_hooked_transformer(job["model_dir"])
     dataset = wl.load_tokens(job["tokens"])
     cfg = bench.ours_runner_config(job)

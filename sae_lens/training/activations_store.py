@@ -55,6 +55,7 @@ from sae_lens.training.model_forward import fused_reader_for, model_device, run_
 from sae_lens.training.store_arguments import cache_store_arguments, hook_settings
 from sae_lens.training.store_checkpoint import (
     CHECKPOINT_STATE_VERSION,
+    compat_signature,
     pack_checkpoint,
     unpack_checkpoint,
 )
@@ -665,12 +666,12 @@ class ActivationsStore:
             "buffer_stored": mixer.stored_rows().cpu() if mixer else empty,  # [n, d_in]
             "buffer_queued": mixer.queued_rows().cpu() if mixer else empty,  # [n, d_in]
         }
-        return pack_checkpoint(self._compat_signature(), parts, self._sequences.state_dict())
+        return pack_checkpoint(compat_signature(self), parts, self._sequences.state_dict())
 
     def load_checkpoint_state(self, state: dict[str, Any]) -> None:
         """Restore `checkpoint_state()` output onto a freshly built store with the same
         configuration; afterwards it serves exactly the batches the saved one would have."""
-        sequences = unpack_checkpoint(state, self._compat_signature())
+        sequences = unpack_checkpoint(state, compat_signature(self))
         self.dataset = self._base_dataset
         self._input_shuffles = []
         for seed, buffer_size in state["input_shuffles"]:
@@ -686,21 +687,3 @@ class ActivationsStore:
         mixer = self._get_mixer()
         mixer.load(state["buffer_stored"].to(self.device), state["buffer_queued"].to(self.device))
         self._dataloader = self._served_batches() if state["dataloader_active"] else None
-
-    def _compat_signature(self) -> dict[str, Any]:
-        signature = {
-            "hook_name": self.hook_name,
-            "hook_head_index": self.hook_head_index,
-            "context_size": self.context_size,
-            "d_in": self.d_in,
-            "seqpos_slice": list(self.seqpos_slice),
-            "store_batch_size_prompts": self.store_batch_size_prompts,
-            "n_batches_in_buffer": self.n_batches_in_buffer,
-            "train_batch_size_tokens": self.train_batch_size_tokens,
-            "tokens_column": self.tokens_column,
-            "dtype": str(self.dtype),
-            "cached": self.cached_activations_path is not None,
-        }
-        if self.output_hook is not None:  # a plain store's signature is as before
-            signature.update(hook_name_out=self.output_hook.name, d_out=self.output_hook.width)
-        return signature

@@ -31,7 +31,7 @@ from sae_lens.training.optimizers import (
     run_lr,
     use_averaged_weights,
 )
-from sae_lens.training.training_options import initial_k_of, k_at_step, log_checkpoint_steps
+from sae_lens.training.training_options import checkpoint_thresholds, initial_k_of, k_at_step
 from sae_lens.training.training_sae import TrainingSAE, TrainStepOutput
 from sae_lens.training.transcoder_rows import split_input_target
 
@@ -99,20 +99,6 @@ def _update_sae_lens_training_version(sae: TrainingSAE) -> None:
     sae.cfg.sae_lens_training_version = str(__version__)
 
 
-def _checkpoint_thresholds(cfg: LanguageModelSAERunnerConfig) -> list[int]:
-    """Token counts after which a checkpoint is written (once the count exceeds one):
-    every `total / n_checkpoints` tokens strictly inside the run, so `n_checkpoints - 1`
-    of them (5.6.0's spacing); with `checkpoint_spacing="log"`, after the steps of
-    `log_checkpoint_steps`."""
-    if cfg.n_checkpoints == 0:
-        return []
-    if cfg.checkpoint_spacing == "log":
-        steps = log_checkpoint_steps(cfg.total_training_steps, cfg.n_checkpoints)
-        return [(step - 1) * cfg.train_batch_size_tokens for step in steps]
-    spacing = max(cfg.total_training_tokens // cfg.n_checkpoints, 1)
-    return list(range(0, cfg.total_training_tokens, spacing))[1:]
-
-
 def _split_batch(batch: torch.Tensor, sae: TrainingSAE) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(inputs [batch, d_in], a transcoder's targets [batch, d_out] or None)."""
     return split_input_target(batch, sae.cfg.d_in, sae.cfg.hook_name_out is not None)
@@ -166,7 +152,7 @@ class SAETrainer:
         self.wandb_key_prefix = ""  # put before every wandb key (a multi-SAE run: "<name>/")
 
         _update_sae_lens_training_version(self.sae)
-        self.checkpoint_thresholds = _checkpoint_thresholds(cfg)
+        self.checkpoint_thresholds = checkpoint_thresholds(cfg)
 
         d_sae = sae.cfg.d_sae
         self.act_freq_scores = torch.zeros(d_sae, device=sae.device)  # [d_sae]
@@ -238,7 +224,7 @@ class SAETrainer:
                 self.lr_scheduler.step()
                 self.l1_scheduler.step()
         self.checkpoint_thresholds = [
-            t for t in _checkpoint_thresholds(self.cfg) if t > self.n_training_tokens
+            t for t in checkpoint_thresholds(self.cfg) if t > self.n_training_tokens
         ]
 
     # --- public state ------------------------------------------------------------------

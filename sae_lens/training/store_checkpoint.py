@@ -44,3 +44,24 @@ def unpack_checkpoint(state: dict[str, Any], compat: dict[str, Any]) -> dict[str
         for key, value in state.items()
         if key.startswith(_SEQUENCES_PREFIX)
     }
+
+
+def compat_signature(store: Any) -> dict[str, Any]:
+    """The settings of an `ActivationsStore` that a store resuming from its checkpoint must
+    share with it."""
+    signature = {
+        "hook_name": store.hook_name,
+        "hook_head_index": store.hook_head_index,
+        "context_size": store.context_size,
+        "d_in": store.d_in,
+        "seqpos_slice": list(store.seqpos_slice),
+        "store_batch_size_prompts": store.store_batch_size_prompts,
+        "n_batches_in_buffer": store.n_batches_in_buffer,
+        "train_batch_size_tokens": store.train_batch_size_tokens,
+        "tokens_column": store.tokens_column,
+        "dtype": str(store.dtype),
+        "cached": store.cached_activations_path is not None,
+    }
+    if store.output_hook is not None:  # a plain store's signature is as before
+        signature.update(hook_name_out=store.output_hook.name, d_out=store.output_hook.width)
+    return signature

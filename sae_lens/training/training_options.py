@@ -91,3 +91,17 @@ def log_checkpoint_steps(total_steps: int, n_checkpoints: int) -> list[int]:
     ceil(total_steps ** (i / n_checkpoints)) for i = 1..n - 1, distinct, below total_steps."""
     steps = {math.ceil(total_steps ** (i / n_checkpoints) - 1e-9) for i in range(1, n_checkpoints)}
     return sorted(s for s in steps if 1 <= s < total_steps)
+
+
+def checkpoint_thresholds(cfg: Any) -> list[int]:
+    """Token counts after which a run of `cfg` (a `LanguageModelSAERunnerConfig`) writes a
+    checkpoint (once the count exceeds one): every `total / n_checkpoints` tokens strictly
+    inside the run, so `n_checkpoints - 1` of them (5.6.0's spacing); with
+    `checkpoint_spacing="log"`, after the steps of `log_checkpoint_steps`."""
+    if cfg.n_checkpoints == 0:
+        return []
+    if cfg.checkpoint_spacing == "log":
+        steps = log_checkpoint_steps(cfg.total_training_steps, cfg.n_checkpoints)
+        return [(step - 1) * cfg.train_batch_size_tokens for step in steps]
+    spacing = max(cfg.total_training_tokens // cfg.n_checkpoints, 1)
+    return list(range(0, cfg.total_training_tokens, spacing))[1:]
