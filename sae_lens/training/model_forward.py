@@ -56,15 +56,18 @@ def run_model_to_hook(
 ) -> torch.Tensor:
     """The activation at `hook_name` for `tokens` [batch, context]: [batch, context, ...]
     in the model's dtype and on its device, an inference-mode tensor."""
-    autocast = (
-        torch.autocast(device_type=tokens.device.type, dtype=torch.bfloat16)
-        if autocast_lm
-        else contextlib.nullcontext()
-    )
-    with torch.inference_mode(), autocast:
+    with torch.inference_mode(), _lm_autocast(tokens, autocast_lm):
         if fused_reader is not None and fused_reader.can_run():
             return fused_reader(tokens)
         return _run_hooked_forward(model, tokens, hook_name, hook_layer, model_kwargs)
+
+
+def _lm_autocast(tokens: torch.Tensor, enabled: bool) -> contextlib.AbstractContextManager[Any]:
+    """bfloat16 autocast on `tokens`' device for the model's forward (`autocast_lm`), or
+    nothing."""
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=tokens.device.type, dtype=torch.bfloat16)
 
 
 def _run_hooked_forward(
@@ -113,12 +116,7 @@ def run_model_to_hooks(
     """{hook name: activation [batch, context, ...]} for every hook of `layers` (hook name ->
     its layer) from one forward of `tokens` [batch, context] that stops after the deepest
     layer: inference-mode tensors in the model's dtype and on its device."""
-    autocast = (
-        torch.autocast(device_type=tokens.device.type, dtype=torch.bfloat16)
-        if autocast_lm
-        else contextlib.nullcontext()
-    )
-    with torch.inference_mode(), autocast:
+    with torch.inference_mode(), _lm_autocast(tokens, autocast_lm):
         if multi_reader is not None and multi_reader.can_run():
             return multi_reader(tokens)
         return _run_hooked_forward_to_hooks(model, tokens, layers, model_kwargs)

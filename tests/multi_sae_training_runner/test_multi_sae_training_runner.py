@@ -53,6 +53,19 @@ TWO_HOOKS = {
 }
 
 
+def topk_sweep(ks: tuple[int, ...], d_sae: int) -> dict[str, dict[str, Any]]:
+    """A k sweep on one hook: TopK SAEs named `k<k>` on blocks.0.hook_resid_post."""
+    return {
+        f"k{k}": {
+            "hook_name": "blocks.0.hook_resid_post",
+            "architecture": "topk",
+            "activation_fn_kwargs": {"k": k},
+            "d_sae": d_sae,
+        }
+        for k in ks
+    }
+
+
 def multi_cfg(tmp_path: Path, saes: dict, **shared: Any) -> MultiSAETrainingRunnerConfig:
     values = {**SHARED, "checkpoint_path": str(tmp_path / "multi"), **shared}
     return MultiSAETrainingRunnerConfig(saes, **values)
@@ -111,15 +124,7 @@ def test_each_sae_of_a_multi_run_equals_the_sae_trained_alone(tmp_path: Path) ->
 
 
 def test_a_sweep_on_one_hook_equals_single_runs_with_the_fused_forward(tmp_path: Path) -> None:
-    sweep = {
-        f"k{k}": {
-            "hook_name": "blocks.0.hook_resid_post",
-            "architecture": "topk",
-            "activation_fn_kwargs": {"k": k},
-            "d_sae": 64,
-        }
-        for k in (4, 16)
-    }
+    sweep = topk_sweep((4, 16), d_sae=64)
     runner = MultiSAETrainingRunner(multi_cfg(tmp_path, sweep, b_dec_init_method="mean"))
     saes = runner.run()
     # every model batch computed was taken by both stores and released

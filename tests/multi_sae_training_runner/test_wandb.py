@@ -9,7 +9,10 @@ import pytest
 
 from sae_lens.multi_sae_training_runner import MultiSAETrainingRunner
 from sae_lens.training.metrics_log import read_metrics
-from tests.multi_sae_training_runner.test_multi_sae_training_runner import multi_cfg
+from tests.multi_sae_training_runner.test_multi_sae_training_runner import (
+    multi_cfg,
+    topk_sweep,
+)
 from tests.sae_training_runner.wandb_history import offline_history
 
 
@@ -61,15 +64,7 @@ def test_each_sae_logs_its_own_artifacts_even_in_a_sweep_on_one_hook(
         "log_sae_artifacts",
         lambda name, folder, metadata, aliases: logged.append((name, Path(folder))),
     )
-    sweep = {
-        f"k{k}": {
-            "hook_name": "blocks.0.hook_resid_post",
-            "architecture": "topk",
-            "activation_fn_kwargs": {"k": k},
-            "d_sae": 32,
-        }
-        for k in (4, 8)
-    }
+    sweep = topk_sweep((4, 8), d_sae=32)
     cfg = multi_cfg(tmp_path, sweep, log_to_wandb=True, n_checkpoints=3)
     MultiSAETrainingRunner(cfg).run()
     # the checkpoints and the final SAE of each, under an artifact of its own
