@@ -55,6 +55,13 @@ from sae_lens.sae_training_runner import (
     write_run_config,
 )
 from sae_lens.training import checkpoints
+from sae_lens.training.data_parallel import (
+    agree_on_scaling_factor,
+    join_run,
+    place_on_rank,
+    shard_stores,
+)
+from sae_lens.training.distributed import RankFailedError, launched_rank, leave_run
 from sae_lens.training.sae_trainer import InterruptedException, SAETrainer, TrainingDivergedError
 from sae_lens.training.shared_forward import SharedForwardStore
 from sae_lens.training.training_sae import TrainingSAE
@@ -76,6 +83,9 @@ class MultiSAETrainingRunner:
         self.cfg = cfg
         template = cfg.template
         _check_run_length(template)
+        # torchrun: this process's rank; every rank writes to rank 0's run folder
+        self.distributed = join_run(template)
+        cfg.run_dir = self.distributed.broadcast(cfg.run_dir)
         if not cfg.resume:
             _seed_everything(template.seed)
         self.model = override_model or load_model(
@@ -88,6 +98,7 @@ class MultiSAETrainingRunner:
         self.sae_cfgs = cfg.resolve(list(model.hook_dict), lambda h: hook_layer_of(model, h))
         for sae_cfg in self.sae_cfgs.values():
             _check_schedules(sae_cfg)
+            place_on_rank(sae_cfg, self.distributed)
         _warn_if_dead_latents_cannot_show(template)
         self._finished: dict[str, Path] | None = None
         self._resume_states: dict[str, dict[str, Any]] | None = None
@@ -97,6 +108,7 @@ class MultiSAETrainingRunner:
                 return
         stores = SharedForwardStore.group(model, list(self.sae_cfgs.values()))
         self.stores = dict(zip(self.sae_cfgs, stores, strict=True))
+        shard_stores(self.distributed, template, *stores)
         if template.compile_llm:
             self._compile_model_forward()
         self.eval_stores = self._evaluation_stores()
@@ -110,6 +122,8 @@ class MultiSAETrainingRunner:
         for name, sae_cfg in self.sae_cfgs.items():
             checkpoints.restore_rng_state(start_rng)
             self.saes[name] = build_sae(sae_cfg, self.stores[name], set_b_dec=fresh)
+            if fresh:  # every rank starts from rank 0's SAE (b_dec came from its own data)
+                self.distributed.broadcast_module(self.saes[name])
             self._rng[name] = _torch_rng()
 
     # --- setup -----------------------------------------------------------------------------
@@ -133,6 +147,7 @@ class MultiSAETrainingRunner:
             return dict.fromkeys(self.sae_cfgs)
         dataset = evaluation_dataset(template, None)
         stores = SharedForwardStore.group(self.model, list(self.sae_cfgs.values()), dataset)
+        shard_stores(self.distributed, template, *stores)
         return dict(zip(self.sae_cfgs, stores, strict=True))
 
     def _estimate_norm_scaling_factors(self) -> None:
@@ -149,6 +164,7 @@ class MultiSAETrainingRunner:
                 totals[i] += store._next_unscaled_batch().norm(dim=-1).mean().item()
         for store, total in zip(stores, totals, strict=True):
             store.estimated_norm_scaling_factor = store.d_in**0.5 / (total / n_batches)
+            agree_on_scaling_factor(self.distributed, store)
 
     def _prepare_resume(self) -> None:
         """Find the newest step at which every SAE has a complete checkpoint (a kill while
@@ -184,6 +200,7 @@ class MultiSAETrainingRunner:
         self._resume_states = {}
         for name, sae_cfg in self.sae_cfgs.items():
             state = checkpoints.load_training_state(by_step[name][step])
+            checkpoints.check_world_size(state, self.distributed.world_size)
             tokens = state["trainer"]["n_training_tokens"]
             try:
                 checkpoints.check_resume_config(state["run_config"], sae_cfg, tokens)
@@ -204,9 +221,11 @@ class MultiSAETrainingRunner:
         template = self.cfg.template
         trainers = {name: self._trainer(name) for name in self.sae_cfgs}
         wandb_run_id = self._restore(trainers)
-        write_run_config(self.cfg.to_dict(), self.cfg.run_dir)
-        self._announce(trainers)
-        if template.log_to_wandb:
+        main = self.distributed.is_main  # only rank 0 writes and logs
+        if main:
+            write_run_config(self.cfg.to_dict(), self.cfg.run_dir)
+            self._announce(trainers)
+        if template.log_to_wandb and main:
             name = self.cfg.shared.get("run_name") or self.cfg.run_dir.name
             config = self.cfg.to_dict()
             start_wandb_run(template, wandb_run_id, not self._fresh, config=config, name=name)
@@ -216,9 +235,9 @@ class MultiSAETrainingRunner:
                 saes = self._train(trainers)
             succeeded = True
         finally:
-            if template.log_to_wandb:
+            if template.log_to_wandb and main:
                 finish_wandb_run(succeeded)
-            for name in trainers:
+            for name in trainers if main else ():
                 plot_curves(self.cfg.run_dir / name)
         logger.info(f"training finished: run folder {self.cfg.run_dir}")
         return saes
@@ -232,6 +251,7 @@ class MultiSAETrainingRunner:
             save_checkpoint_fn=SAETrainingRunner.save_checkpoint,
             cfg=sae_cfg,
             eval_activation_store=self.eval_stores[name],
+            distributed=self.distributed,
         )
         if sae_cfg.log_to_wandb:
             trainer.wandb_key_prefix = f"{name}/"
@@ -292,7 +312,7 @@ class MultiSAETrainingRunner:
             desc=f"Training {len(trainers)} SAEs",
             unit="tok",
             unit_scale=True,
-            disable=not template.verbose,
+            disable=not (template.verbose and self.distributed.is_main),
         )
         with _stop_on_signals(group), progress:  # type: ignore[arg-type]
             while not first.reached_end:
@@ -306,6 +326,7 @@ class MultiSAETrainingRunner:
                         except TrainingDivergedError as error:
                             raise TrainingDivergedError(f"SAE {name!r}: {error}") from None
                 progress.update(template.train_batch_size_tokens)
+                self._agree_on_stop(group)
                 if group.stop_requested is not None and not first.reached_end:
                     self._stop(trainers, group.stop_requested)
         saes = {}
@@ -313,6 +334,12 @@ class MultiSAETrainingRunner:
             with self._own_rng(name):
                 saes[name] = trainer.finish_training()
         return saes
+
+    def _agree_on_stop(self, group: _TrainerGroup) -> None:
+        """In a data-parallel run every rank stops at the step where any was asked to."""
+        asked = group.stop_requested is not None
+        if self.distributed.any(asked) and not asked:
+            group.request_stop("another process of the run was asked to stop")
 
     def _stop(self, trainers: dict[str, SAETrainer], reason: str) -> None:
         """Save every SAE's checkpoint at this step and raise `InterruptedException`."""
@@ -434,18 +461,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _train_from_command_line(args: list[str]) -> int:
     cfg = parse_cli_config(list(args) or ["--help"])
     check_cli_config(cfg)
+    main_process = launched_rank() == 0  # (under torchrun only rank 0 reports)
     try:
         saes = MultiSAETrainingRunner(cfg).run()
-    except TrainingDivergedError as error:
+    except (TrainingDivergedError, RankFailedError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except InterruptedException as error:
-        print(
-            f"{error}\nresume with: {PROG} --config "
-            f"{cfg.run_dir.resolve() / RUN_CONFIG_FILENAME} --resume true",
-            file=sys.stderr,
-        )
+        if main_process:
+            print(
+                f"{error}\nresume with: {PROG} --config "
+                f"{cfg.run_dir.resolve() / RUN_CONFIG_FILENAME} --resume true",
+                file=sys.stderr,
+            )
         return 130
+    finally:
+        leave_run()
+    if not main_process:
+        return 0
     for name, sae in saes.items():
         final = checkpoints.final_sae_folder(cfg.run_dir / name)
         print(f"{name}: {sae.cfg.architecture} SAE (d_sae={sae.cfg.d_sae}) at {final}")

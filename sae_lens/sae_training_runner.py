@@ -46,6 +46,8 @@ from sae_lens.load_model import load_model
 from sae_lens.toolkit.pretrained_sae_loaders import read_local_sae_folder
 from sae_lens.training import checkpoints
 from sae_lens.training.activations_store import ActivationsStore
+from sae_lens.training.data_parallel import agree_on_start, join_run, shard_stores
+from sae_lens.training.distributed import RankFailedError, launched_rank, leave_run
 from sae_lens.training.geometric_median import compute_geometric_median
 from sae_lens.training.metrics_log import (
     CURVES_FILENAME,
@@ -104,6 +106,8 @@ class SAETrainingRunner:
         _check_schedules(cfg)
         _warn_if_dead_latents_cannot_show(cfg)
         self.cfg = cfg
+        # torchrun: this process's rank (its device, the shared run folder); else one process
+        self.distributed = join_run(cfg)
         self._resume_state: dict[str, Any] | None = None
         self._finished_sae_folder: Path | None = None
         if cfg.resume:
@@ -131,6 +135,7 @@ class SAETrainingRunner:
         if cfg.compile_llm:
             self.activations_store.compile_model_forward(cfg.llm_compilation_mode)
         self.eval_activations_store = self._evaluation_store(override_dataset)
+        shard_stores(self.distributed, cfg, self.activations_store, self.eval_activations_store)
         self.sae = override_sae if override_sae is not None else self._build_sae()
 
     # --- setup -----------------------------------------------------------------------------
@@ -152,6 +157,7 @@ class SAETrainingRunner:
             latest = self._end_state_to_extend(run_dir, final, resumable)
         assert latest is not None  # find_run_to_resume found a checkpoint of some kind
         state = checkpoints.load_training_state(latest.path)
+        checkpoints.check_world_size(state, self.distributed.world_size)
         tokens_trained = state["trainer"]["n_training_tokens"]
         _adopt_d_out(self.cfg, state["run_config"])
         checkpoints.check_resume_config(state["run_config"], self.cfg, tokens_trained)
@@ -225,11 +231,16 @@ class SAETrainingRunner:
             save_checkpoint_fn=self.save_checkpoint,
             cfg=self.cfg,
             eval_activation_store=self.eval_activations_store,
+            distributed=self.distributed,
         )
         resuming = self._resume_state is not None
         wandb_run_id = self._restore(trainer)
-        self._write_run_config()
-        if self.cfg.log_to_wandb:
+        if not resuming:
+            agree_on_start(self.distributed, self.sae, self.activations_store)
+        main = self.distributed.is_main  # only rank 0 writes and logs
+        if main:
+            self._write_run_config()
+        if self.cfg.log_to_wandb and main:
             start_wandb_run(self.cfg, wandb_run_id, resume=resuming)
         succeeded = False
         try:
@@ -237,16 +248,17 @@ class SAETrainingRunner:
                 sae = self.run_trainer_with_interruption_handling(trainer)
             succeeded = True
         finally:
-            if self.cfg.log_to_wandb:
+            if self.cfg.log_to_wandb and main:
                 finish_wandb_run(succeeded)
-            self._plot_curves()
+            if main:
+                self._plot_curves()
         logger.info(f"training finished: run folder {self.cfg.checkpoint_path}")
         return sae
 
     def _announce(self, message: str) -> None:
         """Tell the user (on stderr, beside the progress bar) what the run does, when
-        `cfg.verbose`."""
-        if self.cfg.verbose:
+        `cfg.verbose` (in a data-parallel run: rank 0)."""
+        if self.cfg.verbose and self.distributed.is_main:
             print(message, file=sys.stderr, flush=True)
 
     def _announce_start(self) -> None:
@@ -316,6 +328,8 @@ class SAETrainingRunner:
         folder = Path(trainer.cfg.checkpoint_path) / checkpoint_name
         extra = {"wandb_run_id": current_wandb_run_id() if trainer.cfg.log_to_wandb else None}
         checkpoints.save_training_checkpoint(trainer, folder, extra_state=extra)
+        if not trainer.distributed.is_main:
+            return  # rank 0 wrote the checkpoint and logs it
         logger.info(f"saved checkpoint {folder}")
         # the end-of-run training state stays local (for extending the run): the final SAE
         # folder is the artifact of that step
@@ -597,23 +611,29 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _train_from_command_line(args: list[str]) -> int:
     cfg = parse_cli_config(args)
     check_cli_config(cfg)
+    main_process = launched_rank() == 0  # (under torchrun only rank 0 writes and reports)
     run_dir = Path(cfg.checkpoint_path)
-    new_folders = [p for p in (run_dir, *run_dir.parents) if not p.exists()]
+    new_folders = [p for p in (run_dir, *run_dir.parents) if not p.exists() and main_process]
     try:
         sae = SAETrainingRunner(cfg).run()
-    except TrainingDivergedError as error:  # a ValueError, but not the user's mistake
+    except (TrainingDivergedError, RankFailedError) as error:  # not the user's mistake
         print(f"error: {error}", file=sys.stderr)
         return 1
     except USER_ERRORS:
         _remove_unstarted_run(new_folders)
         raise
     except InterruptedException as error:
-        print(
-            f"{error}\nresume with: {PROG} --config "
-            f"{Path(cfg.checkpoint_path).resolve() / RUN_CONFIG_FILENAME} --resume true",
-            file=sys.stderr,
-        )
+        if main_process:
+            print(
+                f"{error}\nresume with: {PROG} --config "
+                f"{Path(cfg.checkpoint_path).resolve() / RUN_CONFIG_FILENAME} --resume true",
+                file=sys.stderr,
+            )
         return 130
+    finally:
+        leave_run()
+    if not main_process:
+        return 0
     run_dir = Path(cfg.checkpoint_path)
     final = checkpoints.final_sae_folder(run_dir)
     print(f"trained SAE ({sae.cfg.architecture}, d_sae={sae.cfg.d_sae}): {final}")

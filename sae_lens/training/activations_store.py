@@ -77,6 +77,7 @@ from sae_lens.training.store_inputs import (
 from sae_lens.training.token_stream import (
     EndOfEpoch,
     TokenSequences,
+    dataset_shard,
     iter_row_tokens,
     shuffled,
     single_split,
@@ -400,6 +401,12 @@ class ActivationsStore:
         datasets only) and read it from the start."""
         self._input_shuffles.append((seed, buffer_size))
         self.dataset = shuffled(self.dataset, seed, buffer_size)
+        self.reset_input_dataset()
+
+    def take_shard(self, index: int, n_shards: int) -> None:
+        """Read only part `index` of `n_shards` of the input dataset, from its start (a
+        data-parallel rank's part; before any shuffle or batch)."""
+        self._base_dataset = self.dataset = dataset_shard(self._base_dataset, index, n_shards)
         self.reset_input_dataset()
 
     def reset_input_dataset(self) -> None:

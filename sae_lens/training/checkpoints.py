@@ -214,9 +214,14 @@ def save_training_checkpoint(
     Once `trainer.training_complete` is set, only the final SAE folder is written.
     """
     folder = Path(folder)
+    distributed = trainer.distributed
+    # every rank's data position and random state (a collective: all ranks call this)
+    ranks = None if trainer.training_complete else distributed.gather(_rank_state(trainer))
+    if not distributed.is_main:  # only rank 0 writes
+        return folder
     with atomic_folder(folder) as tmp:
         _write_sae_folder(trainer, tmp)
-        if trainer.training_complete:
+        if ranks is None:
             _write_marker(tmp, FINAL_KIND, trainer)
         else:
             state = {
@@ -224,14 +229,23 @@ def save_training_checkpoint(
                 "run_config": _run_config_dict(trainer.cfg),
                 "trainer": trainer.state_dict(),
                 "sae_state_dict": trainer.sae.state_dict(),
-                "activations_store": trainer.activations_store.checkpoint_state(),
-                "eval_activations_store": trainer.eval_activations_store.checkpoint_state(),
-                "rng": capture_rng_state(),
+                **ranks[0],
+                "world_size": len(ranks),
+                "other_ranks": ranks[1:],
                 "extra": extra_state or {},
             }
             torch.save(state, tmp / TRAINING_STATE_FILENAME)
             _write_marker(tmp, TRAINING_KIND, trainer)
     return folder
+
+
+def _rank_state(trainer: SAETrainer) -> dict[str, Any]:
+    """What each rank of a run keeps of its own: its stores' positions and its RNG states."""
+    return {
+        "activations_store": trainer.activations_store.checkpoint_state(),
+        "eval_activations_store": trainer.eval_activations_store.checkpoint_state(),
+        "rng": capture_rng_state(),
+    }
 
 
 # --- finding and reading ------------------------------------------------------------------
@@ -368,12 +382,28 @@ def restore_training_state(trainer: SAETrainer, state: dict[str, Any]) -> dict[s
     run continues to the trainer's length, its schedules those of a run configured with
     that length from the start."""
     check_resume_config(state["run_config"], trainer.cfg, state["trainer"]["n_training_tokens"])
+    distributed = trainer.distributed
+    check_world_size(state, distributed.world_size)
+    own = state if distributed.rank == 0 else state["other_ranks"][distributed.rank - 1]
     trainer.sae.load_state_dict(state["sae_state_dict"])
     trainer.load_state_dict(state["trainer"])
     if state["run_config"]["training_tokens"] != trainer.cfg.training_tokens:
         trainer.adopt_run_length()  # schedules as if configured with the new length
-    trainer.activations_store.load_checkpoint_state(state["activations_store"])
-    if "eval_activations_store" in state:  # checkpoints written before it was saved lack it
-        trainer.eval_activations_store.load_checkpoint_state(state["eval_activations_store"])
-    restore_rng_state(state["rng"])
+    trainer.activations_store.load_checkpoint_state(own["activations_store"])
+    if "eval_activations_store" in own:  # checkpoints written before it was saved lack it
+        trainer.eval_activations_store.load_checkpoint_state(own["eval_activations_store"])
+    restore_rng_state(own["rng"])
     return state["extra"]
+
+
+def check_world_size(state: dict[str, Any], world_size: int) -> None:
+    """Refuse to resume a checkpoint written by a run of another number of processes: each
+    process's data position is part of it, and a run's token order depends on the count."""
+    saved = int(state.get("world_size", 1))
+    if saved != world_size:
+        raise ValueError(
+            f"cannot resume: the checkpoint was written by a run of {saved} process(es) and "
+            f"this run has {world_size}; resume with the same number (torchrun "
+            f"--nproc_per_node {saved}), or start a new run from its weights with "
+            "from_pretrained_path"
+        )

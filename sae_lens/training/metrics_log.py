@@ -33,14 +33,19 @@ class MetricsLog:
     """Appends one JSON object per logged step to a JSON-lines file.
 
     Each line holds `"step"` and the logged metrics; values that are not plain numbers,
-    strings or booleans (e.g. wandb histograms) are left out.
+    strings or booleans (e.g. wandb histograms) are left out. A log that is not `writes`
+    (a data-parallel run's processes other than the first) touches no file.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, writes: bool = True) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.writes = writes
+        if writes:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def log(self, metrics: Mapping[str, Any], step: int) -> None:
+        if not self.writes:
+            return
         record: dict[str, Any] = {"step": step}
         for key, value in metrics.items():
             if isinstance(value, (bool, int, float, str)):
@@ -50,7 +55,7 @@ class MetricsLog:
 
     def truncate_after(self, step: int) -> None:
         """Drop records logged after `step` (used when a run resumes from a checkpoint)."""
-        if not self.path.exists():
+        if not self.writes or not self.path.exists():
             return
         kept = [r for r in read_metrics(self.path) if r["step"] <= step]
         tmp_path = self.path.with_name(self.path.name + ".tmp")

@@ -23,6 +23,7 @@ from sae_lens.config import LanguageModelSAERunnerConfig
 from sae_lens.eval_metrics import EvalConfig, run_evals
 from sae_lens.training.accumulation import merge_micro_batch_outputs
 from sae_lens.training.activations_store import ActivationsStore
+from sae_lens.training.distributed import DistributedContext
 from sae_lens.training.metrics_log import METRICS_FILENAME, MetricsLog
 from sae_lens.training.optim import L1Scheduler, get_lr_scheduler
 from sae_lens.training.optimizers import (
@@ -30,6 +31,12 @@ from sae_lens.training.optimizers import (
     build_optimizer,
     run_lr,
     use_averaged_weights,
+)
+from sae_lens.training.step_metrics import (
+    item,
+    log_feature_sparsity,
+    sparsity_window_metrics,
+    train_step_metrics,
 )
 from sae_lens.training.training_options import checkpoint_thresholds, initial_k_of, k_at_step
 from sae_lens.training.training_sae import TrainingSAE, TrainStepOutput
@@ -86,14 +93,6 @@ class SaveCheckpointFn(Protocol):
     ) -> None: ...
 
 
-def _item(value: float | torch.Tensor) -> float:
-    return value.item() if isinstance(value, torch.Tensor) else float(value)
-
-
-def _log_feature_sparsity(feature_sparsity: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
-    return torch.log10(feature_sparsity + eps).detach().cpu()
-
-
 def _update_sae_lens_training_version(sae: TrainingSAE) -> None:
     """Record in the SAE's config the sae_lens version that trains it."""
     sae.cfg.sae_lens_training_version = str(__version__)
@@ -131,8 +130,11 @@ class SAETrainer:
         save_checkpoint_fn: SaveCheckpointFn,
         cfg: LanguageModelSAERunnerConfig,
         eval_activation_store: ActivationsStore | None = None,
+        distributed: DistributedContext | None = None,
     ) -> None:
         self.model = model
+        # a data-parallel run's processes (`sae_lens.training.distributed`); one by default
+        self.distributed = distributed or DistributedContext()
         self.sae = sae
         self.activations_store = activation_store
         # Periodic evaluation reads its own stream, so how often it runs cannot change the
@@ -184,7 +186,9 @@ class SAETrainer:
             compute_sparsity_metrics=True,
             compute_variance_metrics=True,
         )
-        self.metrics_log = MetricsLog(Path(cfg.checkpoint_path) / METRICS_FILENAME)
+        self.metrics_log = MetricsLog(
+            Path(cfg.checkpoint_path) / METRICS_FILENAME, writes=self.distributed.is_main
+        )
         self._step_metrics: dict[str, Any] = {}  # this step's metrics, one metrics.jsonl row
         self._final_sparsity: torch.Tensor | None = None  # [d_sae], of the final SAE
         self._training_forward_pass = self._maybe_compile(sae.training_forward_pass)
@@ -235,7 +239,7 @@ class SAETrainer:
 
     @property
     def log_feature_sparsity(self) -> torch.Tensor:
-        return _log_feature_sparsity(self.feature_sparsity)
+        return log_feature_sparsity(self.feature_sparsity)
 
     @property
     def saved_log_feature_sparsity(self) -> torch.Tensor:
@@ -243,7 +247,7 @@ class SAETrainer:
         final SAE once training is complete (measured on the evaluation stream), else of
         the current sampling window."""
         if self.training_complete and self._final_sparsity is not None:
-            return _log_feature_sparsity(self._final_sparsity)
+            return log_feature_sparsity(self._final_sparsity)
         return self.log_feature_sparsity
 
     @property
@@ -261,7 +265,7 @@ class SAETrainer:
         if self.stop_requested is None:
             logger.warning(f"{reason}: stopping after the current step, then saving a checkpoint")
         self.stop_requested = reason
-        if self.evaluating:
+        if self.evaluating and not self.distributed.enabled:  # (ranks evaluate in step)
             raise EvaluationInterrupted(reason)  # an evaluation can take seconds: drop it
 
     def state_dict(self) -> dict[str, Any]:
@@ -309,7 +313,7 @@ class SAETrainer:
             desc="Training SAE",
             unit="tok",
             unit_scale=True,
-            disable=not self.cfg.verbose,
+            disable=not (self.cfg.verbose and self.distributed.is_main),
         )
         with progress:
             while not self.reached_end:
@@ -361,6 +365,7 @@ class SAETrainer:
         or schedules if the loss or the gradient norm is not finite."""
         sae.train()
         output = self._forward_and_backward(sae, sae_in)
+        self.distributed.average_gradients(sae.parameters())  # data parallel: the global batch's
         self.scaler.unscale_(self.optimizer)
         sae.before_optimizer_step()
         if self.cfg.max_grad_norm > 0:
@@ -428,10 +433,10 @@ class SAETrainer:
     def _divergence_error(
         self, output: TrainStepOutput, grad_norm: torch.Tensor, step: int
     ) -> TrainingDivergedError:
-        terms = ", ".join(f"{k}={_item(v):.6g}" for k, v in output.losses.items())
+        terms = ", ".join(f"{k}={item(v):.6g}" for k, v in output.losses.items())
         return TrainingDivergedError(
             f"training diverged at step {step} ({self.n_training_tokens} tokens seen): "
-            f"loss={_item(output.loss):.6g} ({terms}), gradient norm={_item(grad_norm):.6g}; "
+            f"loss={item(output.loss):.6g} ({terms}), gradient norm={item(grad_norm):.6g}; "
             "no checkpoint was written from this state (try a lower lr or l1_coefficient)"
         )
 
@@ -443,10 +448,11 @@ class SAETrainer:
         counts = torch.zeros(feature_acts.shape[1], dtype=torch.long, device=feature_acts.device)
         for chunk in feature_acts.detach().split(_FIRING_COUNT_CHUNK_ROWS):
             counts += chunk.sign().abs_().sum(dim=0, dtype=torch.float32).long()
+        self.distributed.sum_(counts)  # data parallel: firings over the global batch
         self.n_forward_passes_since_fired += 1
         self.n_forward_passes_since_fired.masked_fill_(counts > 0, 0)
         self.act_freq_scores += counts
-        self.n_frac_active_tokens += feature_acts.shape[0]
+        self.n_frac_active_tokens += feature_acts.shape[0] * self.distributed.world_size
 
     def _close_sparsity_window_if_due(self) -> None:
         """Every `feature_sampling_window` steps: log the window's firing statistics and
@@ -462,23 +468,10 @@ class SAETrainer:
         self.act_freq_scores = torch.zeros_like(self.act_freq_scores)
         self.n_frac_active_tokens = 0
 
-    @torch.no_grad()
     def _build_sparsity_log_dict(self) -> dict[str, Any]:
-        sparsity = self.feature_sparsity
-        log_sparsity = _log_feature_sparsity(sparsity)
-        metrics: dict[str, Any] = {
-            "metrics/mean_log10_feature_sparsity": log_sparsity.mean().item(),
-            "sparsity/below_1e-5": (sparsity < 1e-5).sum().item(),
-            "sparsity/below_1e-6": (sparsity < 1e-6).sum().item(),
-            "sparsity/below_dead_feature_threshold": (
-                (sparsity < self.cfg.dead_feature_threshold).sum().item()
-            ),
-        }
-        if self.cfg.log_to_wandb:
-            import wandb
-
-            metrics["plots/feature_density_line_chart"] = wandb.Histogram(log_sparsity.numpy())
-        return metrics
+        return sparsity_window_metrics(
+            self.feature_sparsity, self.cfg.dead_feature_threshold, self.cfg.log_to_wandb
+        )
 
     def _log_train_step(self, step_output: TrainStepOutput) -> None:
         """Every `wandb_log_frequency` steps: log the step's metrics."""
@@ -487,45 +480,26 @@ class SAETrainer:
         if (step + 1) % self.cfg.wandb_log_frequency == 0 or last:
             self._log(self._build_train_step_log_dict(step_output, self.n_training_tokens), step)
 
-    @torch.no_grad()
     def _build_train_step_log_dict(
         self, output: TrainStepOutput, n_training_tokens: int
     ) -> dict[str, Any]:
         """The metrics logged for one training step (5.6.0's keys and values)."""
-        target, sae_out = output.trained_towards.float(), output.sae_out.float()  # [batch, d_out]
-        per_token_l2 = (sae_out - target).pow(2).sum(-1)  # [batch]
-        total_variance = (target - target.mean(0)).pow(2).sum(-1)  # [batch]
-        explained_variance = 1 - per_token_l2 / total_variance
-        l1_coefficient = self.current_l1_coefficient
-        metrics: dict[str, Any] = {
-            "losses/overall_loss": output.loss.item(),
-            "metrics/explained_variance": explained_variance.mean().item(),
-            "metrics/explained_variance_std": explained_variance.std().item(),
-            "metrics/l0": (output.feature_acts > 0).float().sum(-1).mean().item(),
-            "sparsity/mean_passes_since_fired": self.n_forward_passes_since_fired.mean().item(),
-            "sparsity/dead_features": self.dead_neurons.sum().item(),
-            "details/current_learning_rate": self.optimizer.param_groups[0]["lr"],
-            "details/current_l1_coefficient": l1_coefficient,
-            "details/n_training_tokens": n_training_tokens,
-        }
-        for name, value in output.losses.items():
-            if name != "l1_loss":
-                metrics[f"losses/{name}"] = _item(value)
-                continue
-            # 5.6.0 reports the L1 loss per unit of the (current) coefficient, and the raw
-            # value beside it; with a zero coefficient only the raw value means something.
-            if l1_coefficient != 0:
-                metrics["losses/l1_loss"] = _item(value) / l1_coefficient
-            metrics["losses/raw_l1_loss"] = _item(value)
-        return metrics
+        return train_step_metrics(
+            output,
+            n_training_tokens,
+            l1_coefficient=self.current_l1_coefficient,
+            learning_rate=self.optimizer.param_groups[0]["lr"],
+            passes_since_fired=self.n_forward_passes_since_fired,
+            n_dead=int(self.dead_neurons.sum().item()),
+        )
 
     def _run_and_log_evals(self) -> None:
         """Every `wandb_log_frequency * eval_every_n_wandb_logs` steps, and after the last
         step of a run long enough to evaluate at all: run and log evals."""
         step = self.n_training_steps
         last = self.n_training_tokens >= self.cfg.total_training_tokens
-        if self.stop_requested is not None:
-            return  # stopping: do not start an evaluation
+        if self.stop_requested is not None and not self.distributed.enabled:
+            return  # stopping: do not start an evaluation (ranks evaluate in step)
         if (step + 1) % self._eval_period == 0 or (last and step + 1 >= self._eval_period):
             self._log(self._eval_metrics(), step)
 
@@ -552,7 +526,8 @@ class SAETrainer:
                     n_tokens += batch.shape[0]
         finally:
             self.sae.train()
-        return counts / n_tokens
+        self.distributed.sum_(counts)  # data parallel: over every process's rows
+        return counts / self.distributed.sum_number(n_tokens)
 
     def _sparsity_batches(self, n_batches: int) -> Iterator[torch.Tensor]:
         """The batches [batch, width] `_measure_feature_sparsity` reads."""
@@ -592,7 +567,7 @@ class SAETrainer:
         finally:
             self.evaluating = False
             self.sae.train()
-        flat = _flatten_eval_metrics(metrics)
+        flat = self.distributed.mean_metrics(_flatten_eval_metrics(metrics))
         if self.cfg.log_to_wandb:
             flat.update(self._weight_histograms())
         return flat
@@ -618,7 +593,7 @@ class SAETrainer:
         """Send `metrics` to wandb now; metrics.jsonl gets one row per step, with everything
         logged for the step (training, sparsity window, evaluation), when it is flushed."""
         self._step_metrics.update(metrics)
-        if self.cfg.log_to_wandb:
+        if self.cfg.log_to_wandb and self.distributed.is_main:
             import wandb
 
             prefix = self.wandb_key_prefix
@@ -667,6 +642,8 @@ class SAETrainer:
             pbar.set_postfix(step=step, loss=f"{step_output.loss.item():.4g}", l0=f"{l0:.1f}")
 
     def _stop_if_requested(self) -> None:
+        if self.distributed.any(self.stop_requested is not None) and self.stop_requested is None:
+            self.stop_requested = "another process of the run was asked to stop"
         if self.stop_requested is None or self.n_training_tokens >= self.cfg.total_training_tokens:
             return  # nothing requested, or training is done: let the final save happen
         name = str(self.n_training_tokens)

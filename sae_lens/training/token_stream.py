@@ -240,6 +240,17 @@ def single_split(dataset: HfDataset) -> Dataset | IterableDataset:
     return dataset
 
 
+def dataset_shard(
+    dataset: Dataset | IterableDataset, index: int, n_shards: int
+) -> Dataset | IterableDataset:
+    """Part `index` of `n_shards` disjoint parts of `dataset` (map-style: a contiguous
+    block of rows; streaming: whole files where they divide evenly, else every
+    `n_shards`-th row)."""
+    from datasets.distributed import split_dataset_by_node
+
+    return split_dataset_by_node(dataset, rank=index, world_size=n_shards)
+
+
 def shuffled(
     dataset: Dataset | IterableDataset, seed: int, buffer_size: int
 ) -> Dataset | IterableDataset:
