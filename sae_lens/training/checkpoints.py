@@ -403,7 +403,7 @@ def check_world_size(state: dict[str, Any], world_size: int) -> None:
     if saved != world_size:
         raise ValueError(
             f"cannot resume: the checkpoint was written by a run of {saved} process(es) and "
-            f"this run has {world_size}; resume with the same number (torchrun "
-            f"--nproc_per_node {saved}), or start a new run from its weights with "
-            "from_pretrained_path"
+            f"this run has {world_size}; resume with the same number of processes (on one "
+            f"node: torchrun --nproc_per_node {saved}), or start a new run from its weights "
+            "with from_pretrained_path"
         )

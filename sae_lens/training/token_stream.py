@@ -272,9 +272,15 @@ def _iter_row_batches(
         return
     # numpy, not torch: a stream's torch formatter copies tensors again (and warns)
     source = dataset.with_format("numpy" if tokenized else None)
-    source = source.skip(start) if start else source
+    # rows are skipped here, not with `IterableDataset.skip`: after `split_dataset_by_node`
+    # (a data-parallel rank's part) that skips rows of the whole stream, not of the part
     for batch in source.iter(batch_size=batch_size):
-        yield batch[column]
+        values = batch[column]
+        if start >= len(values):
+            start -= len(values)
+            continue
+        yield values[start:] if start else values
+        start = 0
 
 
 def iter_row_tokens(

@@ -177,3 +177,19 @@ def test_dataset_shards_are_disjoint_and_cover_the_dataset() -> None:
     streamed = dataset.to_iterable_dataset(num_shards=2)
     parts = [[row["tokens"][0] for row in dataset_shard(streamed, r, 2)] for r in range(2)]
     assert sorted(sum(parts, [])) == list(range(11)) and set(parts[0]).isdisjoint(parts[1])
+
+
+def test_a_streamed_shard_resumes_at_its_own_rows() -> None:
+    """A resumed token stream skips the rows its shard already read (datasets' `skip` on a
+    stream split by node would skip rows of the whole stream)."""
+    from sae_lens.training.token_stream import _iter_row_batches, dataset_shard
+
+    rows = Dataset.from_dict({"tokens": [[i, i] for i in range(23)]})
+    for n_files in (1, 4):
+        streamed = rows.to_iterable_dataset(num_shards=n_files)
+        for rank in range(2):
+            shard = dataset_shard(streamed, rank, 2)
+            whole = [int(r[0]) for b in _iter_row_batches(shard, "tokens", 0, 4) for r in b]
+            for start in (0, 3, 4, 5, len(whole)):
+                resumed = _iter_row_batches(shard, "tokens", start, 4)
+                assert [int(r[0]) for b in resumed for r in b] == whole[start:]

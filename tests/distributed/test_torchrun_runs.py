@@ -4,6 +4,7 @@ number of processes refused, and a dead rank stopping the run."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -40,6 +41,26 @@ def train_command(checkpoint_path: Path, *extra: str, nproc: int = 2) -> list[st
 def run(command: list[str], timeout: float = 240) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL process `pid` and all its descendants (torchrun starts its workers in
+    sessions of their own, so killing its process group leaves them running)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process ended meanwhile
+        parents[int(stat.parent.name)] = int(fields[1])
+    tree, grew = {pid}, True
+    while grew:
+        children = {child for child, parent in parents.items() if parent in tree}
+        grew = not children <= tree
+        tree |= children
+    for member in tree:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(member, signal.SIGKILL)
 
 
 def only_run_folder(root: Path) -> Path:
@@ -96,7 +117,7 @@ def test_resume_after_a_kill_ends_with_the_same_weights(
         if root.is_dir() and any(checkpoints.list_checkpoints(p) for p in root.iterdir()):
             break
         time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)  # every rank and torchrun, at once
+    kill_tree(process.pid)  # every rank and torchrun, at once
     process.wait()
     run_dir = only_run_folder(root)
     assert checkpoints.final_sae_folder(run_dir) is None, "the run ended before the kill"
