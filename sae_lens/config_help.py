@@ -260,4 +260,5 @@ def training_field_help() -> dict[str, str]:
 # The fields of `MultiSAETrainingRunnerConfig` beyond the LanguageModelSAERunnerConfig ones.
 MULTI_SAE_FIELD_HELP: dict[str, str] = {
     "saes": 'The SAEs of a multi-SAE run: a mapping from each SAE\'s name to the fields it sets (JSON object on the command line), e.g. `{"resid0": {"hook_name": "blocks.0.hook_resid_post", "d_sae": 512}}`. A `hook_name` with `*` gives one SAE per matching hook (`<name>_<match>`).',
+    "distribute_saes": "Under torchrun: spread the SAEs over the processes instead of copying every SAE to every process. Each process runs the model on its part of every batch, and each SAE trains on the whole batch (its rows gathered from every process) in the one process that owns it (the SAEs are shared out by size, largest first). Needs at least as many SAEs as processes; wandb logging is not supported in this mode. Default false: data parallel (every process steps every SAE on its part and the gradients are averaged).",
 }

@@ -96,7 +96,16 @@ class MultiSAETrainingRunnerConfig:
     mapping from SAE name to the fields of that SAE (see the module docstring). Mistakes
     (unknown fields, shared fields set per SAE, bad names) raise a ValueError at once."""
 
-    def __init__(self, saes: Mapping[str, Mapping[str, Any] | None], **shared: Any) -> None:
+    def __init__(
+        self,
+        saes: Mapping[str, Mapping[str, Any] | None],
+        distribute_saes: bool = False,
+        **shared: Any,
+    ) -> None:
+        if not isinstance(distribute_saes, bool):
+            raise ValueError(f"distribute_saes must be true or false, got {distribute_saes!r}")
+        # under torchrun: each SAE in one process, on the whole batch (else data parallel)
+        self.distribute_saes = distribute_saes
         self.shared = {k: v for k, v in shared.items() if k not in _DERIVED_KEYS}
         _check_fields(self.shared, "the multi-SAE config")
         self.saes = _checked_saes(saes)
@@ -130,6 +139,7 @@ class MultiSAETrainingRunnerConfig:
         return {
             **self.shared,
             "checkpoint_path": str(self.run_dir.resolve()),
+            **({"distribute_saes": True} if self.distribute_saes else {}),
             "saes": {name: dict(values) for name, values in self.saes.items()},
         }
 

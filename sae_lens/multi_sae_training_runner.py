@@ -30,6 +30,7 @@ from sae_lens.analysis.hook_checks import hook_layer_of
 from sae_lens.cli_support import (
     CLIError,
     CommandLineParser,
+    _accept_bool,
     check_input_path,
     check_output_folder,
     exit_code,
@@ -62,6 +63,7 @@ from sae_lens.training.data_parallel import (
     shard_stores,
 )
 from sae_lens.training.distributed import RankFailedError, launched_rank, leave_run
+from sae_lens.training.distributed_saes import SpreadSAEs, assign_owners
 from sae_lens.training.sae_trainer import InterruptedException, SAETrainer, TrainingDivergedError
 from sae_lens.training.shared_forward import SharedForwardStore
 from sae_lens.training.training_sae import TrainingSAE
@@ -99,6 +101,8 @@ class MultiSAETrainingRunner:
         for sae_cfg in self.sae_cfgs.values():
             _check_schedules(sae_cfg)
             place_on_rank(sae_cfg, self.distributed)
+        self.spread = self._spread_saes()
+        self._pending_checkpoint: str | None = None  # spread: the checkpoint a step asked for
         _warn_if_dead_latents_cannot_show(template)
         self._finished: dict[str, Path] | None = None
         self._resume_states: dict[str, dict[str, Any]] | None = None
@@ -120,11 +124,33 @@ class MultiSAETrainingRunner:
         self.saes: dict[str, TrainingSAE] = {}
         self._rng: dict[str, _TorchRNG] = {}
         for name, sae_cfg in self.sae_cfgs.items():
+            if not self._trains(name):
+                continue
             checkpoints.restore_rng_state(start_rng)
             self.saes[name] = build_sae(sae_cfg, self.stores[name], set_b_dec=fresh)
-            if fresh:  # every rank starts from rank 0's SAE (b_dec came from its own data)
+            if fresh and self.spread is None:  # data parallel: rank 0's SAE on every rank
                 self.distributed.broadcast_module(self.saes[name])
             self._rng[name] = _torch_rng()
+
+    def _spread_saes(self) -> SpreadSAEs | None:
+        """With `distribute_saes` under torchrun: which rank trains each SAE."""
+        if not (self.cfg.distribute_saes and self.distributed.enabled):
+            return None
+        if self.cfg.template.log_to_wandb:
+            raise ValueError(
+                "distribute_saes does not log to wandb (each SAE's metrics.jsonl is written by "
+                "the process that trains it): set log_to_wandb=False, or drop distribute_saes"
+            )
+        sizes = {name: c.d_in * c.d_sae for name, c in self.sae_cfgs.items()}
+        return SpreadSAEs(self.distributed, assign_owners(sizes, self.distributed.world_size))
+
+    @property
+    def _mode(self) -> str:
+        return "data parallel" if self.spread is None else "SAEs spread over the processes"
+
+    def _trains(self, name: str) -> bool:
+        """True when this process trains SAE `name` (all of them, unless spread)."""
+        return self.spread is None or self.spread.owns(name)
 
     # --- setup -----------------------------------------------------------------------------
     def _compile_model_forward(self) -> None:
@@ -146,9 +172,13 @@ class MultiSAETrainingRunner:
         if not evaluates(template):
             return dict.fromkeys(self.sae_cfgs)
         dataset = evaluation_dataset(template, None)
-        stores = SharedForwardStore.group(self.model, list(self.sae_cfgs.values()), dataset)
-        shard_stores(self.distributed, template, *stores)
-        return dict(zip(self.sae_cfgs, stores, strict=True))
+        # spread: each SAE's owner evaluates it on the whole evaluation stream, as alone
+        names = [name for name in self.sae_cfgs if self._trains(name)]
+        cfgs = [self.sae_cfgs[name] for name in names]
+        stores = SharedForwardStore.group(self.model, cfgs, dataset)
+        if self.spread is None:
+            shard_stores(self.distributed, template, *stores)
+        return {name: dict(zip(names, stores, strict=True)).get(name) for name in self.sae_cfgs}
 
     def _estimate_norm_scaling_factors(self) -> None:
         """`normalize_activations="expected_average_only_in"`: estimate every store's factor
@@ -219,7 +249,7 @@ class MultiSAETrainingRunner:
                 for name, folder in self._finished.items()
             }
         template = self.cfg.template
-        trainers = {name: self._trainer(name) for name in self.sae_cfgs}
+        trainers = {name: self._trainer(name) for name in self.sae_cfgs if self._trains(name)}
         wandb_run_id = self._restore(trainers)
         main = self.distributed.is_main  # only rank 0 writes and logs
         if main:
@@ -237,21 +267,26 @@ class MultiSAETrainingRunner:
         finally:
             if template.log_to_wandb and main:
                 finish_wandb_run(succeeded)
-            for name in trainers if main else ():
+            for name in trainers if main or self.spread else ():
                 plot_curves(self.cfg.run_dir / name)
+        if self.spread is not None:  # every SAE saved when run() returns, on every rank
+            self.distributed.barrier()
         logger.info(f"training finished: run folder {self.cfg.run_dir}")
         return saes
 
     def _trainer(self, name: str) -> SAETrainer:
         sae_cfg = self.sae_cfgs[name]
+        spread = self.spread is not None  # (then checkpoints are written after each step)
         trainer = SAETrainer(
             model=self.model,
             sae=self.saes[name],
             activation_store=self.stores[name],
-            save_checkpoint_fn=SAETrainingRunner.save_checkpoint,
+            save_checkpoint_fn=self._checkpoint_later
+            if spread
+            else SAETrainingRunner.save_checkpoint,
             cfg=sae_cfg,
             eval_activation_store=self.eval_stores[name],
-            distributed=self.distributed,
+            distributed=None if spread else self.distributed,
         )
         if sae_cfg.log_to_wandb:
             trainer.wandb_key_prefix = f"{name}/"
@@ -265,12 +300,15 @@ class MultiSAETrainingRunner:
         """Load the resume states (if resuming); returns the wandb run id."""
         default_id = self.cfg.template.wandb_id or self.cfg.run_dir.name
         wandb_id = default_id
+        if self.spread is not None and self._resume_states is not None:
+            self.spread.restore(self._resume_states, self.stores, trainers)
         for name, trainer in trainers.items():
             state = None if self._resume_states is None else self._resume_states[name]
             if state is None:
                 trainer.metrics_log.truncate_after(-1)  # a fresh run starts a fresh record
                 continue
-            checkpoints.restore_training_state(trainer, state)
+            if self.spread is None:
+                checkpoints.restore_training_state(trainer, state)
             self._rng[name] = _torch_rng()  # the SAE's own random state
             trainer.metrics_log.truncate_after(trainer.n_training_steps - 1)
             wandb_id = state["extra"].get("wandb_run_id") or default_id
@@ -284,9 +322,11 @@ class MultiSAETrainingRunner:
         step = next(iter(trainers.values())).n_training_steps
         where = "training" if step == 0 else f"resuming at step {step:,}:"
         hooks = sorted({cfg.hook_name for cfg in self.sae_cfgs.values()})
+        world = self.distributed.world_size
+        processes = "" if world == 1 else f" in {world} processes ({self._mode})"
         print(
-            f"{where} {len(trainers)} SAEs on {template.model_name} ({len(hooks)} hooks, one "
-            f"forward per batch): {template.total_training_steps:,} steps of "
+            f"{where} {len(self.sae_cfgs)} SAEs on {template.model_name}{processes} ({len(hooks)} "
+            f"hooks, one forward per batch): {template.total_training_steps:,} steps of "
             f"{template.train_batch_size_tokens:,} tokens; run folder {self.cfg.run_dir.resolve()}",
             file=sys.stderr,
             flush=True,
@@ -318,7 +358,7 @@ class MultiSAETrainingRunner:
             while not first.reached_end:
                 # every store takes its batch before any SAE steps: the shared forward
                 # then holds no batch at a checkpoint
-                batches = {name: t._fetch_batch() for name, t in trainers.items()}
+                batches = self._fetch_batches(trainers)
                 for name, trainer in trainers.items():
                     with self._own_rng(name):
                         try:
@@ -326,6 +366,7 @@ class MultiSAETrainingRunner:
                         except TrainingDivergedError as error:
                             raise TrainingDivergedError(f"SAE {name!r}: {error}") from None
                 progress.update(template.train_batch_size_tokens)
+                self._write_spread_checkpoints(trainers)
                 self._agree_on_stop(group)
                 if group.stop_requested is not None and not first.reached_end:
                     self._stop(trainers, group.stop_requested)
@@ -334,6 +375,35 @@ class MultiSAETrainingRunner:
             with self._own_rng(name):
                 saes[name] = trainer.finish_training()
         return saes
+
+    def _fetch_batches(self, trainers: dict[str, SAETrainer]) -> dict[str, torch.Tensor]:
+        """{name: batch [rows, width]} of each SAE this rank trains; spread: every store's
+        rows of this rank, gathered onto each SAE's owner."""
+        if self.spread is None:
+            return {name: t._fetch_batch() for name, t in trainers.items()}
+        local = {name: store.next_batch()[:, 0, :] for name, store in self.stores.items()}
+        gathered = self.spread.gather_batches(local)
+        return {name: batch.to(trainers[name].sae.device) for name, batch in gathered.items()}
+
+    def _checkpoint_later(
+        self, trainer: SAETrainer, checkpoint_name: str, wandb_aliases: list[str] | None = None
+    ) -> None:
+        """Spread SAEs' checkpoints: every rank takes part in each, so they are written
+        after the step, for all SAEs in one order (a final SAE is its owner's alone)."""
+        if trainer.training_complete:
+            SAETrainingRunner.save_checkpoint(trainer, checkpoint_name, wandb_aliases)
+        else:
+            self._pending_checkpoint = checkpoint_name
+
+    def _write_spread_checkpoints(
+        self, trainers: dict[str, SAETrainer], name: str | None = None
+    ) -> None:
+        """Spread SAEs: write the checkpoint the step asked for (or `name`) of every SAE."""
+        name = name or self._pending_checkpoint
+        if self.spread is None or name is None:
+            return
+        self.spread.save_checkpoints(name, self.stores, self.eval_stores, trainers, self._own_rng)
+        self._pending_checkpoint = None
 
     def _agree_on_stop(self, group: _TrainerGroup) -> None:
         """In a data-parallel run every rank stops at the step where any was asked to."""
@@ -345,7 +415,9 @@ class MultiSAETrainingRunner:
         """Save every SAE's checkpoint at this step and raise `InterruptedException`."""
         first = next(iter(trainers.values()))
         name = str(first.n_training_tokens)
-        for sae_name, trainer in trainers.items():
+        if self.spread is not None:
+            self._write_spread_checkpoints(trainers, name)
+        for sae_name, trainer in trainers.items() if self.spread is None else ():
             with self._own_rng(sae_name):
                 trainer.save_checkpoint(trainer=trainer, checkpoint_name=name)
         raise InterruptedException(
@@ -419,6 +491,13 @@ def build_cli_parser() -> CommandLineParser:
     parser.add_argument(
         "--saes", type=_json_saes, default=None, metavar="JSON", help=MULTI_SAE_FIELD_HELP["saes"]
     )
+    parser.add_argument(
+        "--distribute_saes",
+        type=_accept_bool,
+        default=False,
+        metavar="BOOL",
+        help=MULTI_SAE_FIELD_HELP["distribute_saes"],
+    )
     parser.add_fields(
         LanguageModelSAERunnerConfig,
         training_field_help(),
@@ -463,7 +542,8 @@ def _train_from_command_line(args: list[str]) -> int:
     check_cli_config(cfg)
     main_process = launched_rank() == 0  # (under torchrun only rank 0 reports)
     try:
-        saes = MultiSAETrainingRunner(cfg).run()
+        runner = MultiSAETrainingRunner(cfg)
+        saes = runner.run()
     except (TrainingDivergedError, RankFailedError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -479,9 +559,10 @@ def _train_from_command_line(args: list[str]) -> int:
         leave_run()
     if not main_process:
         return 0
-    for name, sae in saes.items():
+    for name, sae_cfg in runner.sae_cfgs.items():
         final = checkpoints.final_sae_folder(cfg.run_dir / name)
-        print(f"{name}: {sae.cfg.architecture} SAE (d_sae={sae.cfg.d_sae}) at {final}")
+        where = "" if name in saes else ", trained by another process"
+        print(f"{name}: {sae_cfg.architecture} SAE (d_sae={sae_cfg.d_sae}{where}) at {final}")
     print(f"run folder: {cfg.run_dir.resolve()}")
     return 0
 

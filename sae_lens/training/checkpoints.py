@@ -206,17 +206,24 @@ def _write_sae_folder(trainer: SAETrainer, folder: Path) -> None:
 
 
 def save_training_checkpoint(
-    trainer: SAETrainer, folder: str | Path, extra_state: dict[str, Any] | None = None
+    trainer: SAETrainer,
+    folder: str | Path,
+    extra_state: dict[str, Any] | None = None,
+    rank_states: list[dict[str, Any]] | None = None,
 ) -> Path:
     """Write a resumable checkpoint of `trainer` to `folder`, atomically.
 
     `extra_state` (plain values, e.g. the wandb run id) is stored beside the trainer state.
-    Once `trainer.training_complete` is set, only the final SAE folder is written.
+    Once `trainer.training_complete` is set, only the final SAE folder is written. Each
+    rank's own state (`rank_state`) is gathered from the ranks of the trainer's run, or
+    given as `rank_states` (rank order) by a caller that gathered it.
     """
     folder = Path(folder)
     distributed = trainer.distributed
-    # every rank's data position and random state (a collective: all ranks call this)
-    ranks = None if trainer.training_complete else distributed.gather(_rank_state(trainer))
+    ranks = rank_states
+    if ranks is None and not trainer.training_complete:  # a collective: all ranks call it
+        store, eval_store = trainer.activations_store, trainer.eval_activations_store
+        ranks = distributed.gather(rank_state(store, eval_store))
     if not distributed.is_main:  # only rank 0 writes
         return folder
     with atomic_folder(folder) as tmp:
@@ -239,13 +246,13 @@ def save_training_checkpoint(
     return folder
 
 
-def _rank_state(trainer: SAETrainer) -> dict[str, Any]:
-    """What each rank of a run keeps of its own: its stores' positions and its RNG states."""
-    return {
-        "activations_store": trainer.activations_store.checkpoint_state(),
-        "eval_activations_store": trainer.eval_activations_store.checkpoint_state(),
-        "rng": capture_rng_state(),
-    }
+def rank_state(store: Any, eval_store: Any | None) -> dict[str, Any]:
+    """What each rank of a run keeps of its own for one SAE: its stores' positions (no
+    evaluation store where the rank has none) and its RNG states."""
+    state = {"activations_store": store.checkpoint_state(), "rng": capture_rng_state()}
+    if eval_store is not None:
+        state["eval_activations_store"] = eval_store.checkpoint_state()
+    return state
 
 
 # --- finding and reading ------------------------------------------------------------------
@@ -374,7 +381,9 @@ def check_resume_config(
         )
 
 
-def restore_training_state(trainer: SAETrainer, state: dict[str, Any]) -> dict[str, Any]:
+def restore_training_state(
+    trainer: SAETrainer, state: dict[str, Any], rank: int | None = None
+) -> dict[str, Any]:
     """Load a checkpoint's training state (from `load_training_state`) into a freshly
     built trainer, its SAE and activation store included, and into the global RNGs;
     returns the checkpoint's `extra_state`. The state's run config must agree with the
@@ -382,9 +391,9 @@ def restore_training_state(trainer: SAETrainer, state: dict[str, Any]) -> dict[s
     run continues to the trainer's length, its schedules those of a run configured with
     that length from the start."""
     check_resume_config(state["run_config"], trainer.cfg, state["trainer"]["n_training_tokens"])
-    distributed = trainer.distributed
-    check_world_size(state, distributed.world_size)
-    own = state if distributed.rank == 0 else state["other_ranks"][distributed.rank - 1]
+    if rank is None:  # (else: a rank of a run whose SAEs are spread over its ranks)
+        check_world_size(state, trainer.distributed.world_size)
+    own = own_rank_state(state, trainer.distributed.rank if rank is None else rank)
     trainer.sae.load_state_dict(state["sae_state_dict"])
     trainer.load_state_dict(state["trainer"])
     if state["run_config"]["training_tokens"] != trainer.cfg.training_tokens:
@@ -394,6 +403,11 @@ def restore_training_state(trainer: SAETrainer, state: dict[str, Any]) -> dict[s
         trainer.eval_activations_store.load_checkpoint_state(own["eval_activations_store"])
     restore_rng_state(own["rng"])
     return state["extra"]
+
+
+def own_rank_state(state: dict[str, Any], rank: int) -> dict[str, Any]:
+    """Rank `rank`'s part of a checkpoint's training state (see `rank_state`)."""
+    return state if rank == 0 else state["other_ranks"][rank - 1]
 
 
 def check_world_size(state: dict[str, Any], world_size: int) -> None:

@@ -4,6 +4,7 @@ and reads its own part of the data."""
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -29,6 +30,8 @@ def join_run(cfg: LanguageModelSAERunnerConfig) -> DistributedContext:
         )
     place_on_rank(cfg, context)
     cfg.checkpoint_path = context.broadcast(cfg.checkpoint_path)
+    if not context.is_main:  # one progress bar: rank 0's
+        os.environ["TQDM_DISABLE"] = "1"
     return context
 
 

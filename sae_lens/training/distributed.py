@@ -172,6 +172,24 @@ class DistributedContext:
         self._collective(dist.all_gather_object, gathered, obj)
         return gathered
 
+    def gather_rows(self, rows: torch.Tensor, dst: int) -> torch.Tensor | None:
+        """Every rank's `rows` [n, ...] (the same shape on every rank) concatenated in rank
+        order, on rank `dst`; None on the others."""
+        if not self.enabled:
+            return rows
+        rows = rows.contiguous()
+        parts = [torch.empty_like(rows) for _ in range(self.world_size)]
+        self._collective(dist.gather, rows, parts if self.rank == dst else None, dst=dst)
+        return torch.cat(parts) if self.rank == dst else None
+
+    def gather_to(self, obj: T, dst: int) -> list[T] | None:
+        """Every rank's `obj` (picklable) in rank order, on rank `dst`; None on the others."""
+        if not self.enabled:
+            return [obj]
+        gathered: list[Any] | None = [None] * self.world_size if self.rank == dst else None
+        self._collective(dist.gather_object, obj, gathered, dst=dst)
+        return gathered
+
     def broadcast(self, obj: T) -> T:
         """Rank 0's `obj` (picklable), on every rank."""
         if not self.enabled:
