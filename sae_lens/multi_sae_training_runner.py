@@ -62,7 +62,12 @@ from sae_lens.training.data_parallel import (
     place_on_rank,
     shard_stores,
 )
-from sae_lens.training.distributed import RankFailedError, launched_rank, leave_run
+from sae_lens.training.distributed import (
+    RankFailedError,
+    launch_command,
+    launched_rank,
+    leave_run,
+)
 from sae_lens.training.distributed_saes import SpreadSAEs, assign_owners
 from sae_lens.training.sae_trainer import InterruptedException, SAETrainer, TrainingDivergedError
 from sae_lens.training.shared_forward import SharedForwardStore
@@ -550,7 +555,7 @@ def _train_from_command_line(args: list[str]) -> int:
     except InterruptedException as error:
         if main_process:
             print(
-                f"{error}\nresume with: {PROG} --config "
+                f"{error}\nresume with: {launch_command(PROG)} --config "
                 f"{cfg.run_dir.resolve() / RUN_CONFIG_FILENAME} --resume true",
                 file=sys.stderr,
             )

@@ -47,7 +47,12 @@ from sae_lens.toolkit.pretrained_sae_loaders import read_local_sae_folder
 from sae_lens.training import checkpoints
 from sae_lens.training.activations_store import ActivationsStore
 from sae_lens.training.data_parallel import agree_on_start, join_run, shard_stores
-from sae_lens.training.distributed import RankFailedError, launched_rank, leave_run
+from sae_lens.training.distributed import (
+    RankFailedError,
+    launch_command,
+    launched_rank,
+    leave_run,
+)
 from sae_lens.training.geometric_median import compute_geometric_median
 from sae_lens.training.metrics_log import (
     CURVES_FILENAME,
@@ -625,7 +630,7 @@ def _train_from_command_line(args: list[str]) -> int:
     except InterruptedException as error:
         if main_process:
             print(
-                f"{error}\nresume with: {PROG} --config "
+                f"{error}\nresume with: {launch_command(PROG)} --config "
                 f"{Path(cfg.checkpoint_path).resolve() / RUN_CONFIG_FILENAME} --resume true",
                 file=sys.stderr,
             )

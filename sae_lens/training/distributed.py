@@ -33,6 +33,7 @@ __all__ = [
     "DistributedContext",
     "RankFailedError",
     "launched_rank",
+    "launch_command",
     "leave_run",
     "split_evenly",
     "take_data_shard",
@@ -272,3 +273,14 @@ def leave_run() -> None:
     """Leave the run's process group, if this process joined one (at the end of a CLI run)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def launch_command(prog: str) -> str:
+    """`prog` ("python -m <module>") as this process was started: under torchrun, the
+    torchrun command of the same number of processes (a resume needs that number)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return prog
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    nodes = "" if per_node == world else f"--nnodes {world // per_node} (and rendezvous) "
+    return prog.replace("python ", f"torchrun {nodes}--nproc_per_node {per_node} ", 1)

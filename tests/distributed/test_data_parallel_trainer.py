@@ -193,3 +193,20 @@ def test_a_streamed_shard_resumes_at_its_own_rows() -> None:
             for start in (0, 3, 4, 5, len(whole)):
                 resumed = _iter_row_batches(shard, "tokens", start, 4)
                 assert [int(r[0]) for b in resumed for r in b] == whole[start:]
+
+
+def test_resume_hint_names_the_torchrun_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sae_lens.training.distributed import launch_command
+
+    prog = "python -m sae_lens.sae_training_runner"
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert launch_command(prog) == prog
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert launch_command(prog) == "torchrun --nproc_per_node 2 -m sae_lens.sae_training_runner"
+    monkeypatch.setenv("WORLD_SIZE", "16")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    expected = (
+        "torchrun --nnodes 2 (and rendezvous) --nproc_per_node 8 -m sae_lens.sae_training_runner"
+    )
+    assert launch_command(prog) == expected
