@@ -74,6 +74,7 @@ from tqdm import tqdm
 
 from sae_lens.analysis.hook_checks import require_hook
 from sae_lens.hook_activations import replace_sae_view, sae_view
+from sae_lens.saes.clt import is_clt
 
 if TYPE_CHECKING:
     from transformer_lens.hook_points import HookedRootModule
@@ -291,6 +292,10 @@ def run_evals(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Compute the metrics switched on in `eval_config` (see the module docstring) on batches
     of prompts from `activation_store`; returns `(metrics, feature_metrics)`."""
+    if is_clt(sae.cfg):  # every layer's output replaced at once: sae_lens.clt_evals
+        from sae_lens.clt_evals import run_clt_evals
+
+        return run_clt_evals(sae, activation_store, model, eval_config, dict(model_kwargs))
     if eval_config.needs_downstream_pass and eval_config.n_eval_reconstruction_batches <= 0:
         raise ValueError(
             "eval_config.n_eval_reconstruction_batches must be > 0 when compute_kl or "

@@ -181,6 +181,7 @@ class SAEConfig:
         self.hook_layer_out = transcoder.derive_hook_layer_out(
             self.hook_name_out,  # type: ignore[arg-type]
             self.hook_layer_out,
+            self.hook_layer,
         )
 
     @classmethod

@@ -8,7 +8,12 @@ import torch
 
 from sae_lens.cli_support import layer_of_hook
 from sae_lens.sae import SAE, SAEConfig
+from sae_lens.saes.registry import architecture_names
 from sae_lens.training.training_sae import TrainingSAE
+
+# The architectures that reconstruct their input (a clt reads and writes hook patterns over
+# several layers: tests/clt builds its own configs).
+SAE_ARCHITECTURES = [name for name in architecture_names() if name != "clt"]
 
 
 def sae_cfg_dict(

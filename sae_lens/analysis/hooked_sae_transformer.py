@@ -18,6 +18,10 @@ likewise if the SAE's `d_in` does not match the activation's width.
 `splice_saes` does the same for any `HookedRootModule` (e.g. `sae_lens.load_model.HookedProxyLM`)
 by a forward hook instead of replacing modules; there the SAE's inner hook points stay with the
 SAE, not the model.
+
+A cross-layer transcoder (sae_lens.saes.clt) replaces every layer's output hook at once, by
+forward hooks (sae_lens.analysis.clt_splice); it is listed in `acts_to_saes` under its output
+pattern (e.g. `blocks.*.hook_mlp_out`), by which `reset_saes` removes it.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from transformer_lens.ActivationCache import ActivationCache
 from transformer_lens.hook_points import HookedRootModule, HookPoint
 from transformer_lens.HookedTransformer import HookedTransformer
 
+from sae_lens.analysis.clt_splice import CLTSplice
 from sae_lens.analysis.hook_checks import (
     ChecksHookNames,
     check_sae_fits,
@@ -45,6 +50,8 @@ from sae_lens.analysis.hook_checks import (
 )
 from sae_lens.analysis.transcoder_splice import TranscoderOutput
 from sae_lens.sae import SAE
+from sae_lens.saes.clt import is_clt
+from sae_lens.saes.transcoder import LAYER_WILDCARD
 
 # 5.6.0's type aliases for the loss a forward pass returns.
 SingleLoss = Float[torch.Tensor, ""]  # one element
@@ -120,6 +127,7 @@ class HookedSAETransformer(ChecksHookNames, HookedTransformer):
         super().__init__(*model_args, **model_kwargs)
         self.acts_to_saes: dict[str, SAE] = {}
         self._splices: dict[str, list[_Splice]] = {}
+        self._clt_splices: dict[str, tuple[SAE, list[RemovableHandle]]] = {}
 
     @classmethod
     def from_pretrained(cls, model_name: str, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
@@ -143,6 +151,9 @@ class HookedSAETransformer(ChecksHookNames, HookedTransformer):
         An SAE already there stays underneath and comes back when this one is removed.
         `use_error_term`, if given, sets `sae.use_error_term` while it is attached.
         """
+        if is_clt(sae.cfg):
+            self._add_clt(sae, use_error_term)
+            return
         act_name = splice_point(sae)
         for name in {sae.cfg.hook_name, act_name}:
             if name not in self._splices:
@@ -166,6 +177,22 @@ class HookedSAETransformer(ChecksHookNames, HookedTransformer):
         set_deep_attr(self, act_name, module)
         self.acts_to_saes[act_name] = sae
         self.setup()
+
+    def _add_clt(self, clt: SAE, use_error_term: bool | None) -> None:
+        """Hook a CLT into every layer it spans (one CLT per output pattern)."""
+        splice = CLTSplice(clt, use_error_term)
+        for name in (*splice.layout.input_hooks(), *splice.layout.output_hooks()):
+            require_hook(name, self.hook_dict)
+        act_name = splice_point(clt)
+        if act_name in self._clt_splices:
+            raise ValueError(f"a clt is already spliced at {act_name!r}: reset_saes first")
+        self._clt_splices[act_name] = (clt, splice.attach(self))
+        self.acts_to_saes[act_name] = clt
+
+    def _remove_clt(self, act_name: str) -> None:
+        for handle in self._clt_splices.pop(act_name)[1]:
+            handle.remove()
+        del self.acts_to_saes[act_name]
 
     def _remove_splice(self, act_name: str, splice: _Splice) -> None:
         """Take one SAE out of the stack at `act_name`, relinking what was above or below it."""
@@ -218,6 +245,9 @@ class HookedSAETransformer(ChecksHookNames, HookedTransformer):
         """
         if isinstance(act_names, str):
             act_names = [act_names]
+        for act_name in list(self._clt_splices):
+            if act_names is None or act_name in act_names:
+                self._remove_clt(act_name)
         if act_names is None and not prev_saes:
             for act_name in list(self._splices):
                 for splice in reversed(list(self._splices[act_name])):
@@ -232,6 +262,8 @@ class HookedSAETransformer(ChecksHookNames, HookedTransformer):
             )
         replacements = prev_saes or [None] * len(names)
         for act_name, prev_sae in zip(names, replacements, strict=True):
+            if act_name not in self._splices and LAYER_WILDCARD in act_name:
+                continue  # a clt's, removed above
             if act_name not in self._splices:
                 logger.warning(f"No SAE is attached to {act_name}; nothing to reset there.")
                 continue
@@ -248,14 +280,21 @@ class HookedSAETransformer(ChecksHookNames, HookedTransformer):
         """Attach `saes` inside a `with` block; on exit (also after an exception) remove them
         again if `reset_saes_end`, leaving SAEs attached before the block in place."""
         added: list[tuple[str, _Splice]] = []
+        added_clts: list[str] = []
         try:
             for sae in _as_sae_list(saes):
                 self.add_sae(sae, use_error_term=use_error_term)
                 act_name = splice_point(sae)
+                if is_clt(sae.cfg):
+                    added_clts.append(act_name)
+                    continue
                 added.append((act_name, self._splices[act_name][-1]))
             yield self
         finally:
             if reset_saes_end:
+                for act_name in added_clts:
+                    if act_name in self._clt_splices:
+                        self._remove_clt(act_name)
                 for act_name, splice in reversed(added):
                     if splice in self._splices.get(act_name, []):
                         self._remove_splice(act_name, splice)
@@ -347,10 +386,16 @@ def splice_saes(
     model's hook_dict: cache them with hooks on the SAE itself.
     """
     sae_list = _as_sae_list(saes)
+    clt_splices = [CLTSplice(sae, use_error_term) for sae in sae_list if is_clt(sae.cfg)]
+    sae_list = [sae for sae in sae_list if not is_clt(sae.cfg)]
+    for splice in clt_splices:
+        for name in (*splice.layout.input_hooks(), *splice.layout.output_hooks()):
+            require_hook(name, model.hook_dict)
     for sae in sae_list:
         for name in {sae.cfg.hook_name, splice_point(sae)}:
             require_hook(name, model.hook_dict)
     before = [sae.use_error_term for sae in sae_list]
+    handles = [handle for splice in clt_splices for handle in splice.attach(model)]
     try:
         if use_error_term is not None:
             for sae in sae_list:
@@ -366,5 +411,7 @@ def splice_saes(
         with model.hooks(fwd_hooks=fwd_hooks):
             yield model
     finally:
+        for handle in handles:
+            handle.remove()
         for sae, value in zip(sae_list, before, strict=True):
             sae.use_error_term = value

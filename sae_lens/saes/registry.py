@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 from sae_lens.saes.base import Architecture
 from sae_lens.saes.batchtopk import BatchTopKArchitecture
+from sae_lens.saes.clt import CLTArchitecture
 from sae_lens.saes.gated import GatedArchitecture
 from sae_lens.saes.jumprelu import JumpReLUArchitecture
 from sae_lens.saes.matryoshka_batchtopk import MatryoshkaBatchTopKArchitecture
@@ -21,6 +22,7 @@ _BUILTIN: tuple[Architecture, ...] = (
     TopKArchitecture(),
     BatchTopKArchitecture(),
     MatryoshkaBatchTopKArchitecture(),
+    CLTArchitecture(),
 )
 
 _REGISTRY: dict[str, Architecture] = {arch.name: arch for arch in _BUILTIN}

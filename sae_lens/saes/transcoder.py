@@ -23,6 +23,8 @@ TRANSCODER_SUFFIX = "transcoder"
 SKIP_PREFIX = "skip_"
 _LAYER_OF_HOOK = re.compile(r"blocks\.(\d+)\.")
 _EMBEDDING_HOOKS = ("hook_embed", "hook_pos_embed")
+# In a cross-layer transcoder's hook patterns (sae_lens.saes.clt), the layer.
+LAYER_WILDCARD = "*"
 
 
 def is_transcoder(cfg: Any) -> bool:
@@ -44,12 +46,17 @@ def layer_of_hook(hook_name: str) -> int | None:
     return None if match is None else int(match.group(1))
 
 
-def derive_hook_layer_out(hook_name_out: str, hook_layer_out: int | None) -> int:
-    """`hook_layer_out`, or the layer `hook_name_out` names when it is None."""
+def derive_hook_layer_out(
+    hook_name_out: str, hook_layer_out: int | None, hook_layer: int | None = None
+) -> int:
+    """`hook_layer_out`, or the layer `hook_name_out` names when it is None (a CLT's pattern,
+    `*` for the layer, ends where its input pattern does: `hook_layer`)."""
     if hook_layer_out is not None:
         if hook_layer_out < 0:
             raise ValueError(f"hook_layer_out must be >= 0, got {hook_layer_out}")
         return hook_layer_out
+    if LAYER_WILDCARD in hook_name_out and hook_layer is not None:
+        return hook_layer
     layer = layer_of_hook(hook_name_out)
     if layer is None:
         raise ValueError(
@@ -94,7 +101,9 @@ def check_run_config(cfg: Any, apply_b_dec_to_input_set: bool) -> None:
     if cfg.apply_b_dec_to_input and not apply_b_dec_to_input_set:
         cfg.apply_b_dec_to_input = False
     check_transcoder_fields(cfg)
-    cfg.hook_layer_out = derive_hook_layer_out(cfg.hook_name_out, cfg.hook_layer_out)
+    cfg.hook_layer_out = derive_hook_layer_out(
+        cfg.hook_name_out, cfg.hook_layer_out, cfg.hook_layer
+    )
     if cfg.use_cached_activations:
         raise ValueError(
             "use_cached_activations is not supported for transcoders yet: they read "
@@ -132,8 +141,8 @@ def parse_saved_architecture(name: str) -> tuple[str, bool] | None:
 
 def cfg_dict_for_saving(cfg_dict: dict[str, Any]) -> None:
     """Give a transcoder's cfg.json its saved architecture name (in place; a plain SAE's
-    dict is left as it is)."""
-    if cfg_dict.get("hook_name_out") is None:
+    dict is left as it is, and so is a CLT's: its hook patterns say what it is)."""
+    if cfg_dict.get("hook_name_out") is None or LAYER_WILDCARD in str(cfg_dict.get("hook_name")):
         return
     cfg_dict["architecture"] = saved_architecture(
         cfg_dict["architecture"], bool(cfg_dict.get("skip_connection"))

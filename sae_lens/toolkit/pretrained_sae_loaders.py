@@ -23,6 +23,8 @@ from sae_lens import logger as logger  # 5.6.0 re-export
 from sae_lens.dtypes import DTYPE_MAP as DTYPE_MAP  # 5.6.0 re-export
 from sae_lens.errors import UnknownPretrainedSAEError, check_device, did_you_mean
 from sae_lens.saes.sae_folder import check_finite_weights
+from sae_lens.toolkit.loaders.circuit_tracer import CONFIG_FILENAME as CIRCUIT_TRACER_CONFIG
+from sae_lens.toolkit.loaders.circuit_tracer import read_circuit_tracer
 from sae_lens.toolkit.loaders.common import (
     LoadedSAE,
     SAEConfigLoadOptions,
@@ -48,8 +50,10 @@ from sae_lens.toolkit.loaders.dictionary_learning import (
 )
 from sae_lens.toolkit.loaders.gemma_scope import (
     GEMMA_SCOPE_PARAMS_FILENAME,
+    adopt_transcoder_sizes,
     convert_gemma_scope_weights,
     get_gemma_2_config,
+    get_gemma_2_transcoder_config,
     is_embedding_folder,
     read_npz_tensors,
 )
@@ -96,7 +100,9 @@ __all__ = [
     "deepseek_r1_sae_loader",
     "detect_sae_format",
     "dictionary_learning_sae_loader_1",
+    "circuit_tracer_loader",
     "gemma_2_sae_loader",
+    "gemma_2_transcoder_loader",
     "get_connor_rob_hook_z_config",
     "get_conversion_loader_name",
     "get_deepseek_r1_config",
@@ -255,6 +261,12 @@ def _read_gemma_scope(sae: _RegistrySAE, device: str) -> _Weights:
     return convert_gemma_scope_weights(sae.cfg, tensors, embedding), None
 
 
+def _read_gemma_transcoder(sae: _RegistrySAE, device: str) -> _Weights:
+    tensors = read_npz_tensors(sae.download(GEMMA_SCOPE_PARAMS_FILENAME), device)
+    adopt_transcoder_sizes(sae.cfg, tensors)
+    return tensors, None
+
+
 def _read_openmoss(layout: OpenMossLayout, sae: _RegistrySAE, device: str) -> _Weights:
     return layout.read_weights(sae.cfg, sae.download(layout.weights_path), device), None
 
@@ -282,6 +294,7 @@ _FORMATS: dict[str, _RegistryFormat] = {
     "sae_lens": _RegistryFormat(_read_sae_lens, _OverridesAt.CONFIG),
     "connor_rob_hook_z": _RegistryFormat(_read_connor_rob, _OverridesAt.CONFIG),
     "gemma_2": _RegistryFormat(_read_gemma_scope, _OverridesAt.BEFORE_WEIGHTS),
+    "gemma_2_transcoder": _RegistryFormat(_read_gemma_transcoder, _OverridesAt.BEFORE_WEIGHTS),
     "llama_scope": _RegistryFormat(
         partial(_read_openmoss, LLAMA_SCOPE), _OverridesAt.BEFORE_WEIGHTS
     ),
@@ -357,6 +370,11 @@ sae_lens_loader = _registry_loader(
 gemma_2_sae_loader = _registry_loader_with_shape_overrides(
     "gemma_2", "gemma_2_sae_loader", "A Gemma Scope JumpReLU SAE (`params.npz`)."
 )
+gemma_2_transcoder_loader = _registry_loader_with_shape_overrides(
+    "gemma_2_transcoder",
+    "gemma_2_transcoder_loader",
+    "A Gemma Scope JumpReLU transcoder (`params.npz`), ln2.hook_normalized -> hook_mlp_out.",
+)
 llama_scope_sae_loader = _registry_loader_with_shape_overrides(
     "llama_scope",
     "llama_scope_sae_loader",
@@ -399,10 +417,46 @@ def connor_rob_hook_z_loader(
     return cfg, state_dict, None
 
 
+def circuit_tracer_loader(
+    release: str,
+    sae_id: str,
+    device: str = "cpu",
+    force_download: bool = False,
+    cfg_overrides: dict[str, Any] | None = None,
+) -> LoadedSAE:
+    """A circuit-tracer CLT folder, or one `layer_<i>.safetensors` of a transcoder set, in a
+    hub repo (with the folder's `config.yaml`; see toolkit/loaders/circuit_tracer.py)."""
+    repo_id, path = get_repo_id_and_folder_name(release, sae_id)
+    is_file = path.endswith(".safetensors")
+    folder = path.rpartition("/")[0] if is_file else path
+    config = Path(download(repo_id, repo_path(folder, CIRCUIT_TRACER_CONFIG), force_download))
+    if is_file:
+        local = Path(download(repo_id, path, force_download))
+    else:
+        layer = 0
+        while download_optional(repo_id, repo_path(folder, f"W_enc_{layer}.safetensors")):
+            download(repo_id, repo_path(folder, f"W_dec_{layer}.safetensors"), force_download)
+            layer += 1
+        local = config.parent
+    cfg, state_dict = read_circuit_tracer(local, device)
+    return {**cfg, "device": device, **(cfg_overrides or {})}, state_dict, None
+
+
+def get_circuit_tracer_config(
+    repo_id: str, folder_name: str, options: SAEConfigLoadOptions
+) -> dict[str, Any]:
+    """A circuit-tracer SAE's config (read with its weights: the sizes are in the files)."""
+    device = options.device or "cpu"
+    cfg, _, _ = circuit_tracer_loader(repo_id, folder_name, device, options.force_download)
+    return {**cfg, **(options.cfg_overrides or {})}
+
+
 NAMED_PRETRAINED_SAE_LOADERS: dict[str, PretrainedSaeLoader] = {
     "sae_lens": sae_lens_loader,
     "connor_rob_hook_z": connor_rob_hook_z_loader,  # type: ignore[dict-item]
     "gemma_2": gemma_2_sae_loader,
+    "gemma_2_transcoder": gemma_2_transcoder_loader,
+    "circuit_tracer": circuit_tracer_loader,
     "llama_scope": llama_scope_sae_loader,
     "llama_scope_r1_distill": llama_scope_r1_distill_sae_loader,
     "dictionary_learning_1": dictionary_learning_sae_loader_1,
@@ -414,6 +468,8 @@ NAMED_PRETRAINED_SAE_CONFIG_GETTERS = {
     "sae_lens": get_sae_config_from_hf,
     "connor_rob_hook_z": get_connor_rob_hook_z_config,
     "gemma_2": get_gemma_2_config,
+    "gemma_2_transcoder": get_gemma_2_transcoder_config,
+    "circuit_tracer": get_circuit_tracer_config,
     "llama_scope": get_llama_scope_config,
     "llama_scope_r1_distill": get_llama_scope_r1_distill_config,
     "dictionary_learning_1": get_dictionary_learning_config_1,

@@ -304,7 +304,7 @@ class ActivationsStore:
     def hook_layers(self) -> dict[str, int]:
         """{hook name: layer} of every hook this store reads (a transcoder's: two)."""
         out = self.output_hook
-        return {self.hook_name: self.hook_layer, **({out.name: out.layer} if out else {})}
+        return {self.hook_name: self.hook_layer, **(out.hook_layers() if out else {})}
 
     def split_rows(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(inputs [..., d_in], a transcoder's targets [..., d_out] or None) of rows."""
@@ -500,10 +500,10 @@ class ActivationsStore:
     def _rows_from_hooks(self, raw: dict[str, torch.Tensor], positions: slice) -> torch.Tensor:
         """[batch, positions, row_width] from one forward's hook activations: the input's
         view, and a transcoder's target beside it."""
-        acts = raw[self.hook_name][:, positions]
-        acts = sae_view(acts, self.hook_name, self.d_in, self.hook_head_index)
-        out = self.output_hook
-        return acts if out is None else out.with_target(acts, raw[out.name][:, positions])
+        out, head_index = self.output_hook, self.hook_head_index
+        if out is not None:  # a transcoder's input and target; a CLT's every layer
+            return out.rows(raw, positions, self.hook_name, self.d_in, head_index)
+        return sae_view(raw[self.hook_name][:, positions], self.hook_name, self.d_in, head_index)
 
     def _next_activation_batch(
         self, raise_on_epoch_end: bool

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sae_lens.training.transcoder_rows import OutputHook
+from sae_lens.training.clt_rows import row_source, store_hook_name
 
 if TYPE_CHECKING:
     from sae_lens.config import CacheActivationsRunnerConfig
@@ -19,9 +19,9 @@ if TYPE_CHECKING:
 def hook_settings(cfg: Any) -> dict[str, Any]:
     """The store arguments a `LanguageModelSAERunnerConfig` or an SAE's `SAEConfig` gives
     alike: hook, d_in, BOS, normalisation, dtype, seqpos slice and remote-code trust, and a
-    transcoder's output hook and width."""
+    transcoder's output hook and width (a CLT's every layer: sae_lens.training.clt_rows)."""
     return {
-        "hook_name": cfg.hook_name,
+        "hook_name": store_hook_name(cfg),
         "hook_layer": cfg.hook_layer,
         "hook_head_index": cfg.hook_head_index,
         "d_in": cfg.d_in,
@@ -30,7 +30,7 @@ def hook_settings(cfg: Any) -> dict[str, Any]:
         "dtype": cfg.dtype,
         "seqpos_slice": tuple(cfg.seqpos_slice),
         "dataset_trust_remote_code": cfg.dataset_trust_remote_code,
-        "output_hook": OutputHook.of(cfg),
+        "output_hook": row_source(cfg),  # a transcoder's output hook, a CLT's layers
     }
 
 

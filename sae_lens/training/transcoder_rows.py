@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from transformer_lens import HookedRootModule
 
+from sae_lens.hook_activations import sae_view
 from sae_lens.training.model_forward import hook_width
 from sae_lens.training.store_inputs import check_output_hook
 
@@ -43,6 +44,23 @@ class OutputHook:
                 "a transcoder's store serves unnormalised activations from the model: "
                 "normalize_activations must be 'none' and no activation cache is read"
             )
+
+    def hook_layers(self) -> dict[str, int]:
+        """{hook name: layer} of the hooks read besides the store's `hook_name`."""
+        return {self.name: self.layer}
+
+    def rows(
+        self,
+        raw: dict[str, torch.Tensor],
+        positions: slice,
+        hook_name: str,
+        d_in: int,
+        head_index: int | None,
+    ) -> torch.Tensor:
+        """Rows [batch, positions, d_in + d_out] from one forward's hook activations `raw`:
+        the input's view at `hook_name` and the target beside it."""
+        inputs = sae_view(raw[hook_name][:, positions], hook_name, d_in, head_index)
+        return self.with_target(inputs, raw[self.name][:, positions])
 
     def with_target(self, inputs: torch.Tensor, raw_out: torch.Tensor) -> torch.Tensor:
         """Rows [..., d_in + d_out]: `inputs` [..., d_in] and the output hook's activation

@@ -62,7 +62,7 @@ def test_topk_gets_default_k_and_fresh_runs_get_their_own_checkpoint_folder() ->
         (
             {"architecture": "relu"},
             r"architecture must be one of \['standard', 'gated', 'jumprelu', 'topk', 'batchtopk', "
-            r"'matryoshka_batchtopk'\], got 'relu'",
+            r"'matryoshka_batchtopk', 'clt'\], got 'relu'",
         ),
         ({"normalize_activations": "unit"}, r"normalize_activations must be one of"),
         ({"b_dec_init_method": "median"}, r"b_dec_init_method must be one of"),

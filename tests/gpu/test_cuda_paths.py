@@ -14,14 +14,13 @@ from torch.testing import assert_close
 from sae_lens.config import LanguageModelSAERunnerConfig
 from sae_lens.sae import SAE
 from sae_lens.sae_training_runner import SAETrainingRunner
-from sae_lens.saes.registry import architecture_names
 from sae_lens.training.training_sae import TrainingSAE
-from tests.sae_configs import perturbed_training_sae, training_sae_cfg_dict
+from tests.sae_configs import SAE_ARCHITECTURES, perturbed_training_sae, training_sae_cfg_dict
 
 pytestmark = pytest.mark.gpu
 
 
-@pytest.mark.parametrize("architecture", architecture_names())
+@pytest.mark.parametrize("architecture", SAE_ARCHITECTURES)
 def test_a_training_step_on_cuda_matches_the_same_step_on_cpu(architecture: str) -> None:
     cfg = training_sae_cfg_dict(
         architecture, d_in=24, d_sae=96, l1_coefficient=0.3, activation_fn_kwargs={"k": 8}

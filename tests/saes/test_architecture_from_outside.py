@@ -108,7 +108,7 @@ def test_the_cli_offers_a_registered_architecture(
     assert parse_cli_config(["--architecture", "scaled_relu"]).architecture == "scaled_relu"
     with pytest.raises(SystemExit):
         parse_cli_config(["--help"])
-    names = "{standard,gated,jumprelu,topk,batchtopk,matryoshka_batchtopk,scaled_relu}"
+    names = "{standard,gated,jumprelu,topk,batchtopk,matryoshka_batchtopk,clt,scaled_relu}"
     assert names in capsys.readouterr().out
 
 

@@ -7,11 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sae_lens.saes.registry import architecture_names
-from tests.sae_configs import perturbed_training_sae, training_sae_cfg_dict
+from tests.sae_configs import SAE_ARCHITECTURES, perturbed_training_sae, training_sae_cfg_dict
 
 
-@pytest.mark.parametrize("architecture", architecture_names())
+@pytest.mark.parametrize("architecture", SAE_ARCHITECTURES)
 def test_a_training_step_under_autocast_matches_the_float32_step(architecture: str) -> None:
     cfg = training_sae_cfg_dict(
         architecture, d_in=16, d_sae=64, l1_coefficient=0.3, activation_fn_kwargs={"k": 4}

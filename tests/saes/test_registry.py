@@ -39,7 +39,7 @@ def isolated_registry(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_builtin_architectures() -> None:
     assert architecture_names() == [
-        "standard", "gated", "jumprelu", "topk", "batchtopk", "matryoshka_batchtopk"
+        "standard", "gated", "jumprelu", "topk", "batchtopk", "matryoshka_batchtopk", "clt"
     ]  # fmt: skip
     assert all(get_architecture(name).name == name for name in architecture_names())
 
@@ -49,7 +49,7 @@ def test_unknown_name_lists_the_registered_ones() -> None:
         ValueError,
         match=re.escape(
             "unknown SAE architecture 'nope': expected one of ['standard', 'gated', 'jumprelu', "
-            "'topk', 'batchtopk', 'matryoshka_batchtopk']"
+            "'topk', 'batchtopk', 'matryoshka_batchtopk', 'clt']"
         ),
     ):
         get_architecture("nope")

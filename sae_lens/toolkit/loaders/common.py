@@ -12,6 +12,7 @@ from safetensors import SafetensorError, safe_open
 
 from sae_lens.dtypes import dtype_from_name
 from sae_lens.errors import SAEWeightsError
+from sae_lens.saes.clt import encoder_rows
 from sae_lens.saes.sae_folder import apply_legacy_cfg_defaults, read_cfg_json
 
 StateDict = dict[str, torch.Tensor]
@@ -119,7 +120,7 @@ def expected_shapes(cfg_dict: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     d_out = cfg_dict.get("d_out") if cfg_dict.get("hook_name_out") is not None else None
     d_out = d_out or d_in
     return {
-        "W_enc": (d_in, d_sae),
+        "W_enc": (encoder_rows(cfg_dict), d_sae),  # a CLT's: one layer's input wide
         "W_dec": (d_sae, d_out),
         "b_enc": (d_sae,),
         "b_dec": (d_out,),

@@ -4,6 +4,10 @@
 Nothing but the repo and folder names describe an SAE: the repo names the model and the
 hook site (`gemma-scope-2b-pt-res`), the folder the layer and width
 (`layer_12/width_16k/average_l0_82`).
+
+The transcoders (`gemma-scope-2b-pt-transcoders`) have the same files: a JumpReLU transcoder
+from `blocks.<layer>.ln2.hook_normalized` to `blocks.<layer>.hook_mlp_out`; their sizes are
+read off the weights.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ GEMMA_SCOPE_PARAMS_FILENAME = "params.npz"
 _RELEASE_PATTERN = re.compile(
     r"gemma-scope-(?P<size>2b|9b|27b)-(?P<variant>pt|it)-(?P<site>res|mlp|att)"
 )
+_TRANSCODER_PATTERN = re.compile(r"gemma-scope-(?P<size>2b|9b|27b)-(?P<variant>pt|it)-transcoders")
 _LAYER_PATTERN = re.compile(r"layer_(\d+)")
 _WIDTH_PATTERN = re.compile(r"width_(\d+[km])")
 
@@ -137,6 +142,49 @@ def get_gemma_2_config(
     return cfg
 
 
+def gemma_scope_transcoder_config(
+    repo_or_path: str, layer: int, d_sae: int, d_model: int | None = None
+) -> dict[str, Any]:
+    """The config of one Gemma Scope transcoder (`repo_or_path` names the model size)."""
+    match = _TRANSCODER_PATTERN.search(repo_or_path)
+    if match is None:
+        raise ValueError(
+            f"cannot tell the Gemma 2 model from {repo_or_path!r}; expected a name like "
+            "'gemma-scope-2b-pt-transcoders'"
+        )
+    size, variant = match["size"], match["variant"]
+    width = d_model or _RESID_WIDTH[size]
+    cfg = gemma_scope_config(size, variant, "mlp", layer, d_sae, embedding=False)
+    cfg.update(
+        d_in=width,
+        d_out=width,
+        hook_name=f"blocks.{layer}.ln2.hook_normalized",
+        hook_name_out=f"blocks.{layer}.hook_mlp_out",
+        hook_layer_out=layer,
+    )
+    return cfg
+
+
+def get_gemma_2_transcoder_config(
+    repo_id: str, folder_name: str, options: SAEConfigLoadOptions
+) -> dict[str, Any]:
+    """Config of the Gemma Scope transcoder in `folder_name` of `repo_id` (read off the names;
+    the loader corrects the sizes from the weights)."""
+    layer = _parse_layer(folder_name, options.layer_override)
+    cfg = gemma_scope_transcoder_config(
+        repo_id, layer, _parse_width(folder_name, options.d_sae_override)
+    )
+    if options.device is not None:
+        cfg["device"] = options.device
+    return cfg
+
+
+def adopt_transcoder_sizes(cfg: dict[str, Any], state_dict: StateDict) -> None:
+    """d_in, d_out and d_sae of a Gemma Scope transcoder config from its weights (in place)."""
+    cfg["d_in"], cfg["d_sae"] = (int(n) for n in state_dict["W_enc"].shape)
+    cfg["d_out"] = int(state_dict["W_dec"].shape[1])
+
+
 def read_npz_tensors(path: str | Path, device: str = "cpu") -> StateDict:
     """The arrays of a `params.npz` as float32 tensors in sae_lens naming (w_* -> W_*)."""
     state_dict: StateDict = {}
@@ -173,6 +221,14 @@ def read_local_gemma_scope(
     """(config, weights) of a local `params.npz`; the model, site and layer are read off
     its path, which must keep the repo's names (.../gemma-scope-2b-pt-res/layer_3/...)."""
     location = params_path.resolve().parent.as_posix()
+    transcoder = _TRANSCODER_PATTERN.search(location)
+    if transcoder is not None:
+        state_dict = read_npz_tensors(params_path, device)
+        layer = _parse_layer(location[transcoder.end() :], None)
+        cfg = gemma_scope_transcoder_config(location, layer, 0)
+        adopt_transcoder_sizes(cfg, state_dict)
+        cfg["device"] = device
+        return cfg, state_dict
     size, variant, site = _parse_release(location)
     after_release = location[_RELEASE_PATTERN.search(location).end() :]  # type: ignore[union-attr]
     state_dict = read_npz_tensors(params_path, device)

@@ -18,6 +18,8 @@ from sae_lens.saes.sae_folder import (
     check_sae_cfg,
     read_sae_folder,
 )
+from sae_lens.toolkit.loaders.circuit_tracer import CONFIG_FILENAME as CIRCUIT_TRACER_CONFIG
+from sae_lens.toolkit.loaders.circuit_tracer import read_circuit_tracer
 from sae_lens.toolkit.loaders.common import (
     LoadedSAE,
     StateDict,
@@ -74,11 +76,13 @@ FOLDER_LAYOUTS: dict[str, tuple[str, ...]] = {
     ),
     "llama_scope": (LLAMA_SCOPE.config_filename, LLAMA_SCOPE.weights_path),
     "llama_scope_r1_distill": (LLAMA_SCOPE_R1.config_filename, LLAMA_SCOPE_R1.weights_path),
+    "circuit_tracer": (CIRCUIT_TRACER_CONFIG, "W_enc_0.safetensors"),  # a CLT
 }
 FILE_LAYOUTS = {
     "connor_rob_hook_z": "<name>.pt with <name>_cfg.json beside it",
     "deepseek_r1": "<name>-l<layer>.pt",
     "gemma_2": "params.npz",
+    "circuit_tracer": "layer_<i>.safetensors with config.yaml beside it",
 }
 
 
@@ -93,6 +97,8 @@ def detect_sae_format(path: str | Path) -> str:
         if target.suffix == ".pt":
             has_cfg = Path(connor_rob_cfg_path(str(target))).exists()
             return "connor_rob_hook_z" if has_cfg else "deepseek_r1"
+        if target.suffix == ".safetensors" and (target.parent / CIRCUIT_TRACER_CONFIG).exists():
+            return "circuit_tracer"
         raise ValueError(
             f"unrecognised SAE file {target}; single-file SAEs are {list(FILE_LAYOUTS.values())}"
         )
@@ -174,6 +180,10 @@ def _read_deepseek_r1(path: Path, device: str, dtype: str | None) -> LoadedSAE:
     return deepseek_r1_config(deepseek_r1_layer(path.name), d_in, d_sae), weights, None
 
 
+def _read_circuit_tracer(path: Path, device: str, dtype: str | None) -> LoadedSAE:
+    return (*read_circuit_tracer(path, device), None)
+
+
 READERS: dict[str, Reader] = {
     "sae_lens": _read_sae_lens,
     "sparsify": _read_sparsify,
@@ -183,6 +193,7 @@ READERS: dict[str, Reader] = {
     "llama_scope_r1_distill": LLAMA_SCOPE_R1.read_local,
     "connor_rob_hook_z": _read_connor_rob,
     "deepseek_r1": _read_deepseek_r1,
+    "circuit_tracer": _read_circuit_tracer,
 }
 
 
