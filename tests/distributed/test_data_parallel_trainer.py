@@ -74,8 +74,8 @@ def test_two_processes_on_halves_match_one_process_on_the_whole_batch(
     two.mkdir()
     _train(0, 1, one, overrides)
     run_ranks(_train, 2, 2, two, overrides)
-    single = torch.load(one / "rank0.pt")
-    ranks = [torch.load(two / f"rank{r}.pt") for r in range(2)]
+    single = torch.load(one / "rank0.pt", weights_only=True)
+    ranks = [torch.load(two / f"rank{r}.pt", weights_only=True) for r in range(2)]
     for name, tensor in ranks[0]["weights"].items():
         # every rank holds the same weights, bit for bit (they apply the same averaged step)
         assert torch.equal(tensor, ranks[1]["weights"][name]), name
@@ -116,7 +116,7 @@ def _collectives(rank: int, out: Path) -> None:
 def test_collectives_on_two_processes(tmp_path: Path) -> None:
     run_ranks(_collectives, 2, tmp_path)
     for rank in range(2):
-        r = torch.load(tmp_path / f"rank{rank}.pt")
+        r = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
         assert r["sum"] == [3.0, 6.0]
         assert r["sum_number"] == 7
         assert r["mean"] == 0.5
