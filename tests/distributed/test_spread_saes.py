@@ -83,9 +83,12 @@ def test_spread_saes_train_as_the_data_parallel_run(runs: dict[str, Path]) -> No
     assert state["world_size"] == 2 and len(state["other_ranks"]) == 1
 
 
-def test_spread_run_resumes_exactly_after_a_kill(runs: dict[str, Path], tmp_path: Path) -> None:
-    root = tmp_path / "spread"
-    config = write_config(tmp_path, root, True)
+@pytest.mark.parametrize("mode", ["spread", "data_parallel"])
+def test_multi_run_resumes_exactly_after_a_kill(
+    runs: dict[str, Path], tmp_path: Path, mode: str
+) -> None:
+    root = tmp_path / mode
+    config = write_config(tmp_path, root, mode == "spread")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(
         multi_command(config), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
@@ -103,7 +106,7 @@ def test_spread_run_resumes_exactly_after_a_kill(runs: dict[str, Path], tmp_path
     resumed = run(multi_command(Path(run_dir) / "run_config.json", "--resume", "true"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     for name in SAES:
-        expected = final_weights(runs["spread"] / name)
+        expected = final_weights(runs[mode] / name)
         for key, tensor in final_weights(run_dir / name).items():
             assert torch.equal(tensor, expected[key]), (name, key)
 
