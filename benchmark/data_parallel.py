@@ -5,7 +5,8 @@ The workload: a GPT-2-shaped HookedTransformer with random weights (seed fixed, 
 same in every process: d_model 256, 4 layers, context 128), a pretokenized dataset of
 random tokens, a TopK SAE (k 32, 4,096 latents) on `blocks.3.hook_resid_post`, batches of
 4,096 tokens. The clock covers `SAETrainingRunner.run()` on rank 0 (buffer fills, training,
-the final save), not process start-up or model construction. Sides alternate; each side's
+the final save), not process start-up, model construction or a 2-step warm-up run before it
+(numba's kernels compile or load from their cache there). Sides alternate; each side's
 figure is the median of its repeats.
 
     .venv/bin/python benchmark/data_parallel.py --repeats 3
@@ -51,12 +52,21 @@ def build_dataset(n_rows: int) -> Any:
 
 
 def worker(args: argparse.Namespace) -> None:
-    """One process of a run (alone, or one rank under torchrun)."""
+    """One process of a run (alone, or one rank under torchrun): a 2-step warm-up run (numba
+    kernels compiled or loaded from their cache, allocator warm), then the timed run."""
     import torch
 
+    torch.set_num_threads(1)
+    train(4096 * 2, str(Path(args.out) / "warm-up"))
+    seconds = train(args.tokens, str(Path(args.out) / "run"))
+    if os.environ.get("RANK", "0") == "0":
+        Path(args.out, "seconds.json").write_text(json.dumps({"seconds": seconds}))
+
+
+def train(tokens: int, out: str) -> float:
+    """Seconds of `SAETrainingRunner.run()` on the workload, `tokens` training tokens."""
     from sae_lens import LanguageModelSAERunnerConfig, SAETrainingRunner
 
-    torch.set_num_threads(1)
     cfg = LanguageModelSAERunnerConfig(
         model_name="random-gpt2-d256",
         hook_name="blocks.3.hook_resid_post",
@@ -68,25 +78,23 @@ def worker(args: argparse.Namespace) -> None:
         context_size=128,
         is_dataset_tokenized=True,
         streaming=False,
-        training_tokens=args.tokens,
+        training_tokens=tokens,
         train_batch_size_tokens=4096,
         store_batch_size_prompts=16,
         n_batches_in_buffer=8,
         b_dec_init_method="zeros",
         log_to_wandb=False,
         verbose=False,
-        checkpoint_path=args.out,
+        checkpoint_path=out,
         n_checkpoints=0,
         device="cpu",
     )
-    dataset = build_dataset(args.tokens // 128 + 512)
+    dataset = build_dataset(tokens // 128 + 512)
     runner = SAETrainingRunner(cfg, override_dataset=dataset, override_model=build_model())
     runner.distributed.barrier()
     started = time.perf_counter()
     runner.run()
-    seconds = time.perf_counter() - started
-    if runner.distributed.is_main:
-        Path(args.out, "seconds.json").write_text(json.dumps({"seconds": seconds}))
+    return time.perf_counter() - started
 
 
 def measure(processes: int, tokens: int) -> float:
