@@ -323,7 +323,8 @@ def ours_runner_config(job: dict[str, Any]) -> Any:
         architecture=job["architecture"],
         d_in=wl.D_IN,
         d_sae=wl.D_SAE,
-        training_tokens=job["training_tokens"],
+        # a step-only job (no training) still needs a valid run length for the runner
+        training_tokens=max(job["training_tokens"], wl.BATCH_TOKENS),
         train_batch_size_tokens=wl.BATCH_TOKENS,
         store_batch_size_prompts=wl.PROMPTS_PER_BATCH,
         n_batches_in_buffer=wl.BUFFER_BATCHES,

@@ -3,12 +3,9 @@ with MSE plus an Lp sparsity penalty, optionally with ghost grads for dead laten
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
-from sae_lens.saes import cpu_kernels
-from sae_lens.saes.activations import is_nonnegative, keep_where_positive_
+from sae_lens.saes.activations import is_nonnegative
 from sae_lens.saes.base import (
     Architecture,
     SAEModule,
@@ -17,13 +14,8 @@ from sae_lens.saes.base import (
     TrainingSAEModule,
     init_linear_params,
 )
-from sae_lens.saes.fused_ops import (
-    add_into,
-    affine,
-    decoder_weight_grad,
-    hooks_active,
-    pre_activation_grads,
-)
+from sae_lens.saes.fused_ops import affine, hooks_active
+from sae_lens.saes.relu_step import relu_step
 
 
 class StandardArchitecture(Architecture):
@@ -49,10 +41,10 @@ class StandardArchitecture(Architecture):
     def training_forward(self, sae: TrainingSAEModule, x: torch.Tensor) -> TrainingForward:
         if not (self.encodes_like(StandardArchitecture) and _can_fuse(sae, x)):
             return Architecture.training_forward(self, sae, x)
-        # Bias, ReLU, decoder matmul and L1 penalty in one autograd function whose backward
-        # builds the latents' gradient in a single [batch, d_sae] buffer.
-        hidden_pre, acts, latent_sum, sparsity = _ReLUDecode.apply(
-            x @ sae.W_enc, sae.b_enc, sae.W_dec, _penalty_weights(sae, x)
+        # Encoder, bias, ReLU, L1 penalty and decoder in one autograd function: sparse
+        # matmuls once few latents fire, else one [batch, d_sae] gradient buffer.
+        hidden_pre, acts, latent_sum, sparsity = relu_step(
+            x, sae.W_enc, sae.b_enc, sae.W_dec, _penalty_weights(sae, x)
         )
         sae_out = sae.finish_decode(latent_sum)
         return TrainingForward(acts, hidden_pre, sae_out, {"sparsity": sparsity})
@@ -102,7 +94,7 @@ def _latents_nonnegative(sae: TrainingSAEModule) -> bool:
 
 
 def _can_fuse(sae: TrainingSAEModule, x: torch.Tensor) -> bool:
-    """Whether `_ReLUDecode` computes exactly what the step-by-step path would: a ReLU, the
+    """Whether `relu_step` computes exactly what the step-by-step path would: a ReLU, the
     L1 penalty, a [batch, d_in] input, no fine-tuning scale, no training noise, no autocast,
     and no hook on the pre- or post-activations (the fused path does not call them)."""
     return (
@@ -114,68 +106,6 @@ def _can_fuse(sae: TrainingSAEModule, x: torch.Tensor) -> bool:
         and not torch.is_autocast_enabled(x.device.type)
         and not hooks_active(sae.hook_sae_acts_pre, sae.hook_sae_acts_post)
     )
-
-
-class _ReLUDecode(torch.autograd.Function):
-    """From x_enc = x @ W_enc [batch, d_sae], which it overwrites with hidden_pre:
-    (hidden_pre = x_enc + b_enc, acts = relu(hidden_pre), acts @ W_dec [batch, d_in], and
-    acts @ weights [batch], the L1 penalty). On CPU each direction's elementwise work is one
-    fused kernel (`cpu_kernels`); elsewhere the torch backward adds the gradients into one
-    [batch, d_sae] buffer and masks it in place, where autograd would allocate three."""
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        x_enc: torch.Tensor, b_enc: torch.Tensor, W_dec: torch.Tensor, weights: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        if cpu_kernels.serves(x_enc, b_enc, weights):
-            acts, penalty = cpu_kernels.relu_forward_(x_enc, b_enc, weights)
-        else:
-            acts = x_enc.add_(b_enc).relu()
-            penalty = acts @ weights
-        return x_enc, acts, acts @ W_dec, penalty
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
-        x_enc, _, W_dec, weights = inputs
-        ctx.mark_dirty(x_enc)
-        ctx.save_for_backward(output[1], W_dec, weights)
-        ctx.set_materialize_grads(False)
-
-    @staticmethod
-    def backward(  # type: ignore[override]
-        ctx: Any,
-        grad_hidden_pre: torch.Tensor | None,
-        grad_acts: torch.Tensor | None,
-        grad_sum: torch.Tensor | None,
-        grad_penalty: torch.Tensor | None,
-    ) -> tuple[torch.Tensor | None, ...]:
-        acts, W_dec, weights = ctx.saved_tensors
-        grad = None if grad_sum is None else grad_sum @ W_dec.t()  # [batch, d_sae], ours
-        if grad_penalty is not None:
-            grad_penalty = grad_penalty.contiguous()  # a loss's mean gives a broadcast
-        grad_bias = None
-        if (
-            grad_acts is None
-            and grad is not None
-            and grad_penalty is not None
-            and cpu_kernels.serves(grad, acts, grad_penalty, weights)
-        ):
-            grad_pre, grad_bias = cpu_kernels.relu_backward(grad, acts, grad_penalty, weights)
-        else:
-            if grad_penalty is not None:
-                if grad is None:
-                    grad = torch.outer(grad_penalty, weights)
-                else:
-                    grad.addr_(grad_penalty, weights)
-            grad = add_into(grad, grad_acts)
-            grad_pre = None if grad is None else keep_where_positive_(grad, acts)  # ReLU
-        grad_pre, grad_bias = pre_activation_grads(grad_pre, grad_bias, grad_hidden_pre)
-        need_W, need_weights = ctx.needs_input_grad[2:4]
-        grad_W = decoder_weight_grad(acts, grad_sum) if need_W and grad_sum is not None else None
-        grad_weights = None
-        if need_weights and grad_penalty is not None:
-            grad_weights = acts.t() @ grad_penalty
-        return grad_pre, grad_bias, grad_W, grad_weights
 
 
 def ghost_grad_loss(

@@ -20,6 +20,7 @@ from sae_lens.saes.base import (
 from sae_lens.saes.fused_ops import affine, hooks_active
 from sae_lens.saes.sparse_kernels import sparse_decode, topk_encode
 from sae_lens.saes.standard import StandardArchitecture
+from sae_lens.saes.topk_step import topk_sae_forward
 
 __all__ = ["TopKArchitecture", "sparse_decode", "topk_aux_acts", "topk_aux_loss"]
 
@@ -36,6 +37,11 @@ def _can_fuse(sae: TrainingSAEModule, x: torch.Tensor) -> bool:
         and not torch.is_autocast_enabled(x.device.type)
         and not hooks_active(sae.hook_sae_acts_pre, sae.hook_sae_acts_post)
     )
+
+
+def _no_noise_or_scale(sae: TrainingSAEModule) -> bool:
+    """Whether `topk_sae_forward` applies: no training noise, no fine-tuning scale."""
+    return not sae.cfg.finetuning_scaling_factor and not (sae.training and sae.cfg.noise_scale > 0)
 
 
 def topk_aux_acts(
@@ -87,6 +93,13 @@ class TopKArchitecture(StandardArchitecture):
         if not self.encodes_like(TopKArchitecture):
             return Architecture.training_forward(self, sae, x)
         activation: TopK = sae.activation_fn  # type: ignore[assignment]
+        if _can_fuse(sae, x) and _no_noise_or_scale(sae):
+            # The whole step in one function: no dense backward, the top-k and the
+            # weight gradients as single passes (see topk_step).
+            latent_sum, feature_acts, hidden_pre = topk_sae_forward(
+                x, sae.W_enc, sae.b_enc, sae.W_dec, activation.k
+            )
+            return TrainingForward(feature_acts, hidden_pre, sae.finish_decode(latent_sum))
         if _can_fuse(sae, x):
             # One dense matmul; the backward touches only the k selected latents.
             values, indices, hidden_pre = topk_encode(

@@ -15,7 +15,7 @@ from sae_lens import logger
 from sae_lens.config import LanguageModelSAERunnerConfig
 from sae_lens.lazy_names import lazy_names
 from sae_lens.sae import SAE, InputActs, LatentActs, SAEConfig, config_kwargs
-from sae_lens.saes import transcoder
+from sae_lens.saes import cpu_kernels, transcoder
 from sae_lens.saes.base import TrainingLossInputs
 from sae_lens.saes.jumprelu import JumpReLU, Step, rectangle
 from sae_lens.saes.registry import get_architecture
@@ -128,6 +128,15 @@ _TRAINING_CFG_JSON_ORDER = (
     "jumprelu_init_threshold",
     "jumprelu_bandwidth",
 )
+
+
+# Decoders from this many entries up keep their rows with the one-pass CPU kernels (smaller
+# ones gain nothing worth loading numba for).
+_ROW_KERNEL_MIN_NUMEL = 1 << 16
+
+
+def _row_kernels_serve(*tensors: torch.Tensor) -> bool:
+    return tensors[0].numel() >= _ROW_KERNEL_MIN_NUMEL and cpu_kernels.serves(*tensors)
 
 
 def _mse_per_item(preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -372,7 +381,10 @@ class TrainingSAE(SAE):
 
     @torch.no_grad()
     def set_decoder_norm_to_unit_norm(self) -> None:
-        self.W_dec.data /= self.W_dec.data.norm(dim=1, keepdim=True)
+        if _row_kernels_serve(self.W_dec.data):  # one pass over W_dec
+            cpu_kernels.normalize_rows_(self.W_dec.data)
+        else:
+            self.W_dec.data /= self.W_dec.data.norm(dim=1, keepdim=True)
 
     @torch.no_grad()
     def initialize_decoder_norm_constant_norm(self, norm: float = 0.1) -> None:
@@ -386,6 +398,9 @@ class TrainingSAE(SAE):
         """Project each decoder row's gradient onto the plane orthogonal to the (unit) row."""
         if self.W_dec.grad is None:
             raise ValueError("W_dec has no gradient: call this after loss.backward()")
+        if _row_kernels_serve(self.W_dec.grad, self.W_dec.data):  # one pass over both
+            cpu_kernels.project_out_rows_(self.W_dec.grad, self.W_dec.data)
+            return
         parallel = (self.W_dec.grad * self.W_dec.data).sum(dim=-1, keepdim=True)  # [d_sae, 1]
         self.W_dec.grad -= parallel * self.W_dec.data
 

@@ -31,8 +31,9 @@ def test_relu_kernels_match_torch(dtype: torch.dtype) -> None:
     weights = rand(D_SAE, dtype=dtype, seed=2).abs()
     x_enc[3, 4] = float("nan")  # a NaN stays NaN, as with torch.relu
     hidden_pre = x_enc.clone()
-    acts, penalty = cpu_kernels.relu_forward_(hidden_pre, b_enc, weights)
+    acts, penalty, counts = cpu_kernels.relu_forward_(hidden_pre, b_enc, weights)
     expected_pre = x_enc + b_enc
+    assert counts.tolist() == (torch.relu(expected_pre) != 0).sum(1).tolist()  # NaN counts
     assert_close(hidden_pre, expected_pre, equal_nan=True, rtol=0, atol=0)
     assert_close(acts, torch.relu(expected_pre), equal_nan=True, rtol=0, atol=0)
     assert_close(penalty, torch.relu(expected_pre) @ weights, equal_nan=True)
@@ -42,7 +43,10 @@ def test_relu_kernels_match_torch(dtype: torch.dtype) -> None:
     grad_latents, grad_penalty = rand(N, D_SAE, dtype=dtype, seed=3), rand(N, dtype=dtype, seed=4)
     expected = (grad_latents + torch.outer(grad_penalty, weights)) * (acts > 0)
     buffer = grad_latents.clone()
-    grad_pre, grad_bias = cpu_kernels.relu_backward(buffer, acts, grad_penalty, weights)
+    grad_pre, grad_bias, grad_weights = cpu_kernels.relu_backward(
+        buffer, acts, grad_penalty, weights, want_weights_grad=True
+    )
+    assert_close(grad_weights, acts.t() @ grad_penalty)
     assert grad_pre is buffer
     assert_close(grad_pre, expected)
     assert_close(grad_bias, expected.sum(0))
@@ -182,16 +186,16 @@ def test_training_step_on_cpu_uses_the_kernels(
 
 
 def test_numba_is_loaded_only_when_a_kernel_runs() -> None:
-    """TopK training (no kernel) leaves numba and LLVM (~100 MB) out of the process."""
+    """Building an SAE and encoding with it (no kernel) leave numba and LLVM (~100 MB) out
+    of the process; a CPU training step loads them."""
     script = (
         "import sys, torch\n"
         "from tests.sae_configs import perturbed_training_sae, training_sae_cfg_dict\n"
         "sae = perturbed_training_sae(training_sae_cfg_dict('topk', d_in=6, d_sae=24, k=3))\n"
+        "sae.decode(sae.encode(torch.randn(9, 6)))\n"
+        "assert 'numba' not in sys.modules, 'encoding loaded numba'\n"
         "sae.training_forward_pass(torch.randn(9, 6), 0.5).loss.backward()\n"
-        "assert 'numba' not in sys.modules, 'topk loaded numba'\n"
-        "sae = perturbed_training_sae(training_sae_cfg_dict('standard', d_in=6, d_sae=24))\n"
-        "sae.training_forward_pass(torch.randn(9, 6), 0.5).loss.backward()\n"
-        "assert 'numba' in sys.modules, 'standard did not use the kernels'\n"
+        "assert 'numba' in sys.modules, 'topk did not use the kernels'\n"
     )
     root = Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, "-c", script], cwd=root, check=True, timeout=120)
