@@ -8,9 +8,13 @@ import torch
 
 
 def use_torch_thread_count() -> int:
-    """Sets numba's thread count to torch's and returns it."""
-    threads = min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)
+    """Sets numba's thread count to torch's and returns it. (Numba's OpenMP threading layer
+    shares the OpenMP runtime with torch: starting its pool resets the process's OpenMP
+    thread count, which is torch's, to all cores; torch's count is put back.)"""
+    torch_threads = torch.get_num_threads()
+    threads = min(torch_threads, numba.config.NUMBA_NUM_THREADS)
     numba.set_num_threads(threads)
+    torch.set_num_threads(torch_threads)
     return threads
 
 

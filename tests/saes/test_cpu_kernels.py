@@ -199,3 +199,23 @@ def test_numba_is_loaded_only_when_a_kernel_runs() -> None:
     )
     root = Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, "-c", script], cwd=root, check=True, timeout=120)
+
+
+def test_kernels_leave_torch_thread_count_as_set() -> None:
+    """numba's OpenMP pool shares the OpenMP runtime with torch; starting it must not
+    change torch's thread count (a 1-thread run would otherwise use every core)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import torch\n"
+        "torch.set_num_threads(1)\n"
+        "from sae_lens.saes import cpu_kernels\n"
+        "from sae_lens.saes.numba_loops import use_torch_thread_count\n"
+        "use_torch_thread_count()\n"
+        "print(torch.get_num_threads())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "1"
