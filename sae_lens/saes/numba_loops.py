@@ -166,11 +166,10 @@ def jumprelu_backward(
 
 
 @numba.njit(cache=True, inline="always")
-def _heap_push_root(heap_values, heap_indices, value, index):
-    """Replaces the smallest entry of the min-heap heap_values [k] (indices alongside) by
-    (value, index) and restores the heap."""
+def _sift_down(heap_values, heap_indices, pos, value, index):
+    """Puts (value, index) at `pos` of the min-heap heap_values [k] (indices alongside),
+    whose subtrees below `pos` are heaps, moving smaller children up until it fits."""
     size = heap_values.shape[0]
-    pos = 0
     while True:
         child = 2 * pos + 1
         if child >= size:
@@ -192,21 +191,10 @@ def _heap_topk(values, positions, heap_values, heap_indices):
     for j in range(k):  # the first k entries, then heapified
         heap_values[j], heap_indices[j] = values[j], positions[j]
     for start in range(k // 2 - 1, -1, -1):
-        value, index, pos = heap_values[start], heap_indices[start], start
-        while True:
-            child = 2 * pos + 1
-            if child >= k:
-                break
-            if child + 1 < k and heap_values[child + 1] < heap_values[child]:
-                child += 1
-            if heap_values[child] >= value:
-                break
-            heap_values[pos], heap_indices[pos] = heap_values[child], heap_indices[child]
-            pos = child
-        heap_values[pos], heap_indices[pos] = value, index
+        _sift_down(heap_values, heap_indices, start, heap_values[start], heap_indices[start])
     for t in range(k, values.shape[0]):
         if values[t] > heap_values[0]:
-            _heap_push_root(heap_values, heap_indices, values[t], positions[t])
+            _sift_down(heap_values, heap_indices, 0, values[t], positions[t])  # new root
 
 
 @numba.njit(cache=True, fastmath=True)

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 
 import pytest
 import torch
-from torch.testing import assert_close
 
 from sae_lens.saes import cpu_kernels, relu_step
 from sae_lens.saes.relu_step import relu_step as step
+from tests.saes.step_checks import assert_step_matches
 
 
 @pytest.fixture(params=["sparse", "dense", "torch"])
@@ -58,23 +58,7 @@ def test_values_and_gradients_match_the_torch_formulas(
     leaves = _leaves(n, d, m, dtype)
     ours = step(*leaves)
     ref = _reference(*leaves)
-    tol = dict(atol=1e-4, rtol=1e-4) if dtype == torch.float32 else {}
-    for a, b in zip(ours, ref, strict=True):
-        assert_close(a, b, **tol)
-    g = torch.Generator().manual_seed(3)
-    weights = [torch.randn(o.shape, generator=g, dtype=dtype) for o in ref]
-
-    def loss(outputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        terms = [(o * w).sum() for o, w, u in zip(outputs, weights, used, strict=True) if u]
-        return torch.stack(terms).sum()
-
-    grads = torch.autograd.grad(loss(ours), leaves, allow_unused=True)
-    ref_grads = torch.autograd.grad(loss(ref), leaves, allow_unused=True)
-    for a, b in zip(grads, ref_grads, strict=True):
-        if b is None:
-            assert a is None or not a.any()
-        else:
-            assert_close(a, b, **tol)
+    assert_step_matches(ours, ref, leaves, used, seed=3)
 
 
 def test_the_sparse_path_runs_when_few_latents_fire(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,6 +13,7 @@ from torch.testing import assert_close
 
 from sae_lens.saes import cpu_kernels, topk_step
 from sae_lens.saes.topk_step import topk_sae_forward
+from tests.saes.step_checks import assert_step_matches
 
 # odd sizes: d_sae not a multiple of the kernels' lane count, k not a power of two
 SHAPES = [(37, 13, 101, 7), (8, 5, 300, 1), (6, 3, 9, 9), (33, 17, 515, 32)]
@@ -61,23 +62,7 @@ def test_values_and_gradients_match_the_dense_formulas(
     leaves = _leaves(n, d, m, dtype, seed=n + m)
     ours = topk_sae_forward(*leaves, k)
     ref = _reference(*leaves, k)
-    tol = dict(atol=1e-4, rtol=1e-4) if dtype == torch.float32 else {}
-    for a, b in zip(ours, ref, strict=True):
-        assert_close(a, b, **tol)
-    g = torch.Generator().manual_seed(7)
-    weights = [torch.randn(o.shape, generator=g, dtype=dtype) for o in ref]
-
-    def loss(outputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        terms = [(o * w).sum() for o, w, u in zip(outputs, weights, used, strict=True) if u]
-        return torch.stack(terms).sum()
-
-    grads = torch.autograd.grad(loss(ours), leaves, allow_unused=True)
-    ref_grads = torch.autograd.grad(loss(ref), leaves, allow_unused=True)
-    for a, b in zip(grads, ref_grads, strict=True):
-        if b is None:
-            assert a is None or not a.any()
-        else:
-            assert_close(a, b, **tol)
+    assert_step_matches(ours, ref, leaves, used, seed=7)
 
 
 @pytest.mark.parametrize(("n", "m", "k"), [(50, 4096, 32), (7, 257, 5), (4, 64, 64)])
