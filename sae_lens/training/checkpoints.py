@@ -248,9 +248,10 @@ def save_training_checkpoint(
 
 def rank_state(store: Any, eval_store: Any | None) -> dict[str, Any]:
     """What each rank of a run keeps of its own for one SAE: its stores' positions (no
-    evaluation store where the rank has none) and its RNG states."""
+    evaluation store where the rank has none or evaluates on the training store) and its
+    RNG states."""
     state = {"activations_store": store.checkpoint_state(), "rng": capture_rng_state()}
-    if eval_store is not None:
+    if eval_store is not None and eval_store is not store:
         state["eval_activations_store"] = eval_store.checkpoint_state()
     return state
 

@@ -160,6 +160,9 @@ def test_checkpoint_folder_contents(tmp_path: Path) -> None:
     state = checkpoints.load_training_state(folder)  # weights_only=True
     assert state["trainer"]["n_training_steps"] == 4
     assert state["activations_store"] == {"batches_served": 4}
+    # evaluating on the training store: its state is saved once, not twice
+    assert trainer.eval_activations_store is trainer.activations_store
+    assert "eval_activations_store" not in state
 
 
 def test_failed_checkpoint_write_keeps_the_previous_one(
