@@ -91,6 +91,12 @@ _NAME = re.compile(r"[A-Za-z0-9_.\-]+")
 RUN_CONFIG_FILENAME = "run_config.json"
 
 
+def check_stack_saes(value: Any) -> None:
+    """Refuse a `stack_saes` setting other than "auto", true or false."""
+    if not (value == "auto" or isinstance(value, bool)):
+        raise ValueError(f'stack_saes must be "auto", true or false, got {value!r}')
+
+
 class MultiSAETrainingRunnerConfig:
     """Shared `LanguageModelSAERunnerConfig` fields (keyword arguments) and `saes`, a
     mapping from SAE name to the fields of that SAE (see the module docstring). Mistakes
@@ -100,12 +106,16 @@ class MultiSAETrainingRunnerConfig:
         self,
         saes: Mapping[str, Mapping[str, Any] | None],
         distribute_saes: bool = False,
+        stack_saes: str | bool = "auto",
         **shared: Any,
     ) -> None:
         if not isinstance(distribute_saes, bool):
             raise ValueError(f"distribute_saes must be true or false, got {distribute_saes!r}")
+        check_stack_saes(stack_saes)
         # under torchrun: each SAE in one process, on the whole batch (else data parallel)
         self.distribute_saes = distribute_saes
+        # SAEs of one shape stepped together: "auto" on CUDA (see training.stacked_step)
+        self.stack_saes = stack_saes
         self.shared = {k: v for k, v in shared.items() if k not in _DERIVED_KEYS}
         _check_fields(self.shared, "the multi-SAE config")
         self.saes = _checked_saes(saes)
@@ -140,6 +150,7 @@ class MultiSAETrainingRunnerConfig:
             **self.shared,
             "checkpoint_path": str(self.run_dir.resolve()),
             **({"distribute_saes": True} if self.distribute_saes else {}),
+            **({} if self.stack_saes == "auto" else {"stack_saes": self.stack_saes}),
             "saes": {name: dict(values) for name, values in self.saes.items()},
         }
 

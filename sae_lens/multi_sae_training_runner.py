@@ -71,7 +71,8 @@ from sae_lens.training.distributed import (
 from sae_lens.training.distributed_saes import SpreadSAEs, assign_owners
 from sae_lens.training.sae_trainer import InterruptedException, SAETrainer, TrainingDivergedError
 from sae_lens.training.shared_forward import SharedForwardStore
-from sae_lens.training.training_sae import TrainingSAE
+from sae_lens.training.stacked_step import stack_groups, stacked_forward_and_backward, stacking_on
+from sae_lens.training.training_sae import TrainingSAE, TrainStepOutput
 from sae_lens.training.wandb_logging import finish_wandb_run, start_wandb_run
 
 if TYPE_CHECKING:
@@ -364,12 +365,8 @@ class MultiSAETrainingRunner:
                 # every store takes its batch before any SAE steps: the shared forward
                 # then holds no batch at a checkpoint
                 batches = self._fetch_batches(trainers)
-                for name, trainer in trainers.items():
-                    with self._own_rng(name):
-                        try:
-                            trainer.train_on_batch(batches[name])
-                        except TrainingDivergedError as error:
-                            raise TrainingDivergedError(f"SAE {name!r}: {error}") from None
+                for names in self._step_groups(trainers, batches):
+                    self._step(names, trainers, batches)
                 progress.update(template.train_batch_size_tokens)
                 self._write_spread_checkpoints(trainers)
                 self._agree_on_stop(group)
@@ -380,6 +377,34 @@ class MultiSAETrainingRunner:
             with self._own_rng(name):
                 saes[name] = trainer.finish_training()
         return saes
+
+    def _step_groups(
+        self, trainers: dict[str, SAETrainer], batches: dict[str, torch.Tensor]
+    ) -> list[list[str]]:
+        """The SAEs in the groups that step together (`stack_saes`), else one by one."""
+        if not stacking_on(self.cfg.stack_saes, self.cfg.template.device):
+            return [[name] for name in trainers]
+        return stack_groups(trainers, batches)
+
+    def _step(
+        self, group: list[str], trainers: dict[str, SAETrainer], batches: dict[str, torch.Tensor]
+    ) -> None:
+        """One training step of each SAE of `group` (stacked when it holds several)."""
+        stepped: list[TrainStepOutput | None] = [None] * len(group)
+        if len(group) > 1:
+            for name in group:
+                trainers[name].begin_step()
+            stepped = list(
+                stacked_forward_and_backward(
+                    [trainers[name] for name in group], [batches[name] for name in group]
+                )
+            )
+        for name, output in zip(group, stepped, strict=True):
+            with self._own_rng(name):
+                try:
+                    trainers[name].train_on_batch(batches[name], stepped=output)
+                except TrainingDivergedError as error:
+                    raise TrainingDivergedError(f"SAE {name!r}: {error}") from None
 
     def _fetch_batches(self, trainers: dict[str, SAETrainer]) -> dict[str, torch.Tensor]:
         """{name: batch [rows, width]} of each SAE this rank trains; spread: every store's
@@ -481,6 +506,15 @@ def _json_saes(text: Any) -> Any:
     return value
 
 
+def _stack_saes_value(value: Any) -> str | bool:
+    if value == "auto":
+        return "auto"
+    try:
+        return _accept_bool(value)
+    except Exception:
+        raise argparse.ArgumentTypeError(f"expected auto, true or false, got {value!r}") from None
+
+
 def build_cli_parser() -> CommandLineParser:
     """`--config FILE`, `--saes JSON` and one flag per `LanguageModelSAERunnerConfig` field
     (shared by every SAE, or a default for them)."""
@@ -502,6 +536,13 @@ def build_cli_parser() -> CommandLineParser:
         default=False,
         metavar="BOOL",
         help=MULTI_SAE_FIELD_HELP["distribute_saes"],
+    )
+    parser.add_argument(
+        "--stack_saes",
+        type=_stack_saes_value,
+        default="auto",
+        metavar="{auto,true,false}",
+        help=MULTI_SAE_FIELD_HELP["stack_saes"],
     )
     parser.add_fields(
         LanguageModelSAERunnerConfig,

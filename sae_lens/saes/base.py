@@ -9,7 +9,7 @@ methods on a `TrainingSAEModule` and default to their inference counterpart.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -198,6 +198,21 @@ class Architecture(ABC):
 
     def training_state_dict_for_loading(self, state_dict: dict[str, Any]) -> None:  # noqa: B027
         """Turn a saved state dict into the TrainingSAEModule form, in place."""
+
+    # --- optional: stepping several SAEs of one shape together ---------------------------
+    def stack_key(self, sae: TrainingSAEModule, x: torch.Tensor) -> tuple[Any, ...] | None:
+        """A key that is equal for SAEs whose training forwards on inputs like `x`
+        [batch, d_in] `stacked_training_forward` runs together (same shape and options),
+        or None when this SAE trains alone (the default)."""
+        return None
+
+    def stacked_training_forward(
+        self, saes: Sequence[TrainingSAEModule], x: torch.Tensor
+    ) -> list[TrainingForward]:
+        """`training_forward` of each SAE of `saes` (all of one `stack_key`) on its input
+        x[i], x [n_saes, batch, d_in], with batched matmuls over the stacked weights; the
+        gradients reach each SAE's own parameters."""
+        raise NotImplementedError(f"{self.name} SAEs are not stepped together")
 
     # --- optional: a k the trainer may schedule ------------------------------------------
     def set_k(self, sae: TrainingSAEModule, k: int) -> None:

@@ -3,6 +3,9 @@ with MSE plus an Lp sparsity penalty, optionally with ghost grads for dead laten
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import torch
 
 from sae_lens.saes.activations import is_nonnegative
@@ -16,6 +19,7 @@ from sae_lens.saes.base import (
 )
 from sae_lens.saes.fused_ops import affine, hooks_active
 from sae_lens.saes.relu_step import relu_step
+from sae_lens.saes.stacked import stacked_relu_forward
 
 
 class StandardArchitecture(Architecture):
@@ -48,6 +52,16 @@ class StandardArchitecture(Architecture):
         )
         sae_out = sae.finish_decode(latent_sum)
         return TrainingForward(acts, hidden_pre, sae_out, {"sparsity": sparsity})
+
+    def stack_key(self, sae: TrainingSAEModule, x: torch.Tensor) -> tuple[Any, ...] | None:
+        if type(self) is not StandardArchitecture or not _can_fuse(sae, x):
+            return None
+        return (self.name, sae.cfg.d_in, sae.cfg.d_sae)
+
+    def stacked_training_forward(
+        self, saes: Sequence[TrainingSAEModule], x: torch.Tensor
+    ) -> list[TrainingForward]:
+        return stacked_relu_forward(saes, x)
 
     def training_losses(
         self, sae: TrainingSAEModule, inputs: TrainingLossInputs

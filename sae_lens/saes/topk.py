@@ -7,6 +7,9 @@ k active latents of each token after the encoder's one dense matmul: the decoder
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import torch
 
 from sae_lens.saes.activations import TopK
@@ -19,6 +22,7 @@ from sae_lens.saes.base import (
 )
 from sae_lens.saes.fused_ops import affine, hooks_active
 from sae_lens.saes.sparse_kernels import sparse_decode, topk_encode
+from sae_lens.saes.stacked import stacked_topk_forward
 from sae_lens.saes.standard import StandardArchitecture
 from sae_lens.saes.topk_step import topk_sae_forward
 
@@ -119,6 +123,20 @@ class TopKArchitecture(StandardArchitecture):
             values = values * sae.finetuning_scaling_factor[indices]
         sae_out = sae.finish_decode(sparse_decode(values, indices, sae.W_dec))
         return TrainingForward(feature_acts, hidden_pre, sae_out)
+
+    def stack_key(self, sae: TrainingSAEModule, x: torch.Tensor) -> tuple[Any, ...] | None:
+        if type(self) is not TopKArchitecture or not (
+            _can_fuse(sae, x) and _no_noise_or_scale(sae)
+        ):
+            return None
+        activation: TopK = sae.activation_fn  # type: ignore[assignment]
+        return (self.name, sae.cfg.d_in, sae.cfg.d_sae, activation.k)
+
+    def stacked_training_forward(
+        self, saes: Sequence[TrainingSAEModule], x: torch.Tensor
+    ) -> list[TrainingForward]:
+        activation: TopK = saes[0].activation_fn  # type: ignore[assignment]
+        return stacked_topk_forward(saes, x, activation.k)
 
     def set_k(self, sae: TrainingSAEModule, k: int) -> None:
         activation: TopK = sae.activation_fn  # type: ignore[assignment]

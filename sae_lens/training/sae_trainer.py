@@ -327,13 +327,17 @@ class SAETrainer:
         """True once the configured number of tokens was trained."""
         return self.n_training_tokens >= self.cfg.total_training_tokens
 
-    def train_on_batch(self, sae_in: torch.Tensor) -> TrainStepOutput:
+    def train_on_batch(
+        self, sae_in: torch.Tensor, stepped: TrainStepOutput | None = None
+    ) -> TrainStepOutput:
         """One whole step of `fit()` on `sae_in` [batch, d_in] (a transcoder's: input, then
         target, [batch, d_in + d_out]): the optimizer step, then logging, evaluation and
-        checkpoints on their schedules."""
-        self._close_sparsity_window_if_due()
-        self._set_scheduled_k()
-        output = self._train_step(sae=self.sae, sae_in=sae_in)
+        checkpoints on their schedules. `stepped`: the step's forward output when the
+        caller ran the forward and backward itself, after `begin_step()` (a stacked step of
+        several SAEs); the gradients are then in the SAE's parameters."""
+        if stepped is None:
+            self.begin_step()
+        output = self._train_step(sae=self.sae, sae_in=sae_in, stepped=stepped)
         self.n_training_tokens += self.cfg.train_batch_size_tokens
         self._log_train_step(output)
         self._run_and_log_evals()
@@ -343,6 +347,13 @@ class SAETrainer:
         self._checkpoint_if_needed()
         self._begin_finetuning_if_needed()
         return output
+
+    def begin_step(self) -> None:
+        """What comes before a step's forward pass: a finished sparsity window logged, the
+        step's k set, the SAE in training mode."""
+        self._close_sparsity_window_if_due()
+        self._set_scheduled_k()
+        self.sae.train()
 
     def finish_training(self) -> TrainingSAE:
         """After the last step: the final k and weights, the final SAE's firing
@@ -359,12 +370,15 @@ class SAETrainer:
         batch = self.activations_store.next_batch()  # [train_batch_size_tokens, 1, width]
         return batch[:, 0, :].to(self.sae.device)  # [batch, d_in (+ d_out: a transcoder's)]
 
-    def _train_step(self, sae: TrainingSAE, sae_in: torch.Tensor) -> TrainStepOutput:
+    def _train_step(
+        self, sae: TrainingSAE, sae_in: torch.Tensor, stepped: TrainStepOutput | None = None
+    ) -> TrainStepOutput:
         """One optimizer step of `sae` (the trainer's SAE) on `sae_in` [batch, d_in] (5.6.0's
-        signature). Raises `TrainingDivergedError` before touching the weights, statistics
-        or schedules if the loss or the gradient norm is not finite."""
+        signature; `stepped`: see `train_on_batch`). Raises `TrainingDivergedError` before
+        touching the weights, statistics or schedules if the loss or the gradient norm is
+        not finite."""
         sae.train()
-        output = self._forward_and_backward(sae, sae_in)
+        output = self._forward_and_backward(sae, sae_in) if stepped is None else stepped
         self.distributed.average_gradients(sae.parameters())  # data parallel: the global batch's
         self.scaler.unscale_(self.optimizer)
         sae.before_optimizer_step()

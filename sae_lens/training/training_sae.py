@@ -16,7 +16,7 @@ from sae_lens.config import LanguageModelSAERunnerConfig
 from sae_lens.lazy_names import lazy_names
 from sae_lens.sae import SAE, InputActs, LatentActs, SAEConfig, config_kwargs
 from sae_lens.saes import cpu_kernels, transcoder
-from sae_lens.saes.base import TrainingLossInputs
+from sae_lens.saes.base import TrainingForward, TrainingLossInputs
 from sae_lens.saes.jumprelu import JumpReLU, Step, rectangle
 from sae_lens.saes.registry import get_architecture
 from sae_lens.saes.sae_folder import SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME, SPARSITY_FILENAME
@@ -256,6 +256,24 @@ class TrainingSAE(SAE):
         `auxiliary_reconstruction_loss`, `ghost_grad_loss`). The output is compared with
         `target` [batch, d_out] (default `sae_in`; a transcoder's is its output hook's
         activation)."""
+        x = self.process_sae_in(sae_in)
+        forward = self.architecture.training_forward(self, x)
+        return self.training_step_output(
+            sae_in, x, forward, current_l1_coefficient, dead_neuron_mask, target
+        )
+
+    def training_step_output(
+        self,
+        sae_in: torch.Tensor,
+        x: torch.Tensor,
+        forward: TrainingForward,
+        current_l1_coefficient: float,
+        dead_neuron_mask: torch.Tensor | None = None,
+        target: torch.Tensor | None = None,
+    ) -> TrainStepOutput:
+        """The rest of `training_forward_pass` after the architecture's `forward` on
+        x = `process_sae_in(sae_in)` (which a stacked step of several SAEs computes for all
+        of them at once): the output, the MSE and the architecture's losses."""
         if target is None:
             if transcoder.is_transcoder(self.cfg):
                 raise ValueError(
@@ -263,8 +281,6 @@ class TrainingSAE(SAE):
                     "target [batch, d_out]"
                 )
             target = sae_in
-        x = self.process_sae_in(sae_in)
-        forward = self.architecture.training_forward(self, x)
         feature_acts, hidden_pre, sae_out = (
             forward.feature_acts,
             forward.hidden_pre,

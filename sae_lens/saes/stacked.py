@@ -1,0 +1,144 @@
+"""Training forwards of several SAEs of one shape at once (a multi-SAE run's stacked step).
+
+The SAEs' weights are stacked along a new first dimension (`torch.stack`, so gradients flow
+back to each SAE's own parameters) and their inputs likewise, x [n, batch, d_in]; each
+matmul of the step is then one batched matmul for all n SAEs instead of n small ones, which
+keeps a GPU busy when the SAEs are small. The result is each SAE's `TrainingForward`, as its
+own `training_forward` would compute it up to float rounding (a batched matmul may sum in
+another order).
+
+TopK keeps the sparse backward of `sparse_kernels`: the n SAEs' latents are numbered as one
+block-diagonal dictionary of n * d_sae latents (SAE i's latent m is i * d_sae + m), so the
+embedding bags and sparse outer products of one SAE serve all of them in one call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from sae_lens.saes.base import TrainingForward, TrainingSAEModule
+from sae_lens.saes.sparse_kernels import _embedding_bag, _scatter_outer, sparse_decode
+
+
+def stacked(saes: Sequence[TrainingSAEModule], name: str) -> torch.Tensor:
+    """The SAEs' parameter `name` stacked along a new first dimension."""
+    return torch.stack([getattr(sae, name) for sae in saes])
+
+
+def stacked_relu_forward(
+    saes: Sequence[TrainingSAEModule], x: torch.Tensor
+) -> list[TrainingForward]:
+    """Each SAE's ReLU training forward (encoder, ReLU, dense decoder) on its input x[i],
+    x [n, batch, d_in]."""
+    hidden_pre = torch.baddbmm(stacked(saes, "b_enc").unsqueeze(1), x, stacked(saes, "W_enc"))
+    feature_acts = hidden_pre.relu()
+    latent_sum = torch.bmm(feature_acts, stacked(saes, "W_dec"))  # [n, batch, d_in]
+    return _per_sae(saes, feature_acts, hidden_pre, latent_sum)
+
+
+def stacked_topk_forward(
+    saes: Sequence[TrainingSAEModule], x: torch.Tensor, k: int
+) -> list[TrainingForward]:
+    """Each SAE's TopK training forward (its k largest pre-activations per token, ReLU'd,
+    decoded sparsely) on its input x[i], x [n, batch, d_in]."""
+    n, batch, _ = x.shape
+    values, indices, hidden_pre = stacked_topk_encode(
+        x, stacked(saes, "W_enc"), stacked(saes, "b_enc"), k
+    )
+    feature_acts = torch.zeros_like(hidden_pre).scatter_(-1, indices, values)
+    W_dec = stacked(saes, "W_dec")  # [n, d_sae, d_in]
+    d_sae = W_dec.shape[1]
+    latent_sum = sparse_decode(
+        values.reshape(n * batch, k),
+        _block_diagonal(indices, d_sae).reshape(n * batch, k),
+        W_dec.reshape(n * d_sae, -1),
+    ).reshape(n, batch, -1)
+    return _per_sae(saes, feature_acts, hidden_pre, latent_sum)
+
+
+def _per_sae(
+    saes: Sequence[TrainingSAEModule],
+    feature_acts: torch.Tensor,
+    hidden_pre: torch.Tensor,
+    latent_sum: torch.Tensor,
+) -> list[TrainingForward]:
+    return [
+        TrainingForward(feature_acts[i], hidden_pre[i], sae.finish_decode(latent_sum[i]))
+        for i, sae in enumerate(saes)
+    ]
+
+
+def _block_diagonal(indices: torch.Tensor, d_sae: int) -> torch.Tensor:
+    """indices [n, ...] of each SAE's latents as latents of the stacked dictionary."""
+    offsets = torch.arange(indices.shape[0], device=indices.device) * d_sae
+    return indices + offsets.view(-1, *([1] * (indices.dim() - 1)))
+
+
+def stacked_topk_encode(
+    x: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`sparse_kernels.topk_encode` of n SAEs at once: (values [n, batch, k], indices
+    [n, batch, k] (each SAE's own latent numbers), hidden_pre [n, batch, d_sae]) for
+    x [n, batch, d_in], W_enc [n, d_in, d_sae], b_enc [n, d_sae]; the same sparse backward
+    unless hidden_pre itself receives a gradient."""
+    return _StackedTopKEncode.apply(x, W_enc, b_enc, k)  # type: ignore[no-any-return]
+
+
+class _StackedTopKEncode(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        x: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, k: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        hidden_pre = torch.baddbmm(b_enc.unsqueeze(1), x, W_enc)  # [n, batch, d_sae]
+        top = hidden_pre.topk(k, dim=-1, sorted=False)
+        return top.values.relu_(), top.indices, hidden_pre
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
+        x, W_enc = inputs[0], inputs[1]
+        values, indices, _ = output
+        ctx.mark_non_differentiable(indices)
+        ctx.set_materialize_grads(False)  # an unused hidden_pre gets no dense zero gradient
+        ctx.save_for_backward(x, W_enc, values, indices)
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: Any,
+        grad_values: torch.Tensor | None,
+        grad_indices: None,
+        grad_hidden_pre: torch.Tensor | None,
+    ) -> tuple[torch.Tensor | None, ...]:
+        x, W_enc, values, indices = ctx.saved_tensors
+        need_x, need_W, need_b = ctx.needs_input_grad[:3]
+        grad_top = None if grad_values is None else grad_values.masked_fill(values <= 0, 0.0)
+        if grad_hidden_pre is not None:  # dense: [n, batch, d_sae]
+            grad_pre = grad_hidden_pre
+            if grad_top is not None:
+                grad_pre = grad_pre.scatter_add(-1, indices, grad_top)
+            return (
+                torch.bmm(grad_pre, W_enc.transpose(1, 2)) if need_x else None,
+                torch.bmm(x.transpose(1, 2), grad_pre) if need_W else None,
+                grad_pre.sum(1) if need_b else None,
+                None,
+            )
+        if grad_top is None:
+            return None, None, None, None
+        n, batch, d_in = x.shape
+        d_sae, k = W_enc.shape[2], indices.shape[-1]
+        flat = _block_diagonal(indices, d_sae).reshape(n * batch, k)
+        grad_top = grad_top.reshape(n * batch, k)
+        grad_x = grad_W = grad_b = None
+        if need_x:  # each token's k encoder columns, weighted
+            table = W_enc.transpose(1, 2).reshape(n * d_sae, d_in)
+            grad_x = _embedding_bag(flat, table, grad_top).view(n, batch, d_in)
+        if need_W:  # [n * d_sae, d_in] -> [n, d_in, d_sae]
+            rows = _scatter_outer(flat, grad_top, x.reshape(n * batch, d_in), n * d_sae)
+            grad_W = rows.view(n, d_sae, d_in).transpose(1, 2)
+        if need_b:
+            grad_b = torch.zeros(n * d_sae, dtype=grad_top.dtype, device=grad_top.device)
+            grad_b.index_add_(0, flat.reshape(-1), grad_top.reshape(-1))
+            grad_b = grad_b.view(n, d_sae)
+        return grad_x, grad_W, grad_b, None
