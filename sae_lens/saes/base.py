@@ -69,6 +69,20 @@ class TrainingForward:
     intermediates: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+# `TrainingForward.intermediates` key of [d_sae] int64: on how many tokens each latent fired,
+# from an architecture that selected its active latents sparsely (the trainer's firing
+# statistics then need no pass over the dense [batch, d_sae] activations).
+FIRING_COUNTS = "firing_counts"
+
+
+def firing_counts(values: torch.Tensor, indices: torch.Tensor, d_sae: int) -> torch.Tensor:
+    """[d_sae] int64 counts of the entries of `indices` (any shape) whose `values` (same
+    shape) are non-zero."""
+    with torch.no_grad():
+        fired = indices[values != 0]
+        return torch.bincount(fired.reshape(-1), minlength=d_sae)
+
+
 @dataclass
 class TrainingLossInputs:
     """What an architecture's training losses may use from one forward pass."""

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from sae_lens.saes.base import TrainingForward, TrainingSAEModule
+from sae_lens.saes.base import FIRING_COUNTS, TrainingForward, TrainingSAEModule, firing_counts
 from sae_lens.saes.sparse_kernels import _embedding_bag, _scatter_outer, sparse_decode
 
 
@@ -51,12 +51,12 @@ def stacked_topk_forward(
     feature_acts = torch.zeros_like(hidden_pre).scatter_(-1, indices, values)
     W_dec = stacked(saes, "W_dec")  # [n, d_sae, d_in]
     d_sae = W_dec.shape[1]
+    flat = _block_diagonal(indices, d_sae).reshape(n * batch, k)
     latent_sum = sparse_decode(
-        values.reshape(n * batch, k),
-        _block_diagonal(indices, d_sae).reshape(n * batch, k),
-        W_dec.reshape(n * d_sae, -1),
+        values.reshape(n * batch, k), flat, W_dec.reshape(n * d_sae, -1)
     ).reshape(n, batch, -1)
-    return _per_sae(saes, feature_acts, hidden_pre, latent_sum)
+    counts = firing_counts(values.reshape(n * batch, k), flat, n * d_sae).view(n, d_sae)
+    return _per_sae(saes, feature_acts, hidden_pre, latent_sum, counts)
 
 
 def _per_sae(
@@ -64,9 +64,15 @@ def _per_sae(
     feature_acts: torch.Tensor,
     hidden_pre: torch.Tensor,
     latent_sum: torch.Tensor,
+    counts: torch.Tensor | None = None,
 ) -> list[TrainingForward]:
     return [
-        TrainingForward(feature_acts[i], hidden_pre[i], sae.finish_decode(latent_sum[i]))
+        TrainingForward(
+            feature_acts[i],
+            hidden_pre[i],
+            sae.finish_decode(latent_sum[i]),
+            {} if counts is None else {FIRING_COUNTS: counts[i]},
+        )
         for i, sae in enumerate(saes)
     ]
 

@@ -14,17 +14,19 @@ import torch
 
 from sae_lens.saes.activations import TopK
 from sae_lens.saes.base import (
+    FIRING_COUNTS,
     Architecture,
     TrainingConfig,
     TrainingForward,
     TrainingLossInputs,
     TrainingSAEModule,
+    firing_counts,
 )
 from sae_lens.saes.fused_ops import affine, hooks_active
 from sae_lens.saes.sparse_kernels import sparse_decode, topk_encode
 from sae_lens.saes.stacked import stacked_topk_forward
 from sae_lens.saes.standard import StandardArchitecture
-from sae_lens.saes.topk_step import topk_sae_forward
+from sae_lens.saes.topk_step import topk_sae_forward_with_kept
 
 __all__ = ["TopKArchitecture", "sparse_decode", "topk_aux_acts", "topk_aux_loss"]
 
@@ -100,16 +102,19 @@ class TopKArchitecture(StandardArchitecture):
         if _can_fuse(sae, x) and _no_noise_or_scale(sae):
             # The whole step in one function: no dense backward, the top-k and the
             # weight gradients as single passes (see topk_step).
-            latent_sum, feature_acts, hidden_pre = topk_sae_forward(
+            latent_sum, feature_acts, hidden_pre, values, indices = topk_sae_forward_with_kept(
                 x, sae.W_enc, sae.b_enc, sae.W_dec, activation.k
             )
-            return TrainingForward(feature_acts, hidden_pre, sae.finish_decode(latent_sum))
+            counts = {FIRING_COUNTS: firing_counts(values, indices, sae.cfg.d_sae)}
+            return TrainingForward(feature_acts, hidden_pre, sae.finish_decode(latent_sum), counts)
+        counts = {}
         if _can_fuse(sae, x):
             # One dense matmul; the backward touches only the k selected latents.
             values, indices, hidden_pre = topk_encode(
                 x, sae.W_enc, sae.b_enc, activation.k, sae.add_training_noise
             )
             feature_acts = torch.zeros_like(hidden_pre).scatter_(-1, indices, values)
+            counts[FIRING_COUNTS] = firing_counts(values, indices, sae.cfg.d_sae)
         else:
             hidden_pre = sae.add_training_noise(
                 sae.hook_sae_acts_pre(affine(x, sae.W_enc, sae.b_enc))
@@ -122,7 +127,7 @@ class TopKArchitecture(StandardArchitecture):
         if sae.cfg.finetuning_scaling_factor:
             values = values * sae.finetuning_scaling_factor[indices]
         sae_out = sae.finish_decode(sparse_decode(values, indices, sae.W_dec))
-        return TrainingForward(feature_acts, hidden_pre, sae_out)
+        return TrainingForward(feature_acts, hidden_pre, sae_out, counts)
 
     def stack_key(self, sae: TrainingSAEModule, x: torch.Tensor) -> tuple[Any, ...] | None:
         if type(self) is not TopKArchitecture or not (

@@ -31,8 +31,16 @@ def topk_sae_forward(
     W_dec [d_sae, d_out]: hidden_pre = x @ W_enc + b_enc, feature_acts its k largest per
     row, ReLU'd, zero elsewhere. Gradients reach x, W_enc, b_enc and W_dec through all
     three outputs."""
-    latent_sum, acts, hidden_pre, _, _ = _TopKStep.apply(x, W_enc, b_enc, W_dec, k)
+    latent_sum, acts, hidden_pre, _, _ = topk_sae_forward_with_kept(x, W_enc, b_enc, W_dec, k)
     return latent_sum, acts, hidden_pre
+
+
+def topk_sae_forward_with_kept(
+    x: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, W_dec: torch.Tensor, k: int
+) -> tuple[torch.Tensor, ...]:
+    """`topk_sae_forward`'s three outputs, then the kept values and their indices
+    ([batch, k] each)."""
+    return _TopKStep.apply(x, W_enc, b_enc, W_dec, k)  # type: ignore[no-any-return]
 
 
 def _encode_select(

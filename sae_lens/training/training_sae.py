@@ -16,7 +16,7 @@ from sae_lens.config import LanguageModelSAERunnerConfig
 from sae_lens.lazy_names import lazy_names
 from sae_lens.sae import SAE, InputActs, LatentActs, SAEConfig, config_kwargs
 from sae_lens.saes import cpu_kernels, transcoder
-from sae_lens.saes.base import TrainingForward, TrainingLossInputs
+from sae_lens.saes.base import FIRING_COUNTS, TrainingForward, TrainingLossInputs
 from sae_lens.saes.jumprelu import JumpReLU, Step, rectangle
 from sae_lens.saes.registry import get_architecture
 from sae_lens.saes.sae_folder import SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME, SPARSITY_FILENAME
@@ -56,6 +56,9 @@ class TrainStepOutput:
     loss: torch.Tensor  # the total, to call backward() on
     losses: dict[str, float | torch.Tensor]
     target: torch.Tensor | None = None  # a transcoder's [batch, d_out]
+    # [d_sae] int64: on how many tokens each latent fired, where the architecture counted
+    # them from its sparse selection (else the trainer counts feature_acts' non-zeros)
+    firing_counts: torch.Tensor | None = None
 
     @property
     def trained_towards(self) -> torch.Tensor:
@@ -315,6 +318,7 @@ class TrainingSAE(SAE):
             loss=loss,
             losses=losses,
             target=None if target is sae_in else target,
+            firing_counts=forward.intermediates.get(FIRING_COUNTS),
         )
 
     def calculate_topk_aux_loss(

@@ -107,6 +107,8 @@ def test_a_stacked_forward_gives_each_saes_own_loss_and_gradients(
             torch.testing.assert_close(b.losses[key], a.losses[key], **tol)
         torch.testing.assert_close(b.feature_acts, a.feature_acts, **tol)
         torch.testing.assert_close(b.sae_out, a.sae_out, **tol)
+        if architecture == "topk":
+            assert torch.equal(b.firing_counts, a.firing_counts)
         for (name, p), q in zip(sae_a.named_parameters(), sae_b.parameters(), strict=True):
             assert (p.grad is None) == (q.grad is None), name
             if p.grad is not None:

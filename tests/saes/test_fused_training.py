@@ -309,3 +309,19 @@ def test_training_noise_is_added_to_the_pre_activations(architecture: str) -> No
     assert (noisy - clean).std().item() == pytest.approx(0.5, rel=0.05)
     sae.eval()  # no noise outside training
     assert_close(sae.training_forward_pass(x, 0.7).hidden_pre.detach(), clean)
+
+
+@pytest.mark.parametrize("overrides", [{}, {"noise_scale": 0.5}, {"dtype": "float32"}])
+def test_topk_reports_the_firing_counts_of_its_latents(kernels: str, overrides: dict) -> None:
+    # the fused step ({}), the sparse encoder with training noise, float32's CPU kernel
+    sae = make_sae("topk", **overrides)
+    x = batch().to(sae.dtype)
+    with torch.no_grad():
+        sae.b_enc[:10] = -100.0  # 2 latents left above: each row keeps a value ReLU'd to 0
+    sae.train()
+    output = sae.training_forward_pass(x, current_l1_coefficient=0.0)
+    assert output.firing_counts is not None
+    assert ((output.feature_acts != 0).sum(dim=-1) < 3).all()  # a kept 0 is no firing
+    expected = (output.feature_acts != 0).sum(dim=0)
+    assert torch.equal(output.firing_counts, expected)
+    assert output.firing_counts.dtype == torch.int64

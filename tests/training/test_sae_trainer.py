@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 import torch
 
-from sae_lens.training import sae_trainer
+from sae_lens.training import sae_trainer, step_metrics
 from sae_lens.training.metrics_log import read_metrics
 from sae_lens.training.sae_trainer import SAETrainer, TrainingDivergedError
 from tests.training.trainer_fakes import FakeActivationStore, RecordingSave, make_cfg, make_trainer
@@ -26,17 +26,25 @@ def _record_feature_acts(trainer: SAETrainer) -> list[torch.Tensor]:
     return seen
 
 
-@pytest.mark.parametrize("chunk_rows", [5, 256])  # several row chunks per batch, or one
+# standard: counted from feature_acts in several row chunks per batch, or one; topk: the
+# counts its forward reports from its selection
+@pytest.mark.parametrize(
+    ("architecture", "chunk_rows"), [("standard", 5), ("standard", 256), ("topk", 256)]
+)
 def test_feature_statistics_match_a_hand_computation(
-    tmp_path: Path, chunk_rows: int, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, architecture: str, chunk_rows: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sae_trainer, "_FIRING_COUNT_CHUNK_ROWS", chunk_rows)
+    monkeypatch.setattr(step_metrics, "_FIRING_COUNT_CHUNK_ROWS", chunk_rows)
     window, dead_window, steps = 7, 5, 20
+    topk = (
+        {"architecture": "topk", "activation_fn_kwargs": {"k": 4}} if architecture == "topk" else {}
+    )
     cfg = make_cfg(
         tmp_path,
         training_tokens=16 * steps,
         feature_sampling_window=window,
         dead_feature_window=dead_window,
+        **topk,
     )
     trainer = make_trainer(cfg)
     with torch.no_grad():
