@@ -17,6 +17,7 @@ rounding: tests compare them hook by hook).
 
 from __future__ import annotations
 
+import math
 import re
 import weakref
 from collections.abc import Callable
@@ -41,6 +42,21 @@ from transformer_lens.components import (
 from transformer_lens.components.mlps.mlp import MLP
 
 from sae_lens.module_hooks import global_hooks_active, own_hooks_active
+
+_GELU_TANH_SCALE = 2.0 * math.sqrt(2.0 / math.pi)
+
+
+def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    """GELU's tanh approximation, 0.5 x (1 + tanh(u)) with u = sqrt(2/pi) (x + 0.044715 x^3).
+    For float32/64 on CPU it is computed as x * sigmoid(2u), the same function, in five
+    in-place passes: about 1.5x faster there than aten's tanh-GELU kernel (the largest
+    non-matmul cost of a GPT-2 forward); elsewhere that kernel."""
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+        return F.gelu(x, approximate="tanh")
+    out = x * x
+    out.mul_(_GELU_TANH_SCALE * 0.044715).add_(_GELU_TANH_SCALE).mul_(x).sigmoid_()
+    return out.mul_(x)
+
 
 _ARCHITECTURES = {
     None,
@@ -75,9 +91,9 @@ _ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "gelu": F.gelu,
     "silu": F.silu,
     # gelu_new, gelu_fast and gelu_pytorch_tanh are all the tanh approximation of GELU
-    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
-    "gelu_fast": lambda x: F.gelu(x, approximate="tanh"),
-    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_new": _gelu_tanh,
+    "gelu_fast": _gelu_tanh,
+    "gelu_pytorch_tanh": _gelu_tanh,
     "relu2": lambda x: F.relu(x).square(),
 }
 _ATTENTION_ONLY_POINTS = {
