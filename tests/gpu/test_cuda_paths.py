@@ -98,3 +98,35 @@ def test_a_short_cuda_run_trains_and_its_sae_loads_back(tmp_path: Path, options:
     out = loaded(x)
     assert torch.isfinite(out).all()
     assert_close(out, sae.eval()(x), rtol=1e-4, atol=1e-4)
+
+
+def test_a_multi_run_on_cuda_stacks_same_shape_saes_like_one_by_one(tmp_path: Path) -> None:
+    from sae_lens.multi_sae_config import MultiSAETrainingRunnerConfig
+    from sae_lens.multi_sae_training_runner import MultiSAETrainingRunner
+
+    topk = {"architecture": "topk", "activation_fn_kwargs": {"k": 16}, "d_sae": 256}
+    saes = {
+        "resid": {"hook_name": "blocks.*.hook_resid_post", **topk},  # one per layer: stacked
+        "mlp": {"hook_name": "blocks.*.hook_mlp_out", "l1_coefficient": 2.0, "d_sae": 256},
+    }
+    shared = dict(
+        model_name="tiny-pydoc-gpt2",
+        dataset_path="pydoc-corpus",
+        training_tokens=16 * 2048,
+        train_batch_size_tokens=2048,
+        context_size=64,
+        device="cuda",
+        log_to_wandb=False,
+        verbose=False,
+    )
+    runs = {}
+    for stack in ("auto", False):  # "auto" stacks on CUDA
+        cfg = MultiSAETrainingRunnerConfig(
+            saes, stack_saes=stack, checkpoint_path=str(tmp_path / str(stack)), **shared
+        )
+        runs[stack] = MultiSAETrainingRunner(cfg).run()
+    for name, sae in runs[False].items():
+        for key, value in sae.state_dict().items():
+            stacked = runs["auto"][name].state_dict()[key]
+            assert stacked.device.type == "cuda"
+            assert_close(stacked, value, rtol=1e-3, atol=1e-4, msg=f"{name} {key}")
