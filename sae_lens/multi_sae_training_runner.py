@@ -381,9 +381,13 @@ class MultiSAETrainingRunner:
     def _step_groups(
         self, trainers: dict[str, SAETrainer], batches: dict[str, torch.Tensor]
     ) -> list[list[str]]:
-        """The SAEs in the groups that step together (`stack_saes`), else one by one."""
+        """The SAEs in the groups that step together (`stack_saes`), else one by one.
+        Stacking: every trainer's step is begun first (its k set, its SAE in training
+        mode), so that the groups see what the step's forward will."""
         if not stacking_on(self.cfg.stack_saes, self.cfg.template.device):
             return [[name] for name in trainers]
+        for trainer in trainers.values():
+            trainer.begin_step()
         return stack_groups(trainers, batches)
 
     def _step(
@@ -392,8 +396,6 @@ class MultiSAETrainingRunner:
         """One training step of each SAE of `group` (stacked when it holds several)."""
         stepped: list[TrainStepOutput | None] = [None] * len(group)
         if len(group) > 1:
-            for name in group:
-                trainers[name].begin_step()
             stepped = list(
                 stacked_forward_and_backward(
                     [trainers[name] for name in group], [batches[name] for name in group]

@@ -149,6 +149,7 @@ class SAETrainer:
         # Why `request_stop` was called (e.g. from a signal handler), if it was.
         self.stop_requested: str | None = None
         self.evaluating = False  # inside a periodic evaluation (a stop request drops it)
+        self._begun_step = -1  # the step `begin_step` last prepared
         self.wandb_key_prefix = ""  # put before every wandb key (a multi-SAE run: "<name>/")
 
         _update_sae_lens_training_version(self.sae)
@@ -333,8 +334,7 @@ class SAETrainer:
         checkpoints on their schedules. `stepped`: the step's forward output when the
         caller ran the forward and backward itself, after `begin_step()` (a stacked step of
         several SAEs); the gradients are then in the SAE's parameters."""
-        if stepped is None:
-            self.begin_step()
+        self.begin_step()
         output = self._train_step(sae=self.sae, sae_in=sae_in, stepped=stepped)
         self.n_training_tokens += self.cfg.train_batch_size_tokens
         self._log_train_step(output)
@@ -348,7 +348,10 @@ class SAETrainer:
 
     def begin_step(self) -> None:
         """What comes before a step's forward pass: a finished sparsity window logged, the
-        step's k set, the SAE in training mode."""
+        step's k set, the SAE in training mode. Once per step: a second call does nothing."""
+        if self._begun_step == self.n_training_steps:
+            return
+        self._begun_step = self.n_training_steps
         self._close_sparsity_window_if_due()
         self._set_scheduled_k()
         self.sae.train()

@@ -34,7 +34,9 @@ def stack_groups(
     trainers: Mapping[str, SAETrainer], batches: Mapping[str, torch.Tensor]
 ) -> list[list[str]]:
     """The trainers' names in groups that step together (in the order of their first
-    member); an SAE that cannot be stacked with any other forms a group of its own."""
+    member); an SAE that cannot be stacked with any other forms a group of its own. Call
+    it after the trainers' `begin_step()`: the keys depend on the step's k and on the SAEs
+    being in training mode."""
     groups: dict[Any, list[str]] = {}
     for name, trainer in trainers.items():
         key = _stack_key(trainer, batches[name])

@@ -15,7 +15,7 @@ from sae_lens.multi_sae_config import MultiSAETrainingRunnerConfig
 from sae_lens.multi_sae_training_runner import MultiSAETrainingRunner, parse_cli_config
 from sae_lens.sae import SAE
 from sae_lens.saes.stacked import stacked_topk_encode
-from sae_lens.training.sae_trainer import InterruptedException
+from sae_lens.training.sae_trainer import InterruptedException, TrainingDivergedError
 from sae_lens.training.stacked_step import (
     stack_groups,
     stacked_forward_and_backward,
@@ -217,3 +217,37 @@ def test_an_interrupted_stacked_run_resumes_to_the_same_weights(
     resumed = MultiSAETrainingRunner(MultiSAETrainingRunnerConfig.from_dict(data)).run()
     for name in whole:
         assert_same_weights(resumed[name], whole[name])
+
+
+def test_saes_stack_by_the_k_of_each_step_under_k_decay(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # "decay" keeps 16 latents at step 0, then 14, 12, 10, and 8 from step 4: it steps with
+    # "k16" at step 0 only, and with "k8" from step 4 on
+    decay = {**SWEEP["k8_a"], "k_decay_steps": 4, "initial_k": 16}
+    saes = {"decay": decay, "k16": SWEEP["k16"], "k8": SWEEP["k8_a"]}
+    one_by_one = MultiSAETrainingRunner(multi_cfg(tmp_path / "a", saes, stack_saes=False)).run()
+    stacks: list[list[str]] = []
+
+    def recording(trainers: list[Any], batches: list[torch.Tensor]) -> Any:
+        stacks.append([t.cfg.checkpoint_path.rsplit("/", 1)[-1] for t in trainers])
+        return stacked_forward_and_backward(trainers, batches)
+
+    monkeypatch.setattr(runner_module, "stacked_forward_and_backward", recording)
+    together = MultiSAETrainingRunner(multi_cfg(tmp_path / "b", saes, stack_saes=True)).run()
+    assert stacks == [["decay", "k16"]] + [["decay", "k8"]] * 4  # steps 0, then 4..7
+    for name, sae in one_by_one.items():
+        for key, value in sae.state_dict().items():
+            stacked = together[name].state_dict()[key]
+            torch.testing.assert_close(stacked, value, rtol=1e-4, atol=1e-5, msg=f"{name} {key}")
+
+
+def test_a_diverged_sae_of_a_stack_stops_the_run_naming_it(tmp_path: Path) -> None:
+    saes = {name: SWEEP[name] for name in ("k8_a", "k8_b")}
+    runner = MultiSAETrainingRunner(multi_cfg(tmp_path, saes, stack_saes=True))
+    with torch.no_grad():
+        runner.saes["k8_b"].W_enc[0, 0] = float("nan")
+    with pytest.raises(TrainingDivergedError, match=r"^SAE 'k8_b': training diverged at step 0"):
+        runner.run()
+    # the NaN stays in its SAE: the stack mate stepped on a finite gradient
+    assert torch.isfinite(runner.saes["k8_a"].W_enc).all()
