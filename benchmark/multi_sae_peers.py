@@ -179,6 +179,12 @@ def main() -> None:
         default={},
         help="extra options of this project's runs, as JSON (e.g. '{\"n_eval_batches\": 1}')",
     )
+    parser.add_argument(
+        "--ours-recipe",
+        default=None,
+        help="train this project's runs with this recipe (e.g. recommended) instead of "
+        "SAELens 6's TopK options",
+    )
     parser.add_argument("--work", type=Path, default=Path("/tmp/sae_lens_multi_peers"))
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -196,6 +202,7 @@ def main() -> None:
         lr=LR,
         seed=SEED,
         ours_options=args.ours_options,
+        ours_recipe=args.ours_recipe,
     )
     held_out = held_out_activations(paths, args.n_layers)
     print(

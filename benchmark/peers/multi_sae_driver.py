@@ -38,7 +38,24 @@ def hook(layer: int) -> str:
 def ours_fields(job: dict[str, Any]) -> dict[str, Any]:
     """This project's runner options shared by the multi and the single runs: the SAELens 6
     recipe of benchmark/train_throughput.py for TopK (Adam beta1 0.9, decoder rows started
-    at norm 0.1, no decoder renormalisation)."""
+    at norm 0.1, no decoder renormalisation), or with `job["ours_recipe"]` that recipe of
+    this project (`recipe="recommended"`: its own optimizer, learning rate and start)."""
+    if job.get("ours_recipe"):
+        fields = _shared_fields(job)
+        fields.update(recipe=job["ours_recipe"], **job.get("ours_options", {}))
+        return fields
+    return dict(
+        _shared_fields(job),
+        lr=job["lr"],
+        adam_beta1=0.9,
+        normalize_sae_decoder=False,
+        decoder_init_norm=0.1,
+        **job.get("ours_options", {}),  # extra options for this project's runs only
+    )
+
+
+def _shared_fields(job: dict[str, Any]) -> dict[str, Any]:
+    """The workload: model, tokens, length, batches, buffer, seed."""
     return dict(
         model_name="benchmark-gpt2",
         dataset_path=job["tokens"],
@@ -55,11 +72,6 @@ def ours_fields(job: dict[str, Any]) -> dict[str, Any]:
         log_to_wandb=False,
         eval_every_n_wandb_logs=10**9,
         verbose=False,
-        lr=job["lr"],
-        adam_beta1=0.9,
-        normalize_sae_decoder=False,
-        decoder_init_norm=0.1,
-        **job.get("ours_options", {}),  # extra options for this project's runs only
     )
 
 
