@@ -88,6 +88,10 @@ class CheckpointInfo:
 
 
 # --- atomic folders --------------------------------------------------------------------------
+# A write that fails with less than this free on its disk is reported as a full disk.
+_NEARLY_FULL = 64 * 2**20
+
+
 def _fsync_path(path: Path) -> None:
     flags = os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0)
     fd = os.open(path, flags)
@@ -113,8 +117,17 @@ def atomic_folder(final_path: str | Path) -> Iterator[Path]:
                 _fsync_path(file)
         _fsync_path(tmp_path)
         _replace_folder(tmp_path, final_path)
-    except BaseException:
+    except BaseException as error:
+        written = sum(f.stat().st_size for f in tmp_path.rglob("*") if f.is_file())
         shutil.rmtree(tmp_path, ignore_errors=True)
+        free = shutil.disk_usage(final_path.parent).free
+        if isinstance(error, (OSError, RuntimeError)) and free < max(written, _NEARLY_FULL):
+            # (torch.save reports a full disk as "unexpected pos ...")
+            raise OSError(
+                f"could not write {final_path}: its disk is full ({free:,} bytes free after "
+                f"removing the {written:,} bytes written); free some space (a run resumes "
+                f"from its last complete checkpoint). The write failed with: {error}"
+            ) from error
         raise
     _fsync_path(final_path.parent)
 

@@ -1,6 +1,7 @@
 import json
 import os
 import random
+import shutil
 import time
 from pathlib import Path
 
@@ -66,6 +67,26 @@ def test_atomic_folder_failure_leaves_the_previous_folder(tmp_path: Path) -> Non
         (tmp / "b.txt").write_text("newer")
     assert sorted(os.listdir(final)) == ["b.txt"]
     assert os.listdir(tmp_path) == ["ckpt"]
+
+
+def test_a_write_that_fails_on_a_full_disk_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    final = tmp_path / "ckpt"
+    full = shutil.disk_usage(tmp_path)._replace(free=1000)
+    monkeypatch.setattr(checkpoints.shutil, "disk_usage", lambda path: full)
+    with pytest.raises(
+        OSError, match=r"could not write .*ckpt: its disk is full \(1,000 bytes free"
+    ):
+        with checkpoints.atomic_folder(final) as tmp:
+            (tmp / "state.pt").write_bytes(b"x" * 5000)
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 5000")
+    assert os.listdir(tmp_path) == []  # nothing left behind
+    # with room on the disk the error is passed on as it was
+    monkeypatch.undo()
+    with pytest.raises(RuntimeError, match="unexpected pos"):
+        with checkpoints.atomic_folder(final):
+            raise RuntimeError("unexpected pos")
 
 
 def test_latest_checkpoint_ignores_incomplete_folders(tmp_path: Path) -> None:
