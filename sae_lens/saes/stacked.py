@@ -20,7 +20,12 @@ from typing import Any
 import torch
 
 from sae_lens.saes.base import FIRING_COUNTS, TrainingForward, TrainingSAEModule, firing_counts
-from sae_lens.saes.sparse_kernels import _embedding_bag, _scatter_outer, sparse_decode
+from sae_lens.saes.sparse_kernels import (
+    _embedding_bag,
+    _scatter_outer,
+    _TopKEncode,
+    sparse_decode,
+)
 
 
 def stacked(saes: Sequence[TrainingSAEModule], name: str) -> torch.Tensor:
@@ -93,7 +98,9 @@ def stacked_topk_encode(
     return _StackedTopKEncode.apply(x, W_enc, b_enc, k)  # type: ignore[no-any-return]
 
 
-class _StackedTopKEncode(torch.autograd.Function):
+class _StackedTopKEncode(_TopKEncode):
+    """`_TopKEncode` (whose `setup_context` it keeps) with a leading dimension of SAEs."""
+
     @staticmethod
     def forward(  # type: ignore[override]
         x: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, k: int
@@ -101,14 +108,6 @@ class _StackedTopKEncode(torch.autograd.Function):
         hidden_pre = torch.baddbmm(b_enc.unsqueeze(1), x, W_enc)  # [n, batch, d_sae]
         top = hidden_pre.topk(k, dim=-1, sorted=False)
         return top.values.relu_(), top.indices, hidden_pre
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
-        x, W_enc = inputs[0], inputs[1]
-        values, indices, _ = output
-        ctx.mark_non_differentiable(indices)
-        ctx.set_materialize_grads(False)  # an unused hidden_pre gets no dense zero gradient
-        ctx.save_for_backward(x, W_enc, values, indices)
 
     @staticmethod
     def backward(  # type: ignore[override]

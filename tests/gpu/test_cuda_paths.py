@@ -60,19 +60,25 @@ def test_the_fused_reader_on_cuda_matches_the_models_forward() -> None:
     assert_close(fused, cache[hook], rtol=1e-4, atol=1e-5)
 
 
+# A short run of the embedded model on CUDA (shared fields of the single and multi runs).
+_CUDA_RUN: dict[str, object] = dict(
+    model_name="tiny-pydoc-gpt2",
+    dataset_path="pydoc-corpus",
+    training_tokens=64 * 2048,
+    train_batch_size_tokens=2048,
+    context_size=64,
+    device="cuda",
+    log_to_wandb=False,
+    verbose=False,
+)
+
+
 def _cuda_run(tmp_path: Path, **overrides: object) -> LanguageModelSAERunnerConfig:
     settings: dict[str, object] = dict(
-        model_name="tiny-pydoc-gpt2",
-        dataset_path="pydoc-corpus",
+        _CUDA_RUN,
         hook_name="blocks.0.hook_resid_post",
         hook_layer=0,
         d_sae=256,
-        training_tokens=64 * 2048,
-        train_batch_size_tokens=2048,
-        context_size=64,
-        device="cuda",
-        log_to_wandb=False,
-        verbose=False,
         checkpoint_path=str(tmp_path / "runs"),
     )
     settings.update(overrides)
@@ -109,16 +115,7 @@ def test_a_multi_run_on_cuda_stacks_same_shape_saes_like_one_by_one(tmp_path: Pa
         "resid": {"hook_name": "blocks.*.hook_resid_post", **topk},  # one per layer: stacked
         "mlp": {"hook_name": "blocks.*.hook_mlp_out", "l1_coefficient": 2.0, "d_sae": 256},
     }
-    shared = dict(
-        model_name="tiny-pydoc-gpt2",
-        dataset_path="pydoc-corpus",
-        training_tokens=16 * 2048,
-        train_batch_size_tokens=2048,
-        context_size=64,
-        device="cuda",
-        log_to_wandb=False,
-        verbose=False,
-    )
+    shared = {**_CUDA_RUN, "training_tokens": 16 * 2048}
     runs = {}
     for stack in ("auto", False):  # "auto" stacks on CUDA
         cfg = MultiSAETrainingRunnerConfig(

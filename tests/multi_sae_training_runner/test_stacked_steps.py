@@ -51,6 +51,18 @@ SWEEP: dict[str, dict[str, Any]] = {
 }
 
 
+def record_stacks(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The names of the SAEs of each stacked step the multi runner takes from now on."""
+    stacks: list[list[str]] = []
+
+    def recording(trainers: list[Any], batches: list[torch.Tensor]) -> Any:
+        stacks.append([t.cfg.checkpoint_path.rsplit("/", 1)[-1] for t in trainers])
+        return stacked_forward_and_backward(trainers, batches)
+
+    monkeypatch.setattr(runner_module, "stacked_forward_and_backward", recording)
+    return stacks
+
+
 def saes_of(architecture: str, n: int, dtype: torch.dtype, **overrides: Any) -> list[TrainingSAE]:
     cfg = training_sae_cfg_dict(architecture, d_in=16, d_sae=48, k=5, **overrides)
     saes = []
@@ -181,13 +193,7 @@ def test_a_stacked_run_ends_with_the_weights_of_saes_stepped_one_by_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     one_by_one = MultiSAETrainingRunner(multi_cfg(tmp_path / "a", SWEEP, stack_saes=False)).run()
-    stacks: list[list[str]] = []
-
-    def recording(trainers: list[Any], batches: list[torch.Tensor]) -> Any:
-        stacks.append([t.cfg.checkpoint_path.rsplit("/", 1)[-1] for t in trainers])
-        return stacked_forward_and_backward(trainers, batches)
-
-    monkeypatch.setattr(runner_module, "stacked_forward_and_backward", recording)
+    stacks = record_stacks(monkeypatch)
     together = MultiSAETrainingRunner(multi_cfg(tmp_path / "b", SWEEP, stack_saes=True)).run()
     assert stacks == [["k8_a", "k8_b"], ["mlp1", "resid1"]] * 8  # 8 steps
     assert list(together) == list(SWEEP)
@@ -227,13 +233,7 @@ def test_saes_stack_by_the_k_of_each_step_under_k_decay(
     decay = {**SWEEP["k8_a"], "k_decay_steps": 4, "initial_k": 16}
     saes = {"decay": decay, "k16": SWEEP["k16"], "k8": SWEEP["k8_a"]}
     one_by_one = MultiSAETrainingRunner(multi_cfg(tmp_path / "a", saes, stack_saes=False)).run()
-    stacks: list[list[str]] = []
-
-    def recording(trainers: list[Any], batches: list[torch.Tensor]) -> Any:
-        stacks.append([t.cfg.checkpoint_path.rsplit("/", 1)[-1] for t in trainers])
-        return stacked_forward_and_backward(trainers, batches)
-
-    monkeypatch.setattr(runner_module, "stacked_forward_and_backward", recording)
+    stacks = record_stacks(monkeypatch)
     together = MultiSAETrainingRunner(multi_cfg(tmp_path / "b", saes, stack_saes=True)).run()
     assert stacks == [["decay", "k16"]] + [["decay", "k8"]] * 4  # steps 0, then 4..7
     for name, sae in one_by_one.items():
