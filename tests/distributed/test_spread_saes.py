@@ -23,16 +23,30 @@ from tests.distributed.test_torchrun_runs import (
 )
 
 SAES = {
-    "resid0_k8": {"hook_name": "blocks.0.hook_resid_post", "architecture": "topk",
-                  "activation_fn_kwargs": {"k": 8}, "d_sae": 256},
-    "mlp1_std": {"hook_name": "blocks.1.hook_mlp_out", "architecture": "standard",
-                 "l1_coefficient": 2.0, "d_sae": 256},
-    "resid1_k8": {"hook_name": "blocks.1.hook_resid_post", "architecture": "topk",
-                  "activation_fn_kwargs": {"k": 8}, "d_sae": 128},
-}  # fmt: skip
+    "resid0_k8": {
+        "hook_name": "blocks.0.hook_resid_post",
+        "architecture": "topk",
+        "activation_fn_kwargs": {"k": 8},
+        "d_sae": 256,
+    },
+    "mlp1_std": {
+        "hook_name": "blocks.1.hook_mlp_out",
+        "architecture": "standard",
+        "l1_coefficient": 2.0,
+        "d_sae": 256,
+    },
+    "resid1_k8": {
+        "hook_name": "blocks.1.hook_resid_post",
+        "architecture": "topk",
+        "activation_fn_kwargs": {"k": 8},
+        "d_sae": 256,
+    },
+}  # fmt: skip (the two TopK SAEs have one shape: with stack_saes they step together)
 
 
-def write_config(folder: Path, checkpoint_path: Path, distribute: bool) -> Path:
+def write_config(
+    folder: Path, checkpoint_path: Path, distribute: bool, stack: bool = False
+) -> Path:
     config = {
         "context_size": 32,
         "train_batch_size_tokens": 256,
@@ -45,9 +59,10 @@ def write_config(folder: Path, checkpoint_path: Path, distribute: bool) -> Path:
         "seed": 3,
         "checkpoint_path": str(checkpoint_path),
         "distribute_saes": distribute,
+        "stack_saes": stack,
         "saes": SAES,
     }
-    path = folder / f"multi_{distribute}.yaml"
+    path = folder / f"multi_{distribute}_{stack}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
 
@@ -58,11 +73,13 @@ def multi_command(config: Path, *extra: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The run folders of a data-parallel and a spread run of the same config."""
+    """The run folders of a data-parallel run, a spread run and a data-parallel run with
+    stacked steps of the same config."""
     folder = tmp_path_factory.mktemp("multi")
     found = {}
-    for mode, distribute in (("data_parallel", False), ("spread", True)):
-        result = run(multi_command(write_config(folder, folder / mode, distribute)))
+    modes = (("data_parallel", False, False), ("spread", True, False), ("stacked", False, True))
+    for mode, distribute, stack in modes:
+        result = run(multi_command(write_config(folder, folder / mode, distribute, stack)))
         assert result.returncode == 0, result.stderr[-3000:]
         found[mode] = only_run_folder(folder / mode)
     return found
@@ -81,6 +98,16 @@ def test_spread_saes_train_as_the_data_parallel_run(runs: dict[str, Path]) -> No
         checkpoints.latest_checkpoint(runs["spread"] / "mlp1_std")
     )
     assert state["world_size"] == 2 and len(state["other_ranks"]) == 1
+
+
+def test_stacked_steps_train_as_the_data_parallel_run(runs: dict[str, Path]) -> None:
+    # each process steps the two TopK SAEs together, then averages each SAE's gradients
+    for name in SAES:
+        stacked = final_weights(runs["stacked"] / name)
+        parallel = final_weights(runs["data_parallel"] / name)
+        for key, tensor in stacked.items():
+            torch.testing.assert_close(tensor, parallel[key], rtol=1e-4, atol=1e-5)
+    assert yaml.safe_load((runs["stacked"] / "run_config.json").read_text())["stack_saes"]
 
 
 @pytest.mark.parametrize("mode", ["spread", "data_parallel"])
