@@ -41,7 +41,7 @@ SAES = {
         "activation_fn_kwargs": {"k": 8},
         "d_sae": 256,
     },
-}  # fmt: skip (the two TopK SAEs have one shape: with stack_saes they step together)
+}  # the two TopK SAEs have one shape: with stack_saes they step together
 
 
 def write_config(
