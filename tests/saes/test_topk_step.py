@@ -102,3 +102,37 @@ def test_a_nan_input_reaches_the_output() -> None:
     latent_sum, acts, _ = topk_sae_forward(x, W_enc, b_enc, W_dec, 3)
     assert latent_sum[2].isnan().all() and acts[2].isnan().any()
     assert not latent_sum[[0, 1, 3, 4]].isnan().any()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(50, 300), (3, 7, 65), (4, 9)])
+def test_the_topk_activation_is_the_same_on_its_one_pass_kernel(
+    dtype: torch.dtype, shape: tuple[int, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`TopK` (inference: encode, evals) on CPU runs `topk_relu_`; the output is exactly
+    that of torch.topk, a ReLU and the scatter into zeros."""
+    from sae_lens.saes import activations
+    from sae_lens.saes.activations import TopK
+
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(3), dtype=dtype)
+    x[..., 0] = -5.0  # a row may keep values the ReLU zeroes
+    top = x.topk(9, dim=-1)
+    expected = torch.zeros_like(x).scatter(-1, top.indices, top.values.relu())
+    calls = []
+    kernel = activations.cpu_kernels.topk_relu_
+    monkeypatch.setattr(
+        activations.cpu_kernels, "topk_relu_", lambda *a: calls.append(1) or kernel(*a)
+    )
+    assert_close(TopK(9)(x.clone()), expected, rtol=0, atol=0)
+    assert calls == [1]
+    # with a gradient, a NaN, or another activation after the selection: torch ops
+    x_grad = x.clone().requires_grad_()
+    TopK(9)(x_grad).sum().backward()
+    assert_close(x_grad.grad, (expected != 0).to(dtype), rtol=0, atol=0)
+    x_nan = x.clone()
+    x_nan.view(-1, shape[-1])[1, 2] = float("nan")
+    assert TopK(9)(x_nan).view(-1, shape[-1])[1].isnan().any()
+    assert_close(
+        TopK(9, torch.nn.Identity())(x), torch.zeros_like(x).scatter(-1, top.indices, top.values)
+    )
+    assert calls == [1]
