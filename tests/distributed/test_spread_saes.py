@@ -85,14 +85,18 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return found
 
 
-def test_spread_saes_train_as_the_data_parallel_run(runs: dict[str, Path]) -> None:
+def assert_trains_as_the_data_parallel_run(runs: dict[str, Path], mode: str) -> None:
+    """Every SAE of the run `mode` ends within float rounding of the data-parallel run's."""
     for name in SAES:
-        spread = final_weights(runs["spread"] / name)
         parallel = final_weights(runs["data_parallel"] / name)
-        for key, tensor in spread.items():
-            # the same rows each step: one gradient of the gathered batch against the mean
-            # of two half-batch gradients, equal up to float rounding
+        for key, tensor in final_weights(runs[mode] / name).items():
             torch.testing.assert_close(tensor, parallel[key], rtol=1e-4, atol=1e-5)
+
+
+def test_spread_saes_train_as_the_data_parallel_run(runs: dict[str, Path]) -> None:
+    # the same rows each step: one gradient of the gathered batch against the mean of two
+    # half-batch gradients, equal up to float rounding
+    assert_trains_as_the_data_parallel_run(runs, "spread")
     # each SAE written once, by its owner, with both ranks' store positions
     state = checkpoints.load_training_state(
         checkpoints.latest_checkpoint(runs["spread"] / "mlp1_std")
@@ -102,11 +106,7 @@ def test_spread_saes_train_as_the_data_parallel_run(runs: dict[str, Path]) -> No
 
 def test_stacked_steps_train_as_the_data_parallel_run(runs: dict[str, Path]) -> None:
     # each process steps the two TopK SAEs together, then averages each SAE's gradients
-    for name in SAES:
-        stacked = final_weights(runs["stacked"] / name)
-        parallel = final_weights(runs["data_parallel"] / name)
-        for key, tensor in stacked.items():
-            torch.testing.assert_close(tensor, parallel[key], rtol=1e-4, atol=1e-5)
+    assert_trains_as_the_data_parallel_run(runs, "stacked")
     assert yaml.safe_load((runs["stacked"] / "run_config.json").read_text())["stack_saes"]
 
 
