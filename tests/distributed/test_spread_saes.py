@@ -73,11 +73,16 @@ def multi_command(config: Path, *extra: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The run folders of a data-parallel run, a spread run and a data-parallel run with
-    stacked steps of the same config."""
+    """The run folders of a data-parallel run, a spread run, and both with stacked steps,
+    of the same config."""
     folder = tmp_path_factory.mktemp("multi")
     found = {}
-    modes = (("data_parallel", False, False), ("spread", True, False), ("stacked", False, True))
+    modes = (
+        ("data_parallel", False, False),
+        ("spread", True, False),
+        ("stacked", False, True),
+        ("spread_stacked", True, True),
+    )
     for mode, distribute, stack in modes:
         result = run(multi_command(write_config(folder, folder / mode, distribute, stack)))
         assert result.returncode == 0, result.stderr[-3000:]
@@ -107,6 +112,14 @@ def test_spread_saes_train_as_the_data_parallel_run(runs: dict[str, Path]) -> No
 def test_stacked_steps_train_as_the_data_parallel_run(runs: dict[str, Path]) -> None:
     # each process steps the two TopK SAEs together, then averages each SAE's gradients
     assert_trains_as_the_data_parallel_run(runs, "stacked")
+    # spread: rank 0 owns both TopK SAEs (see test_owners_balance_the_sae_sizes) and steps
+    # them together on the gathered rows
+    assert assign_owners({name: 1 for name in SAES}, 2) == {
+        "resid0_k8": 0,
+        "mlp1_std": 1,
+        "resid1_k8": 0,
+    }
+    assert_trains_as_the_data_parallel_run(runs, "spread_stacked")
     assert yaml.safe_load((runs["stacked"] / "run_config.json").read_text())["stack_saes"]
 
 
