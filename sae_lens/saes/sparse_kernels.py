@@ -82,33 +82,74 @@ class _TopKEncode(torch.autograd.Function):
         grad_indices: None,
         grad_hidden_pre: torch.Tensor | None,
     ) -> tuple[torch.Tensor | None, ...]:
-        x, W_enc, values, indices = ctx.saved_tensors
-        need_x, need_W, need_b = ctx.needs_input_grad[:3]
-        # Through the ReLU of the kept values: [batch, k]
-        grad_top = None if grad_values is None else grad_values.masked_fill(values <= 0, 0.0)
-        if grad_hidden_pre is not None:  # dense: [batch, d_sae]
-            grad_pre = grad_hidden_pre
-            if grad_top is not None:
-                grad_pre = grad_pre.scatter_add(-1, indices, grad_top)
-            return (
-                grad_pre @ W_enc.t() if need_x else None,
-                x.t() @ grad_pre if need_W else None,
-                grad_pre.sum(0) if need_b else None,
-                None,
-                None,
-            )
-        if grad_top is None:
-            return None, None, None, None, None
-        d_sae = W_enc.shape[1]
-        grad_x = grad_W = grad_b = None
-        if need_x:  # grad_x[n] = sum_j grad_top[n, j] * W_enc[:, indices[n, j]]
-            grad_x = _embedding_bag(indices, W_enc.t().contiguous(), grad_top)
-        if need_W:
-            grad_W = _scatter_outer(indices, grad_top, x, d_sae).t()
-        if need_b:
-            grad_b = torch.zeros(d_sae, dtype=grad_top.dtype, device=grad_top.device)
-            grad_b.index_add_(0, indices.reshape(-1), grad_top.reshape(-1))
-        return grad_x, grad_W, grad_b, None, None
+        grads = topk_encoder_backward(ctx, grad_values, grad_hidden_pre, _sparse_encoder_grads)
+        return (*grads, None, None)
+
+
+Grads = tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]
+
+
+def topk_encoder_backward(
+    ctx: Any,
+    grad_values: torch.Tensor | None,
+    grad_hidden_pre: torch.Tensor | None,
+    sparse_grads: Callable[..., Grads],
+) -> Grads:
+    """The gradients of (x, W_enc, b_enc) of a top-k encoder whose context saved (x, W_enc,
+    values, indices): dense when hidden_pre received a gradient (any leading dimensions,
+    batched matmuls), else `sparse_grads(x, W_enc, indices, grad_top, needs)` of the kept
+    values' gradient through their ReLU."""
+    x, W_enc, values, indices = ctx.saved_tensors
+    need_x, need_W, need_b = needs = ctx.needs_input_grad[:3]
+    grad_top = None if grad_values is None else grad_values.masked_fill(values <= 0, 0.0)
+    if grad_hidden_pre is not None:  # dense: [..., batch, d_sae]
+        grad_pre = grad_hidden_pre
+        if grad_top is not None:
+            grad_pre = grad_pre.scatter_add(-1, indices, grad_top)
+        return (
+            grad_pre @ W_enc.transpose(-1, -2) if need_x else None,
+            x.transpose(-1, -2) @ grad_pre if need_W else None,
+            grad_pre.sum(-2) if need_b else None,
+        )
+    if grad_top is None:
+        return None, None, None
+    return sparse_grads(x, W_enc, indices, grad_top, needs)
+
+
+def _sparse_encoder_grads(
+    x: torch.Tensor,
+    W_enc: torch.Tensor,
+    indices: torch.Tensor,
+    grad_top: torch.Tensor,
+    needs: tuple[bool, ...],
+) -> Grads:
+    """One encoder's gradients from its kept entries: x [batch, d_in], W_enc [d_in, d_sae],
+    indices and grad_top [batch, k]."""
+    grad_x, grad_W_rows, grad_b = latent_rows_grads(x, W_enc.t(), indices, grad_top, needs)
+    return grad_x, None if grad_W_rows is None else grad_W_rows.t(), grad_b
+
+
+def latent_rows_grads(
+    x: torch.Tensor,
+    W_rows: torch.Tensor,
+    indices: torch.Tensor,
+    grad_top: torch.Tensor,
+    needs: tuple[bool, ...],
+) -> Grads:
+    """(grad_x [batch, d_in], the gradient of W_rows [d_sae, d_in] (each latent's encoder
+    column as a row), grad_b [d_sae]) for x [batch, d_in] and the kept entries' indices and
+    gradients [batch, k]: k-row embedding bags and a sparse outer product."""
+    need_x, need_W, need_b = needs
+    d_sae = W_rows.shape[0]
+    grad_x = grad_W_rows = grad_b = None
+    if need_x:  # grad_x[n] = sum_j grad_top[n, j] * W_rows[indices[n, j]]
+        grad_x = _embedding_bag(indices, W_rows.contiguous(), grad_top)
+    if need_W:
+        grad_W_rows = _scatter_outer(indices, grad_top, x, d_sae)
+    if need_b:
+        grad_b = torch.zeros(d_sae, dtype=grad_top.dtype, device=grad_top.device)
+        grad_b.index_add_(0, indices.reshape(-1), grad_top.reshape(-1))
+    return grad_x, grad_W_rows, grad_b
 
 
 class _SparseDecode(torch.autograd.Function):

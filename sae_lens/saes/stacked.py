@@ -21,10 +21,11 @@ import torch
 
 from sae_lens.saes.base import FIRING_COUNTS, TrainingForward, TrainingSAEModule, firing_counts
 from sae_lens.saes.sparse_kernels import (
-    _embedding_bag,
-    _scatter_outer,
+    Grads,
     _TopKEncode,
+    latent_rows_grads,
     sparse_decode,
+    topk_encoder_backward,
 )
 
 
@@ -116,34 +117,30 @@ class _StackedTopKEncode(_TopKEncode):
         grad_indices: None,
         grad_hidden_pre: torch.Tensor | None,
     ) -> tuple[torch.Tensor | None, ...]:
-        x, W_enc, values, indices = ctx.saved_tensors
-        need_x, need_W, need_b = ctx.needs_input_grad[:3]
-        grad_top = None if grad_values is None else grad_values.masked_fill(values <= 0, 0.0)
-        if grad_hidden_pre is not None:  # dense: [n, batch, d_sae]
-            grad_pre = grad_hidden_pre
-            if grad_top is not None:
-                grad_pre = grad_pre.scatter_add(-1, indices, grad_top)
-            return (
-                torch.bmm(grad_pre, W_enc.transpose(1, 2)) if need_x else None,
-                torch.bmm(x.transpose(1, 2), grad_pre) if need_W else None,
-                grad_pre.sum(1) if need_b else None,
-                None,
-            )
-        if grad_top is None:
-            return None, None, None, None
-        n, batch, d_in = x.shape
-        d_sae, k = W_enc.shape[2], indices.shape[-1]
-        flat = _block_diagonal(indices, d_sae).reshape(n * batch, k)
-        grad_top = grad_top.reshape(n * batch, k)
-        grad_x = grad_W = grad_b = None
-        if need_x:  # each token's k encoder columns, weighted
-            table = W_enc.transpose(1, 2).reshape(n * d_sae, d_in)
-            grad_x = _embedding_bag(flat, table, grad_top).view(n, batch, d_in)
-        if need_W:  # [n * d_sae, d_in] -> [n, d_in, d_sae]
-            rows = _scatter_outer(flat, grad_top, x.reshape(n * batch, d_in), n * d_sae)
-            grad_W = rows.view(n, d_sae, d_in).transpose(1, 2)
-        if need_b:
-            grad_b = torch.zeros(n * d_sae, dtype=grad_top.dtype, device=grad_top.device)
-            grad_b.index_add_(0, flat.reshape(-1), grad_top.reshape(-1))
-            grad_b = grad_b.view(n, d_sae)
-        return grad_x, grad_W, grad_b, None
+        grads = topk_encoder_backward(ctx, grad_values, grad_hidden_pre, _stacked_sparse_grads)
+        return (*grads, None)
+
+
+def _stacked_sparse_grads(
+    x: torch.Tensor,
+    W_enc: torch.Tensor,
+    indices: torch.Tensor,
+    grad_top: torch.Tensor,
+    needs: tuple[bool, ...],
+) -> Grads:
+    """The n encoders' gradients from their kept entries as those of one block-diagonal
+    encoder of n * d_sae latents: x [n, batch, d_in], W_enc [n, d_in, d_sae]."""
+    n, batch, d_in = x.shape
+    d_sae, k = W_enc.shape[2], indices.shape[-1]
+    grad_x, grad_W_rows, grad_b = latent_rows_grads(
+        x.reshape(n * batch, d_in),
+        W_enc.transpose(1, 2).reshape(n * d_sae, d_in),
+        _block_diagonal(indices, d_sae).reshape(n * batch, k),
+        grad_top.reshape(n * batch, k),
+        needs,
+    )
+    return (
+        None if grad_x is None else grad_x.view(n, batch, d_in),
+        None if grad_W_rows is None else grad_W_rows.view(n, d_sae, d_in).transpose(1, 2),
+        None if grad_b is None else grad_b.view(n, d_sae),
+    )
